@@ -1,0 +1,86 @@
+#pragma once
+// Differentiable primitive ops, as free functions. Each checks its arguments' shapes and
+// throws softlab::Error naming both shapes; each records a backward Node when an input
+// requires grad and grad mode is on. Axis arguments may be negative (from the end).
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "softlab/tensor.hpp"
+
+namespace softlab {
+
+// ---- linear algebra (oneDNN) ------------------------------------------------------------
+// a: [..., M, K] (or [..., K, M] with trans_a), b: [..., K, N] (or [..., N, K] with trans_b).
+// The batch dimensions of a and b must be equal, or b is 2-D and shared by every batch.
+Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a = false, bool trans_b = false);
+// y = x W^T + bias, x: [..., in], weight: [out, in], bias: [out] or undefined.
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
+
+// ---- element-wise, binary with numpy broadcasting -----------------------------------------
+Tensor add(const Tensor& a, const Tensor& b);
+Tensor sub(const Tensor& a, const Tensor& b);
+Tensor mul(const Tensor& a, const Tensor& b);
+Tensor div(const Tensor& a, const Tensor& b);
+Shape broadcast_shapes(const Shape& a, const Shape& b);  // throws naming both shapes
+
+// ---- element-wise, unary ------------------------------------------------------------------
+Tensor neg(const Tensor& x);
+Tensor scale(const Tensor& x, float c);      // c * x
+Tensor add_scalar(const Tensor& x, float c); // x + c
+Tensor exp(const Tensor& x);
+Tensor log(const Tensor& x);
+Tensor sqrt(const Tensor& x);
+Tensor tanh(const Tensor& x);
+Tensor sigmoid(const Tensor& x);
+Tensor softplus(const Tensor& x);
+Tensor relu(const Tensor& x);
+Tensor elu(const Tensor& x, float alpha = 1.0f);
+enum class GeluKind { Tanh, Exact };
+Tensor gelu(const Tensor& x, GeluKind kind = GeluKind::Tanh);
+
+// ---- reductions ---------------------------------------------------------------------------
+Tensor sum(const Tensor& x);  // all elements -> shape []
+Tensor mean(const Tensor& x);
+Tensor max(const Tensor& x);  // gradient goes to the first maximal element
+Tensor sum(const Tensor& x, int64_t axis, bool keepdim = false);
+Tensor mean(const Tensor& x, int64_t axis, bool keepdim = false);
+Tensor max(const Tensor& x, int64_t axis, bool keepdim = false);
+
+// ---- softmax family (fused, last axis, numerically stable) --------------------------------
+Tensor softmax(const Tensor& x);
+Tensor log_softmax(const Tensor& x);
+
+// ---- normalisation ------------------------------------------------------------------------
+// Over the last axis; gamma and beta: [D] (either may be undefined: no affine part).
+Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps = 1e-5f);
+
+// ---- shape --------------------------------------------------------------------------------
+Tensor reshape(const Tensor& x, const Shape& shape);  // one dim may be -1; free (a view)
+Tensor transpose(const Tensor& x, int64_t axis0, int64_t axis1);  // a copy
+Tensor permute(const Tensor& x, const std::vector<int64_t>& order);  // a copy
+Tensor slice(const Tensor& x, int64_t axis, int64_t start, int64_t end);  // [start, end), a copy
+Tensor concat(const std::vector<Tensor>& xs, int64_t axis);
+// Rows of x picked by index along axis 0: out shape = index_shape + x.shape[1:].
+Tensor index_select(const Tensor& x, std::span<const int32_t> index, const Shape& index_shape);
+// Embedding lookup: weight [V, D], tokens of any shape -> tokens.shape + [D].
+Tensor embedding(const Tensor& weight, std::span<const int32_t> tokens, const Shape& tokens_shape);
+
+// ---- losses -------------------------------------------------------------------------------
+// Mean over the batch of -log softmax(logits)[label], logits [N, C], labels in [0, C).
+// With label smoothing eps the target is (1-eps) one-hot + eps/C (as torch).
+Tensor cross_entropy(const Tensor& logits, std::span<const int32_t> labels,
+                     float label_smoothing = 0.0f);
+
+}  // namespace softlab
+
+namespace softlab {
+inline Tensor operator+(const Tensor& a, const Tensor& b) { return add(a, b); }
+inline Tensor operator-(const Tensor& a, const Tensor& b) { return sub(a, b); }
+inline Tensor operator*(const Tensor& a, const Tensor& b) { return mul(a, b); }
+inline Tensor operator/(const Tensor& a, const Tensor& b) { return div(a, b); }
+inline Tensor operator-(const Tensor& a) { return neg(a); }
+inline Tensor operator*(float c, const Tensor& a) { return scale(a, c); }
+inline Tensor operator*(const Tensor& a, float c) { return scale(a, c); }
+inline Tensor operator+(const Tensor& a, float c) { return add_scalar(a, c); }
+}  // namespace softlab

@@ -1,0 +1,109 @@
+// oneDNN matmul with a primitive cache keyed by shape and layout.
+#include "ops/gemm.hpp"
+
+#include <map>
+#include <mutex>
+#include <tuple>
+
+#include <oneapi/dnnl/dnnl.hpp>
+
+#include "softlab/error.hpp"
+#include "softlab/parallel.hpp"
+
+namespace softlab::kernels {
+
+namespace {
+using dims = dnnl::memory::dims;
+using dt = dnnl::memory::data_type;
+
+struct Engine {
+  dnnl::engine engine{dnnl::engine::kind::cpu, 0};
+  dnnl::stream stream{engine};
+};
+Engine& eng() {
+  static Engine e;
+  return e;
+}
+
+using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, bool, bool, bool, bool, bool>;
+struct Entry {
+  dnnl::matmul prim;
+  dnnl::memory::desc a, b, c, bias;
+};
+std::mutex g_mutex;
+std::map<Key, Entry> g_cache;
+
+Entry make_entry(const GemmArgs& g) {
+  const int64_t B = g.batch, M = g.m, N = g.n, K = g.k;
+  // Strides express the transposes, so no operand is ever copied.
+  dnnl::memory::desc a(dims{B, M, K}, dt::f32,
+                       g.trans_a ? dims{M * K, 1, M} : dims{M * K, K, 1});
+  const int64_t bb = g.b_shared ? 1 : B;
+  dnnl::memory::desc b(dims{bb, K, N}, dt::f32,
+                       g.trans_b ? dims{N * K, 1, K} : dims{N * K, N, 1});
+  dnnl::memory::desc c(dims{B, M, N}, dt::f32, dims{M * N, N, 1});
+  dnnl::memory::desc bias;
+  if (g.bias) bias = dnnl::memory::desc(dims{1, 1, N}, dt::f32, dims{N, N, 1});
+  dnnl::primitive_attr attr;
+  if (g.accumulate) {
+    dnnl::post_ops po;
+    po.append_sum(1.0f);
+    attr.set_post_ops(po);
+  }
+  auto pd = g.bias ? dnnl::matmul::primitive_desc(dnnl::matmul::desc(a, b, bias, c), attr, eng().engine)
+                   : dnnl::matmul::primitive_desc(dnnl::matmul::desc(a, b, c), attr, eng().engine);
+  return Entry{dnnl::matmul(pd), a, b, c, bias};
+}
+}  // namespace
+
+void gemm(const GemmArgs& g) {
+  SOFTLAB_ASSERT(g.batch >= 0 && g.m >= 0 && g.n >= 0 && g.k >= 0, "gemm: negative size");
+  if (g.batch == 0 || g.m == 0 || g.n == 0) return;
+  if (g.k == 0) {  // empty sum: C = bias (or unchanged when accumulating)
+    for (int64_t i = 0; i < g.batch * g.m; ++i)
+      for (int64_t j = 0; j < g.n; ++j)
+        if (!g.accumulate) g.c[i * g.n + j] = g.bias ? g.bias[j] : 0.0f;
+        else if (g.bias) g.c[i * g.n + j] += g.bias[j];
+    return;
+  }
+  num_threads();  // makes sure the OpenMP thread count is set before oneDNN reads it
+  const Key key{g.batch, g.m, g.n, g.k, g.trans_a, g.trans_b, g.b_shared, g.accumulate, g.bias != nullptr};
+  std::lock_guard<std::mutex> lock(g_mutex);
+  auto it = g_cache.find(key);
+  if (it == g_cache.end()) it = g_cache.emplace(key, make_entry(g)).first;
+  const Entry& e = it->second;
+  auto& E = eng();
+  dnnl::memory am(e.a, E.engine, const_cast<float*>(g.a));
+  dnnl::memory bm(e.b, E.engine, const_cast<float*>(g.b));
+  dnnl::memory cm(e.c, E.engine, g.c);
+  std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}};
+  if (g.bias) args.emplace(DNNL_ARG_BIAS, dnnl::memory(e.bias, E.engine, const_cast<float*>(g.bias)));
+  e.prim.execute(E.stream, args);
+  E.stream.wait();
+}
+
+int64_t gemm_cache_size() {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  return static_cast<int64_t>(g_cache.size());
+}
+
+void gemm_reference(const GemmArgs& g) {
+  const int64_t M = g.m, N = g.n, K = g.k;
+  for (int64_t p = 0; p < g.batch; ++p) {
+    const float* A = g.a + p * M * K;
+    const float* B = g.b + (g.b_shared ? 0 : p * N * K);
+    float* C = g.c + p * M * N;
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t j = 0; j < N; ++j) {
+        double s = g.bias ? g.bias[j] : 0.0;
+        for (int64_t l = 0; l < K; ++l) {
+          const double av = g.trans_a ? A[l * M + i] : A[i * K + l];
+          const double bv = g.trans_b ? B[j * K + l] : B[l * N + j];
+          s += av * bv;
+        }
+        C[i * N + j] = static_cast<float>(g.accumulate ? C[i * N + j] + s : s);
+      }
+  }
+}
+
+}  // namespace softlab::kernels

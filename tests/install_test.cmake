@@ -1,0 +1,30 @@
+# Installs the already-built softlab into WORK_DIR/prefix, configures examples/embed
+# against it with find_package(softlab), builds it and runs it.
+file(REMOVE_RECURSE ${WORK_DIR})
+execute_process(COMMAND ${CMAKE_COMMAND} --install ${BUILD_DIR} --prefix ${WORK_DIR}/prefix
+  RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "cmake --install failed (${rc})")
+endif()
+set(extra)
+if(SANITIZE)
+  set(extra -DCMAKE_CXX_FLAGS=-fsanitize=address,undefined -DCMAKE_EXE_LINKER_FLAGS=-fsanitize=address,undefined)
+endif()
+execute_process(COMMAND ${CMAKE_COMMAND} -S ${SOURCE_DIR}/examples/embed -B ${WORK_DIR}/build
+  -G ${GENERATOR} -DCMAKE_BUILD_TYPE=${BUILD_TYPE} -DCMAKE_PREFIX_PATH=${WORK_DIR}/prefix ${extra}
+  RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "configuring examples/embed against the installed softlab failed (${rc})")
+endif()
+execute_process(COMMAND ${CMAKE_COMMAND} --build ${WORK_DIR}/build RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "building examples/embed failed (${rc})")
+endif()
+execute_process(COMMAND ${WORK_DIR}/build/embed_example RESULT_VARIABLE rc OUTPUT_VARIABLE out)
+message(STATUS "embed_example printed: ${out}")
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "embed_example failed (${rc})")
+endif()
+if(NOT out MATCHES "loss fell")
+  message(FATAL_ERROR "embed_example did not report a falling loss")
+endif()
