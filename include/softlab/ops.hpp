@@ -56,7 +56,11 @@ Tensor log_softmax(const Tensor& x);
 Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps = 1e-5f);
 
 // ---- shape --------------------------------------------------------------------------------
-Tensor reshape(const Tensor& x, const Shape& shape);  // one dim may be -1; free (a view)
+Tensor reshape(const Tensor& x, std::vector<int64_t> dims);  // one dim may be -1; free (a view)
+inline Tensor reshape(const Tensor& x, std::initializer_list<int64_t> dims) {
+  return reshape(x, std::vector<int64_t>(dims));
+}
+inline Tensor reshape(const Tensor& x, const Shape& shape) { return reshape(x, shape.dims()); }
 Tensor transpose(const Tensor& x, int64_t axis0, int64_t axis1);  // a copy
 Tensor permute(const Tensor& x, const std::vector<int64_t>& order);  // a copy
 Tensor slice(const Tensor& x, int64_t axis, int64_t start, int64_t end);  // [start, end), a copy
@@ -83,4 +87,11 @@ inline Tensor operator-(const Tensor& a) { return neg(a); }
 inline Tensor operator*(float c, const Tensor& a) { return scale(a, c); }
 inline Tensor operator*(const Tensor& a, float c) { return scale(a, c); }
 inline Tensor operator+(const Tensor& a, float c) { return add_scalar(a, c); }
+}  // namespace softlab
+
+namespace softlab {
+class Generator;
+// Inverted dropout: zeroes each element with probability p and scales the rest by 1/(1-p).
+// The mask comes from `gen`, so a seeded generator gives a reproducible mask.
+Tensor dropout(const Tensor& x, float p, Generator& gen);
 }  // namespace softlab

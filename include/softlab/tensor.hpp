@@ -120,5 +120,8 @@ Tensor from_vector(const Shape& shape, const std::vector<float>& values);
 Tensor arange(int64_t n);  // 0, 1, ..., n-1 as float, shape [n]
 Tensor randn(const Shape& shape, Generator& gen, float mean = 0.0f, float stddev = 1.0f);
 Tensor uniform(const Shape& shape, Generator& gen, float low = 0.0f, float high = 1.0f);
+// Normal(0, stddev) truncated to [lo, hi] by redrawing (timm's trunc_normal_ with a = -2, b = 2
+// in absolute units, which for stddev 0.02 is no truncation in practice).
+Tensor trunc_normal(const Shape& shape, Generator& gen, float stddev, float lo = -2.0f, float hi = 2.0f);
 
 }  // namespace softlab

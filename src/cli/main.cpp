@@ -1,26 +1,29 @@
 // The softlab command. Only this file turns softlab::Error into exit codes:
-// 2 for bad input, 1 for an internal fault.
+// 2 for bad input, 1 for an internal fault, 130 when interrupted (the verb returns it).
+#include <cstring>
 #include <iostream>
 #include <string>
 
 #include <cxxopts.hpp>
 
+#include "cli/commands.hpp"
 #include "softlab/softlab.hpp"
 
 namespace {
-int run_info() {
-  std::cout << "softlab " << softlab::version() << "\n"
-            << "build: " << softlab::build_info() << "\n"
-            << "threads: " << softlab::num_threads() << " (default: physical cores = "
-            << softlab::default_num_threads() << ")\n";
-  return 0;
-}
-
 void usage(std::ostream& os) {
   os << "usage: softlab <verb> [options]\n"
-        "verbs:\n"
-        "  info       version, build flags, thread count\n"
-        "run 'softlab <verb> --help' for a verb's options\n";
+        "\n"
+        "  train CONFIG [--set KEY=VALUE]... [--out DIR] [--resume] [--threads N]\n"
+        "                          train a model; leaves a run directory\n"
+        "  eval RUN_DIR | --checkpoint FILE\n"
+        "                          test loss and accuracy of a trained model\n"
+        "  predict --checkpoint FILE INPUT...\n"
+        "                          classify PGM/PPM images, IDX image files or CIFAR record files\n"
+        "  validate CONFIG [--set KEY=VALUE]...\n"
+        "                          check a config and print it resolved\n"
+        "  info                    version, build, threads, attention modules and heads\n"
+        "\n"
+        "Run 'softlab <verb> --help' for a verb's options.\n";
 }
 }  // namespace
 
@@ -39,24 +42,22 @@ int main(int argc, char** argv) {
       std::cout << "softlab " << softlab::version() << "\n";
       return 0;
     }
-    if (verb == "info") {
-      cxxopts::Options opts("softlab info", "Print version, build flags and thread count");
-      opts.add_options()("h,help", "show this help");
-      auto r = opts.parse(argc - 1, argv + 1);
-      if (r.count("help")) {
-        std::cout << opts.help() << "\n";
-        return 0;
-      }
-      return run_info();
-    }
-    std::cerr << "softlab: unknown verb '" << verb << "'\n";
+    using Fn = int (*)(int, char**);
+    const std::pair<const char*, Fn> verbs[] = {{"train", softlab::cli::cmd_train},
+                                                {"eval", softlab::cli::cmd_eval},
+                                                {"predict", softlab::cli::cmd_predict},
+                                                {"validate", softlab::cli::cmd_validate},
+                                                {"info", softlab::cli::cmd_info}};
+    for (const auto& [name, fn] : verbs)
+      if (verb == name) return fn(argc - 1, argv + 1);
+    std::cerr << "softlab: unknown verb '" << verb << "'\n\n";
     usage(std::cerr);
     return 2;
   } catch (const softlab::Error& e) {
     std::cerr << "softlab: error: " << e.what() << "\n";
     return e.kind() == softlab::Error::Kind::BadInput ? 2 : 1;
   } catch (const cxxopts::exceptions::exception& e) {
-    std::cerr << "softlab: " << e.what() << "\n";
+    std::cerr << "softlab: " << e.what() << " (see --help)\n";
     return 2;
   } catch (const std::exception& e) {
     std::cerr << "softlab: internal error: " << e.what() << "\n";

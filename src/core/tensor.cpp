@@ -263,4 +263,18 @@ Tensor uniform(const Shape& shape, Generator& gen, float low, float high) {
   return t;
 }
 
+Tensor trunc_normal(const Shape& shape, Generator& gen, float stddev, float lo, float hi) {
+  SOFTLAB_CHECK(lo < hi, "trunc_normal: empty interval [", lo, ", ", hi, "]");
+  Tensor t = empty(shape);
+  float* p = t.mutable_data();
+  const int64_t n = t.numel();
+  for (int64_t i = 0; i < n; ++i) {
+    float v;
+    do v = stddev * gen.normal();
+    while (v < lo || v > hi);
+    p[i] = v;
+  }
+  return t;
+}
+
 }  // namespace softlab

@@ -4,6 +4,7 @@
 #include <map>
 #include <mutex>
 #include <tuple>
+#include <unordered_map>
 
 #include <oneapi/dnnl/dnnl.hpp>
 
@@ -25,10 +26,17 @@ Engine& eng() {
   return e;
 }
 
-using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, bool, bool, bool, bool, bool>;
+// The thread count is part of the key: a oneDNN primitive fixes its thread count when it is
+// created (brgemm matmul keeps nthr from primitive creation), so a primitive created under
+// set_num_threads(1) would stay single-threaded after set_num_threads(2), and vice versa.
+using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, bool, bool, bool, bool, bool, int>;
+// The primitive with its memory objects and argument list, built once per shape. A call
+// only points the memory objects at the caller's buffers (under g_mutex, held through
+// execution), so no memory object or argument map is created per call.
 struct Entry {
   dnnl::matmul prim;
-  dnnl::memory::desc a, b, c, bias;
+  dnnl::memory a, b, c, bias;
+  std::unordered_map<int, dnnl::memory> args;
 };
 std::mutex g_mutex;
 std::map<Key, Entry> g_cache;
@@ -52,7 +60,12 @@ Entry make_entry(const GemmArgs& g) {
   }
   auto pd = g.bias ? dnnl::matmul::primitive_desc(dnnl::matmul::desc(a, b, bias, c), attr, eng().engine)
                    : dnnl::matmul::primitive_desc(dnnl::matmul::desc(a, b, c), attr, eng().engine);
-  return Entry{dnnl::matmul(pd), a, b, c, bias};
+  const dnnl::engine& e = eng().engine;
+  Entry entry{dnnl::matmul(pd), dnnl::memory(a, e, nullptr), dnnl::memory(b, e, nullptr), dnnl::memory(c, e, nullptr),
+              g.bias ? dnnl::memory(bias, e, nullptr) : dnnl::memory(), {}};
+  entry.args = {{DNNL_ARG_SRC, entry.a}, {DNNL_ARG_WEIGHTS, entry.b}, {DNNL_ARG_DST, entry.c}};
+  if (g.bias) entry.args.emplace(DNNL_ARG_BIAS, entry.bias);
+  return entry;
 }
 }  // namespace
 
@@ -66,19 +79,18 @@ void gemm(const GemmArgs& g) {
         else if (g.bias) g.c[i * g.n + j] += g.bias[j];
     return;
   }
-  num_threads();  // makes sure the OpenMP thread count is set before oneDNN reads it
-  const Key key{g.batch, g.m, g.n, g.k, g.trans_a, g.trans_b, g.b_shared, g.accumulate, g.bias != nullptr};
+  const int threads = num_threads();  // also makes sure the OpenMP thread count is set before oneDNN reads it
+  const Key key{g.batch, g.m, g.n, g.k, g.trans_a, g.trans_b, g.b_shared, g.accumulate, g.bias != nullptr, threads};
   std::lock_guard<std::mutex> lock(g_mutex);
   auto it = g_cache.find(key);
   if (it == g_cache.end()) it = g_cache.emplace(key, make_entry(g)).first;
   const Entry& e = it->second;
+  e.a.set_data_handle(const_cast<float*>(g.a));
+  e.b.set_data_handle(const_cast<float*>(g.b));
+  e.c.set_data_handle(g.c);
+  if (g.bias) e.bias.set_data_handle(const_cast<float*>(g.bias));
   auto& E = eng();
-  dnnl::memory am(e.a, E.engine, const_cast<float*>(g.a));
-  dnnl::memory bm(e.b, E.engine, const_cast<float*>(g.b));
-  dnnl::memory cm(e.c, E.engine, g.c);
-  std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}};
-  if (g.bias) args.emplace(DNNL_ARG_BIAS, dnnl::memory(e.bias, E.engine, const_cast<float*>(g.bias)));
-  e.prim.execute(E.stream, args);
+  e.prim.execute(E.stream, e.args);
   E.stream.wait();
 }
 

@@ -43,7 +43,8 @@ Tensor cross_entropy(const Tensor& logits, std::span<const int32_t> labels, floa
                 "cross_entropy: label_smoothing must be in [0, 1), got ", label_smoothing);
   for (int64_t n = 0; n < N; ++n)
     SOFTLAB_CHECK(labels[static_cast<size_t>(n)] >= 0 && labels[static_cast<size_t>(n)] < C, "cross_entropy: label ",
-                  labels[static_cast<size_t>(n)], " of example ", n, " is outside [0, ", C, ")");
+                  labels[static_cast<size_t>(n)], " of example ", n, " is outside [0, ", C, ") for logits of shape ",
+                  logits.shape());
   const bool grad = needs_grad({&logits});
   Tensor probs = grad ? empty(logits.shape()) : Tensor();
   std::vector<double> row_loss(static_cast<size_t>(N));

@@ -13,8 +13,9 @@ constexpr int64_t kRowGrain = 32;
 
 struct LayerNormNode final : Node {
   Saved x, gamma;
-  std::vector<float> mean, rstd;  // one per row
-  bool need_x = false, need_gamma = false, need_beta = false, has_beta = false;
+  std::vector<double> mean;  // one per row; double, see the forward
+  std::vector<float> rstd;
+  bool need_x = false, need_gamma = false, need_beta = false;
   const char* name() const override { return "layer_norm"; }
   std::vector<Tensor> backward(const Tensor& g) override {
     const Tensor& X = x.get();
@@ -32,19 +33,20 @@ struct LayerNormNode final : Node {
           const float* xr = px + r * D;
           const float* gr = pg + r * D;
           float* dr = d + r * D;
-          const float mu = mean[static_cast<size_t>(r)], rs = rstd[static_cast<size_t>(r)];
+          const double mu = mean[static_cast<size_t>(r)];
+          const float rs = rstd[static_cast<size_t>(r)];
           // dnorm = g * gamma; dx = rstd * (dnorm - mean(dnorm) - norm * mean(dnorm * norm))
           float s1 = 0.0f, s2 = 0.0f;
           for (int64_t j = 0; j < D; ++j) {
             const float dn = gr[j] * (pw ? pw[j] : 1.0f);
             s1 += dn;
-            s2 += dn * (xr[j] - mu) * rs;
+            s2 += dn * static_cast<float>(xr[j] - mu) * rs;
           }
           s1 /= static_cast<float>(D);
           s2 /= static_cast<float>(D);
           for (int64_t j = 0; j < D; ++j) {
             const float dn = gr[j] * (pw ? pw[j] : 1.0f);
-            dr[j] = rs * (dn - s1 - (xr[j] - mu) * rs * s2);
+            dr[j] = rs * (dn - s1 - static_cast<float>(xr[j] - mu) * rs * s2);
           }
         }
       });
@@ -60,7 +62,7 @@ struct LayerNormNode final : Node {
           float sw = 0.0f, sb = 0.0f;
           for (int64_t r = 0; r < R; ++r) {
             const float gv = pg[r * D + j];
-            sw += gv * (px[r * D + j] - mean[static_cast<size_t>(r)]) * rstd[static_cast<size_t>(r)];
+            sw += gv * static_cast<float>(px[r * D + j] - mean[static_cast<size_t>(r)]) * rstd[static_cast<size_t>(r)];
             sb += gv;
           }
           if (dw) dw[j] = sw;
@@ -84,7 +86,8 @@ Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, floa
   SOFTLAB_CHECK(eps >= 0.0f, "layer_norm: eps must be >= 0, got ", eps);
   const int64_t R = D ? x.numel() / D : 0;
   Tensor y = empty(x.shape());
-  std::vector<float> mean(static_cast<size_t>(R)), rstd(static_cast<size_t>(R));
+  std::vector<double> mean(static_cast<size_t>(R));
+  std::vector<float> rstd(static_cast<size_t>(R));
   const float* px = x.data();
   float* py = y.mutable_data();
   const float* pw = gamma.defined() ? gamma.data() : nullptr;
@@ -94,15 +97,21 @@ Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, floa
       const float* xr = px + r * D;
       float* yr = py + r * D;
       // Two passes (mean, then centred variance): no cancellation for large offsets.
-      float m = 0.0f;
+      // The mean is summed and kept in double: a float mean of rows like 1e4 + noise is
+      // off by up to ulp(1e4) ~ 1e-3 (summation plus rounding to float), which shifts every
+      // normalised value of the row by that much over the noise's standard deviation.
+      double m = 0.0;
       for (int64_t j = 0; j < D; ++j) m += xr[j];
-      m /= static_cast<float>(D);
+      m /= static_cast<double>(D);
       float v = 0.0f;
-      for (int64_t j = 0; j < D; ++j) v += (xr[j] - m) * (xr[j] - m);
+      for (int64_t j = 0; j < D; ++j) {
+        const float c = static_cast<float>(xr[j] - m);
+        v += c * c;
+      }
       v /= static_cast<float>(D);
       const float rs = 1.0f / std::sqrt(v + eps);
       for (int64_t j = 0; j < D; ++j) {
-        const float nv = (xr[j] - m) * rs;
+        const float nv = static_cast<float>(xr[j] - m) * rs;
         yr[j] = nv * (pw ? pw[j] : 1.0f) + (pb ? pb[j] : 0.0f);
       }
       mean[static_cast<size_t>(r)] = m;

@@ -22,7 +22,8 @@ struct SumAxisNode final : Node {
   Shape in_shape;
   int64_t axis;
   float c;
-  const char* name() const override { return c == 1.0f ? "sum" : "mean"; }
+  bool is_mean;
+  const char* name() const override { return is_mean ? "mean" : "sum"; }
   std::vector<Tensor> backward(const Tensor& g) override {
     const auto v = detail::axis_view(in_shape, axis);
     Tensor dx = empty(in_shape);
@@ -60,6 +61,7 @@ Tensor sum_axis(const char* op, const Tensor& x, int64_t axis, bool keepdim, boo
     node->in_shape = x.shape();
     node->axis = x.shape().axis(axis);
     node->c = c;
+    node->is_mean = is_mean;
     attach(out, node, {&x});
   }
   return out;

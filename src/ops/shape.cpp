@@ -30,20 +30,25 @@ struct ReshapeNode final : Node {
 };
 }  // namespace
 
-Tensor reshape(const Tensor& x, const Shape& shape) {
+Tensor reshape(const Tensor& x, std::vector<int64_t> d) {
   detail::check_defined(x, "reshape", "x");
-  std::vector<int64_t> d = shape.dims();
+  auto shown = [&] {
+    std::string s = "[";
+    for (size_t i = 0; i < d.size(); ++i) s += (i ? ", " : "") + std::to_string(d[i]);
+    return s + "]";
+  };
   int64_t known = 1, infer = -1;
   for (size_t i = 0; i < d.size(); ++i) {
     if (d[i] == -1) {
-      SOFTLAB_CHECK(infer < 0, "reshape: more than one -1 in ", shape);
+      SOFTLAB_CHECK(infer < 0, "reshape: more than one -1 in ", shown());
       infer = static_cast<int64_t>(i);
     } else {
+      SOFTLAB_CHECK(d[i] >= 0, "reshape: negative dimension in ", shown(), " (only -1 is allowed, once)");
       known *= d[i];
     }
   }
   if (infer >= 0) {
-    SOFTLAB_CHECK(known > 0 && x.numel() % known == 0, "reshape: cannot reshape ", x.shape(), " to ", shape);
+    SOFTLAB_CHECK(known > 0 && x.numel() % known == 0, "reshape: cannot reshape ", x.shape(), " to ", shown());
     d[static_cast<size_t>(infer)] = x.numel() / known;
   }
   Shape target(std::move(d));

@@ -1,0 +1,167 @@
+#!/usr/bin/env python3
+"""Markdown tables from bench/run_benchmarks.sh output (JSON with aggregates).
+
+    python3 bench/summarize.py <results-dir> [<baseline-results-dir>]
+
+Uses the median of the repetitions. Ratios are of median times in the same run (same
+process, interleaved repetitions): op / sgemm > 1 means the op layer is slower.
+With a baseline dir, also prints a before/after table of the op and kernels variants.
+"""
+import json
+import os
+import re
+import sys
+from collections import defaultdict
+
+
+def load_runs(path):
+    """{name: {"time_us", "gflops", "bps", "cv"}} from one JSON file (median aggregates)."""
+    with open(path) as f:
+        data = json.load(f)
+    out = defaultdict(dict)
+    for b in data["benchmarks"]:
+        if b.get("run_type") != "aggregate":
+            continue
+        name = re.sub(r"/real_time$", "", b["run_name"])
+        agg = b["aggregate_name"]
+        scale = {"ns": 1e-3, "us": 1.0, "ms": 1e3, "s": 1e6}[b["time_unit"]]
+        if agg == "median":
+            out[name]["time_us"] = b["real_time"] * scale
+            if "GFLOPS" in b:
+                out[name]["gflops"] = b["GFLOPS"] / 1e9
+            if "bytes_per_second" in b:
+                out[name]["gbps"] = b["bytes_per_second"] / 1e9
+        elif agg == "cv":
+            out[name]["cv"] = b["real_time"]  # a fraction, reported in the time field
+    return out, data.get("context", {})
+
+
+def load_text(path):
+    try:
+        with open(path) as f:
+            return [l.strip() for l in f if l.strip()]
+    except OSError:
+        return []
+
+
+def fmt(x, nd=1):
+    return "–" if x is None else f"{x:.{nd}f}"
+
+
+# The op variant of each layout and the kernels / sgemm variants with the same operand layout.
+PAIRS = [
+    ("op_linear_nt", "kernels_nt", "sgemm_nt"),
+    ("op_linear_nt_bias", "kernels_nt", "sgemm_nt"),
+    ("op_matmul_nn", "kernels_nn", "sgemm_nn"),
+    ("op_matmul_tn", "kernels_tn", "sgemm_tn"),
+    ("op_matmul_nt", "kernels_nt", "sgemm_nt"),
+    ("op_linear_fwd_bwd", None, "sgemm_fwd_bwd"),
+]
+
+
+MODELS = ["tiny", "mnist", "cifar"]
+KINDS = ["qkv_2", "mlp_up", "mlp_down", "qkv_dW", "attn_qk", "attn_pv"]
+
+
+def rank(text, keys):
+    return next((i for i, k in enumerate(keys) if k in text), len(keys))
+
+
+def shapes_of(runs):
+    seen = {name.split("/")[1] for name in runs if name.startswith("matmul/")}
+    return sorted(seen, key=lambda s: (rank(s, MODELS), rank(s, KINDS), s))
+
+
+def matmul_tables(runs, ctx, load, threads):
+    lines = []
+    lines.append(f"#### {threads} thread(s)\n")
+    lines.append(f"CPU: {ctx.get('cpu_model', '?')}; softlab threads {ctx.get('softlab_threads', '?')}; "
+                 f"OMP_WAIT_POLICY {ctx.get('OMP_WAIT_POLICY', '?')}; "
+                 f"/proc/loadavg before: `{load[0] if load else '?'}`, after: `{load[-1] if load else '?'}`\n")
+    lines.append("| shape (M×K×N [×batch]) | op variant | op GFLOP/s | kernels::gemm GFLOP/s | dnnl_sgemm GFLOP/s "
+                 "| op / sgemm (time) | op / kernels (time) | op time µs | max cv |")
+    lines.append("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for shape in shapes_of(runs):
+        for op, kern, sg in PAIRS:
+            o = runs.get(f"matmul/{shape}/{op}")
+            if not o:
+                continue
+            k = runs.get(f"matmul/{shape}/{kern}") if kern else None
+            s = runs.get(f"matmul/{shape}/{sg}")
+            cvs = [r.get("cv") for r in (o, k, s) if r and r.get("cv") is not None]
+            lines.append(
+                f"| {shape} | {op} | {fmt(o.get('gflops'))} | {fmt(k.get('gflops')) if k else '–'} | "
+                f"{fmt(s.get('gflops')) if s else '–'} | "
+                f"{fmt(o['time_us'] / s['time_us'], 3) if s else '–'} | "
+                f"{fmt(o['time_us'] / k['time_us'], 3) if k else '–'} | {fmt(o['time_us'])} | "
+                f"{fmt(100 * max(cvs), 0) + '%' if cvs else '–'} |")
+        # The brief's literal baseline: sgemm with B stored [K, N] ('N','N'), against the linear op.
+        o = runs.get(f"matmul/{shape}/op_linear_nt")
+        s = runs.get(f"matmul/{shape}/sgemm_nn")
+        if o and s:
+            lines.append(f"| {shape} | op_linear_nt vs sgemm_nn | {fmt(o.get('gflops'))} | – | {fmt(s.get('gflops'))} | "
+                         f"{fmt(o['time_us'] / s['time_us'], 3)} | – | {fmt(o['time_us'])} | – |")
+    return "\n".join(lines) + "\n"
+
+
+def norm_table(by_threads):
+    names = sorted({n for runs, _, _ in by_threads.values() for n in runs},
+                   key=lambda n: (rank(n, ["copy/", "log_softmax/", "softmax/", "layer_norm/"]),
+                                  int(n.split("/")[1].split("x")[1]), n))
+    ts = sorted(by_threads)
+    head = "| benchmark | " + " | ".join(f"{t} thr: time µs | {t} thr: GB/s | {t} thr: cv" for t in ts) + " |"
+    lines = [head, "|---|" + "---:|---:|---:|" * len(ts)]
+    for n in names:
+        row = f"| {n} |"
+        for t in ts:
+            r = by_threads[t][0].get(n, {})
+            row += f" {fmt(r.get('time_us'))} | {fmt(r.get('gbps'), 2)} | {fmt(100 * r['cv'], 0) + '%' if 'cv' in r else '–'} |"
+        lines.append(row)
+    for t in ts:
+        load = by_threads[t][2]
+        lines.append("")
+        lines.append(f"{t} thread(s): /proc/loadavg before `{load[0] if load else '?'}`, after `{load[-1] if load else '?'}`")
+    return "\n".join(lines) + "\n"
+
+
+def collect(d, prog):
+    res = {}
+    for fn in sorted(os.listdir(d)):
+        m = re.fullmatch(re.escape(prog) + r"\.t(\d+)\.json", fn)
+        if m:
+            t = int(m.group(1))
+            runs, ctx = load_runs(os.path.join(d, fn))
+            res[t] = (runs, ctx, load_text(os.path.join(d, f"{prog}.t{t}.load")))
+    return res
+
+
+def before_after(base, new):
+    lines = ["| threads | shape | variant | before µs | after µs | after / before |", "|---|---|---|---:|---:|---:|"]
+    for t in sorted(new):
+        if t not in base:
+            continue
+        b, a = base[t][0], new[t][0]
+        for name in a:
+            v = name.split("/")[-1]
+            if name in b and (v.startswith("op_") or v.startswith("kernels_") or v.startswith("sgemm_")):
+                lines.append(f"| {t} | {name.split('/')[1]} | {v} | {fmt(b[name]['time_us'])} | "
+                             f"{fmt(a[name]['time_us'])} | {fmt(a[name]['time_us'] / b[name]['time_us'], 3)} |")
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    d = sys.argv[1]
+    mm = collect(d, "bench_matmul")
+    for t in sorted(mm):
+        print(matmul_tables(mm[t][0], mm[t][1], mm[t][2], t))
+    nm = collect(d, "bench_norm")
+    if nm:
+        print("#### softmax / layer_norm\n")
+        print(norm_table(nm))
+    if len(sys.argv) > 2:
+        print("#### before / after\n")
+        print(before_after(collect(sys.argv[2], "bench_matmul"), mm))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+#pragma once
+// The run configuration: JSON files layered as defaults < file < --set overrides, validated
+// strictly (unknown keys, wrong types, out-of-range values, cross-field rules) before any
+// work starts. Errors name the JSON path, what was expected and what was found.
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "softlab/data.hpp"
+#include "softlab/schema.hpp"
+
+namespace softlab {
+
+struct OptimizerConfig {
+  std::string type = "adamw";  // adamw | sgd
+  double lr = 1e-3;
+  double weight_decay = 0.05;
+  double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;  // adamw
+  double momentum = 0.9;                           // sgd
+  bool nesterov = false;                           // sgd
+};
+
+struct ScheduleConfig {
+  std::string type = "cosine";  // constant | cosine | step
+  double warmup_epochs = 0;     // linear warm-up from 0, for every type
+  double min_lr = 0.0;          // cosine floor
+  double step_epochs = 30;      // step: multiply by gamma every step_epochs
+  double gamma = 0.1;
+};
+
+struct Config {
+  std::string name;
+  uint64_t seed = 0;
+  struct Data {
+    std::string dataset;
+    std::optional<std::string> path;
+    Augment augment;
+  } data;
+  struct Model {
+    std::string type = "vit";
+    int64_t image_size = 28, channels = 1, patch_size = 7;
+    int64_t dim = 64, depth = 4, heads = 4;
+    double mlp_ratio = 2.0;
+    double dropout = 0.0;
+    std::string pool = "cls";  // cls | mean
+    int64_t num_classes = 0;   // 0: from the data set
+    json attention;            // {"type": ..., params...} validated against the registry
+    json head;
+  } model;
+  struct Train {
+    int64_t epochs = 5, batch_size = 128;
+    OptimizerConfig optimizer;
+    ScheduleConfig schedule;
+    double grad_clip = 1.0;  // 0: off
+    int threads = 0;         // 0: physical cores
+    int64_t eval_every = 1;  // epochs
+    int64_t max_steps = 0;   // 0: no cap (smoke runs)
+    int64_t max_batches_per_epoch = 0;  // 0: no cap
+    int64_t eval_batch_size = 256;
+  } train;
+  struct Output {
+    std::string dir;
+  } output;
+  json resolved;  // the complete, validated config (what config.json in the run directory holds)
+};
+
+// Parses a JSON file whose top level is an object; a syntax error names the file, line and
+// column, and a repeated key (which JSON would silently collapse) is an error naming its path.
+json read_json_file(const std::string& path);
+// Applies "a.b.c=value"; the value is typed by the schema of that key (numbers, true/false,
+// null, strings without quotes, or any JSON literal such as [1,2]).
+// Keys inside model.attention / model.head are typed by the schema of the type in effect.
+// Setting model.attention.type (or model.head.type) to a different type drops the keys that
+// belong to the old type's schema and not to the new one (they came from the base file and
+// would otherwise make the switch impossible); keys that neither type knows stay, so
+// validation still reports them.
+void apply_override(json& cfg, const std::string& assignment);
+// Applies several overrides: first those that set model.attention.type / model.head.type (or
+// replace those objects), then the rest in the given order, so that a parameter override is
+// checked against the final type whatever the order on the command line. Later wins.
+void apply_overrides(json& cfg, const std::vector<std::string>& assignments);
+// Fills defaults and validates everything; returns the resolved config: the user's keys in
+// the user's order, then the missing ones with their defaults, output.dir filled with
+// runs/<name> when absent. Idempotent: resolve_config(resolve_config(c)) == resolve_config(c).
+json resolve_config(const json& cfg);
+// Builds the typed Config from a resolved config (it resolves again, which is cheap and
+// idempotent, so an unresolved config is validated rather than misread).
+Config parse_config(const json& resolved);
+// read_json_file + apply_overrides + resolve_config + parse_config. A config without "name"
+// gets the file's stem (before the overrides, so --set name=... still wins).
+Config load_config(const std::string& path, const std::vector<std::string>& overrides = {});
+
+// The whole config schema as JSON, with types, defaults, ranges and help lines, for
+// `softlab info` and the docs: objects are {"type": "object", "help", "keys": {...}}, leaves
+// are param_spec_json(), model.attention / model.head are {"type": "registry", "keys",
+// "variants": {name: schema_json(...)}}.
+json config_schema_json();
+
+}  // namespace softlab

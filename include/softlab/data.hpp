@@ -1,0 +1,102 @@
+#pragma once
+// Image data sets held in memory as uint8 (CHW per image), their readers (IDX for MNIST
+// and Fashion-MNIST, plain or gzip; the CIFAR-10 and CIFAR-100 binary versions), the
+// lookup of where a data set lives, and a batch loader that normalises, augments and
+// prepares the next batch on a background thread.
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "softlab/tensor.hpp"
+
+namespace softlab {
+
+struct Dataset {
+  std::string name;
+  int64_t size = 0, channels = 0, height = 0, width = 0;
+  int num_classes = 0;
+  std::vector<uint8_t> images;  // size * channels * height * width, CHW per image
+  std::vector<int32_t> labels;  // size, in [0, num_classes)
+  std::vector<std::string> class_names;  // may be empty
+  int64_t image_bytes() const { return channels * height * width; }
+};
+
+struct DataSplit {
+  Dataset train, test;
+  std::string dir;  // where it was found
+};
+
+// ---- readers: every malformed file is a softlab::Error naming the file and what was expected
+Dataset read_idx(const std::string& images_path, const std::string& labels_path);  // .gz or plain
+// The official binary records: label byte + 3072 pixel bytes (CIFAR-10), or coarse label,
+// fine label + 3072 bytes (CIFAR-100: labels are the fine labels).
+Dataset read_cifar(const std::vector<std::string>& files, bool cifar100);
+// The same, keeping only the first `max_records_per_file` records of each file (every file
+// is still checked whole for its size); for tests and quick looks at the big files.
+Dataset read_cifar(const std::vector<std::string>& files, bool cifar100,
+                   int64_t max_records_per_file);
+
+// ---- lookup: data.path if given; else $SOFTLAB_DATA_DIR/<dataset>; else datasets/<dataset>
+// in the checkout (relative to the current directory and to the executable's source tree);
+// else, for Fashion-MNIST, /usr/share/datasets/fashion-mnist. Names: mnist, fashion-mnist,
+// cifar10, cifar100. A missing data set is an error that lists where it looked and how to
+// get the files.
+std::string find_dataset_dir(const std::string& dataset, const std::optional<std::string>& path);
+DataSplit load_dataset(const std::string& dataset, const std::optional<std::string>& path);
+std::vector<std::string> known_datasets();
+
+// ---- batches
+struct Normalization {
+  std::vector<float> mean, std;  // per channel, on the [0, 1] scale
+};
+// BatchLoader with an empty Normalization uses mean 0, std 1 (pixel / 255): a test split
+// must be normalised with the training split's statistics, so the loader never guesses.
+Normalization compute_normalization(const Dataset& ds);  // from the data set itself
+
+struct Augment {
+  int random_crop = 0;  // pad by this many pixels (zeros), then crop back at a random offset
+  bool hflip = false;   // horizontal flip with probability 1/2
+};
+
+struct Batch {
+  Tensor images;                 // [B, C, H, W], normalised float
+  std::vector<int32_t> labels;   // B
+  int64_t index = 0;             // batch index within the epoch
+};
+
+// Deterministic: the order of epoch e and the augmentation of batch b depend only on
+// (seed, e, b), so a run resumed at (e, b) sees exactly the batches an uninterrupted run would.
+class BatchLoader {
+ public:
+  struct Options {
+    int64_t batch_size = 128;
+    bool shuffle = true;
+    bool drop_last = false;
+    Augment augment;
+    Normalization norm;
+    uint64_t seed = 0;
+    bool prefetch = true;  // prepare the next batch on a background thread
+  };
+  // Keeps a reference to `ds`: the data set must outlive the loader.
+  BatchLoader(const Dataset& ds, Options opt);
+  ~BatchLoader();
+  BatchLoader(const BatchLoader&) = delete;
+  BatchLoader& operator=(const BatchLoader&) = delete;
+
+  int64_t batches_per_epoch() const;
+  void start_epoch(int64_t epoch, int64_t first_batch = 0);
+  bool next(Batch& out);  // false when the epoch is done; starts epoch 0 if none was started
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Writes a data set as IDX files (images-idx3-ubyte, labels-idx1-ubyte; gzip when `gz`),
+// named as the MNIST files are: {train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz].
+// Used by tests and tools to make small data sets.
+void write_idx(const Dataset& ds, const std::string& dir, const std::string& prefix, bool gz);
+
+}  // namespace softlab

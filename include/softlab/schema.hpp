@@ -1,0 +1,61 @@
+#pragma once
+// Parameter schemas: one source of truth for the config validator, `softlab info` and the
+// docs. Every attention module and head registers a name and a Schema.
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace softlab {
+
+using json = nlohmann::ordered_json;
+
+enum class ParamType { Float, Int, Bool, String, FloatList, IntList };
+const char* param_type_name(ParamType t);
+
+struct ParamSpec {
+  std::string name;
+  ParamType type = ParamType::Float;
+  json default_value;                 // null means "no default": derived at build time (say so in help)
+  std::optional<double> min, max;     // inclusive bounds unless the *_exclusive flag is set
+  bool min_exclusive = false, max_exclusive = false;
+  // The allowed values: for strings, the strings; for ints, their decimal spelling ("1", "3").
+  // A choice ending in "<...>", e.g. "synthetic:<task>", accepts its prefix followed by any
+  // non-empty text.
+  std::vector<std::string> choices;
+  std::string help;                   // one line
+  bool nullable = false;              // null is an accepted value
+  bool required = false;              // a missing key is an error (default_value is ignored)
+};
+
+using Schema = std::vector<ParamSpec>;
+
+// Checks `value` against `spec`; on failure throws softlab::Error naming `path` (the JSON
+// path of the key, e.g. "model.attention.bias"), what was expected and what was found.
+void check_param(const ParamSpec& spec, const json& value, const std::string& path);
+
+// Validates an object of parameters against a schema: unknown keys are errors (with the
+// closest valid key suggested), missing keys get their defaults. Returns the completed object.
+// `skip` lists keys that the caller validates itself (e.g. "type").
+json validate_params(const Schema& schema, const json& params, const std::string& path,
+                     const std::vector<std::string>& skip = {});
+
+// The valid key closest to `key` by edit distance, or "" if none is close.
+std::string closest_key(const std::string& key, const std::vector<std::string>& valid);
+
+// ---- helpers shared by the config layer, `softlab info` and the docs
+// What a value is, for "found ..." in messages: `string "5"`, `number 1.5`, `null`, ...
+std::string describe_value(const json& value);
+// What `spec` accepts, e.g. "an integer >= 1", "a number in [0, 1)", "one of 'cls', 'mean'".
+std::string expected_text(const ParamSpec& spec);
+// "PATH.key: unknown key 'key' (did you mean 'x'?); valid keys: a, b, c"
+std::string unknown_key_message(const std::string& path, const std::string& key,
+                                const std::vector<std::string>& valid);
+// "a" + "b" -> "a.b"; "" + "b" -> "b".
+std::string join_path(const std::string& path, const std::string& key);
+// A spec or a schema as JSON (type, default, bounds, choices, help), for info and docs.
+json param_spec_json(const ParamSpec& spec);
+json schema_json(const Schema& schema);
+
+}  // namespace softlab

@@ -1,0 +1,31 @@
+// The attention table: one line per module. Each module's file defines its entry (name,
+// help, schema, factory) beside its code.
+#include "softlab/attention.hpp"
+
+namespace softlab {
+
+AttentionEntry softmax_attention_entry();
+
+const Registry<AttentionFactory>& attention_registry() {
+  static const Registry<AttentionFactory> registry("attention module", {
+      softmax_attention_entry(),
+  });
+  return registry;
+}
+
+std::unique_ptr<Attention> make_attention(const json& cfg, const AttentionContext& ctx, const std::string& path) {
+  SOFTLAB_CHECK(cfg.is_object(), path, ": expected an object like {\"type\": \"softmax\"}, found ", cfg.dump());
+  const std::string type = cfg.contains("type") && cfg["type"].is_string() ? cfg["type"].get<std::string>() : "";
+  SOFTLAB_CHECK(!type.empty(), path, ".type: expected the name of an attention module (",
+                [] {
+                  std::string s;
+                  for (const auto& n : attention_registry().names()) s += (s.empty() ? "" : ", ") + n;
+                  return s;
+                }(),
+                ")");
+  const auto& entry = attention_registry().get(type, path + ".type");
+  const json params = validate_params(entry.schema, cfg, path, {"type"});
+  return entry.factory(params, ctx);
+}
+
+}  // namespace softlab

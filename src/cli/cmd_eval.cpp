@@ -1,0 +1,49 @@
+// softlab eval RUN_DIR | --checkpoint FILE: test loss and accuracy of a trained model on
+// the test split of the data set it was trained on.
+#include <filesystem>
+#include <iostream>
+
+#include <cxxopts.hpp>
+
+#include "cli/commands.hpp"
+#include "softlab/softlab.hpp"
+#include "softlab/train.hpp"
+
+namespace softlab::cli {
+
+int cmd_eval(int argc, char** argv) {
+  cxxopts::Options opts("softlab eval", "Evaluate a trained model on its data set's test split");
+  opts.positional_help("RUN_DIR");
+  opts.add_options()("run_dir", "run directory (evaluates its last.ckpt, or best.ckpt with --best)",
+                     cxxopts::value<std::string>())("checkpoint", "a checkpoint file", cxxopts::value<std::string>())(
+      "best", "use best.ckpt of the run directory")("data-path", "read the data set from this directory",
+                                                    cxxopts::value<std::string>())(
+      "batch-size", "evaluation batch size", cxxopts::value<int64_t>()->default_value("256"))(
+      "threads", "threads (0 = physical cores)", cxxopts::value<int>()->default_value("0"))("h,help", "show this help");
+  opts.parse_positional({"run_dir"});
+  auto r = opts.parse(argc, argv);
+  if (r.count("help")) {
+    std::cout << opts.help() << "\n";
+    return 0;
+  }
+  SOFTLAB_CHECK(r.count("run_dir") + r.count("checkpoint") == 1, "eval: give either RUN_DIR or --checkpoint FILE");
+  std::string ckpt;
+  if (r.count("checkpoint")) {
+    ckpt = r["checkpoint"].as<std::string>();
+  } else {
+    const std::filesystem::path dir(r["run_dir"].as<std::string>());
+    SOFTLAB_CHECK(std::filesystem::is_directory(dir), "eval: ", dir.string(), " is not a run directory");
+    ckpt = (dir / (r.count("best") ? "best.ckpt" : "last.ckpt")).string();
+  }
+  set_num_threads(r["threads"].as<int>());
+  LoadedModel m = load_model(ckpt);
+  const auto path = r.count("data-path") ? std::optional<std::string>(r["data-path"].as<std::string>()) : m.config.data.path;
+  DataSplit data = load_dataset(m.config.data.dataset, path);
+  EvalResult e = evaluate(*m.model, data.test, m.norm, r["batch-size"].as<int64_t>());
+  json out = {{"checkpoint", ckpt}, {"dataset", m.config.data.dataset}, {"examples", e.count},
+              {"test_loss", e.loss}, {"test_accuracy", e.accuracy}};
+  std::cout << out.dump(2) << "\n";
+  return 0;
+}
+
+}  // namespace softlab::cli

@@ -1,0 +1,54 @@
+// softlab info: version, build flags, threads, and every registered attention module and
+// head with its parameters and defaults (read from the same schemas the validator uses).
+#include <iostream>
+
+#include <cxxopts.hpp>
+
+#include "cli/commands.hpp"
+#include "softlab/attention.hpp"
+#include "softlab/head.hpp"
+#include "softlab/softlab.hpp"
+
+namespace softlab::cli {
+
+namespace {
+std::string describe(const ParamSpec& p) {
+  std::string s = detail::cat("    ", p.name, " (", param_type_name(p.type), ", default ",
+                              p.default_value.is_null() ? std::string("null") : p.default_value.dump());
+  if (p.min) s += detail::cat(p.min_exclusive ? ", > " : ", >= ", *p.min);
+  if (p.max) s += detail::cat(p.max_exclusive ? ", < " : ", <= ", *p.max);
+  if (!p.choices.empty()) {
+    s += ", one of";
+    for (const auto& c : p.choices) s += " " + c;
+  }
+  return s + "): " + p.help;
+}
+
+template <class R>
+void list(const char* title, const R& reg) {
+  std::cout << title << ":\n";
+  for (const auto& e : reg.entries()) {
+    std::cout << "  " << e.name << ": " << e.help << "\n";
+    for (const auto& p : e.schema) std::cout << describe(p) << "\n";
+  }
+}
+}  // namespace
+
+int cmd_info(int argc, char** argv) {
+  cxxopts::Options opts("softlab info", "Version, build flags, threads, attention modules and heads");
+  opts.add_options()("h,help", "show this help");
+  auto r = opts.parse(argc, argv);
+  if (r.count("help")) {
+    std::cout << opts.help() << "\n";
+    return 0;
+  }
+  std::cout << "softlab " << version() << "\n"
+            << "build: " << build_info() << "\n"
+            << "threads: " << num_threads() << " (default: physical cores = " << default_num_threads() << ")\n\n";
+  list("attention modules (model.attention.type)", attention_registry());
+  std::cout << "\n";
+  list("heads (model.head.type)", head_registry());
+  return 0;
+}
+
+}  // namespace softlab::cli

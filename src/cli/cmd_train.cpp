@@ -1,0 +1,64 @@
+// softlab train CONFIG [--set KEY=VALUE]... [--out DIR] [--resume] [--threads N]
+#include <csignal>
+#include <iostream>
+
+#include <cxxopts.hpp>
+
+#include "cli/commands.hpp"
+#include "softlab/softlab.hpp"
+#include "softlab/train.hpp"
+
+namespace softlab::cli {
+
+namespace {
+extern "C" void on_signal(int) { request_stop(); }
+
+void install_stop_handlers() {
+  struct sigaction sa {};
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESETHAND;  // a second Ctrl-C ends the process at once (checkpoints are atomic)
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+}
+}  // namespace
+
+int cmd_train(int argc, char** argv) {
+  cxxopts::Options opts("softlab train", "Train a model from a JSON config; leaves a run directory");
+  opts.positional_help("CONFIG");
+  opts.add_options()("config", "config file", cxxopts::value<std::string>())(
+      "set", "override a config key, KEY=VALUE (repeatable)", cxxopts::value<std::vector<std::string>>())(
+      "out", "run directory (default: output.dir of the config)", cxxopts::value<std::string>())(
+      "resume", "continue the run in the run directory from last.ckpt")(
+      "threads", "threads (overrides train.threads; 0 = physical cores)", cxxopts::value<int>())(
+      "overfit-batch", "train and evaluate on the first batch only (debugging)")(
+      "progress", "progress output: auto, live or plain", cxxopts::value<std::string>()->default_value("auto"))(
+      "q,quiet", "no progress output")("h,help", "show this help");
+  opts.parse_positional({"config"});
+  auto r = opts.parse(argc, argv);
+  if (r.count("help")) {
+    std::cout << opts.help() << "\n";
+    return 0;
+  }
+  SOFTLAB_CHECK(r.count("config"), "train: no config file given (softlab train CONFIG)");
+  std::vector<std::string> sets = r.count("set") ? r["set"].as<std::vector<std::string>>() : std::vector<std::string>{};
+  if (r.count("threads")) sets.push_back("train.threads=" + std::to_string(r["threads"].as<int>()));
+  Config cfg = load_config(r["config"].as<std::string>(), sets);
+  TrainOptions to;
+  if (r.count("out")) to.out_dir = r["out"].as<std::string>();
+  to.resume = r.count("resume") > 0;
+  to.quiet = r.count("quiet") > 0;
+  to.overfit_batch = r.count("overfit-batch") > 0;
+  const std::string prog = r["progress"].as<std::string>();
+  SOFTLAB_CHECK(prog == "auto" || prog == "live" || prog == "plain", "--progress: expected auto, live or plain, got '",
+                prog, "'");
+  to.progress = prog == "auto" ? -1 : prog == "live" ? 1 : 0;
+  install_stop_handlers();
+  TrainResult res = train(cfg, to);
+  if (res.status == TrainStatus::Interrupted) return 130;
+  std::cout << "test_accuracy " << res.summary["test_accuracy"].get<double>() << "\n"
+            << "run_dir " << res.run_dir << "\n";
+  return 0;
+}
+
+}  // namespace softlab::cli

@@ -1,0 +1,10 @@
+#pragma once
+// One function per verb of the softlab command; each returns the process exit code and
+// lets softlab::Error propagate to main.cpp, which maps it to exit code 2 (bad input) or 1.
+namespace softlab::cli {
+int cmd_train(int argc, char** argv);
+int cmd_eval(int argc, char** argv);
+int cmd_predict(int argc, char** argv);
+int cmd_validate(int argc, char** argv);
+int cmd_info(int argc, char** argv);
+}  // namespace softlab::cli

@@ -1,0 +1,175 @@
+// Reading config files, building the typed Config, and load_config, which chains the layers:
+// file < --set overrides, then resolve (defaults + validation) before anything else runs.
+#include "softlab/config.hpp"
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <memory>
+#include <unordered_set>
+
+#include "softlab/error.hpp"
+
+namespace softlab {
+
+namespace {
+
+// nlohmann reports a byte offset; people read files by line and column.
+std::pair<size_t, size_t> line_column(const std::string& text, size_t byte) {
+  const size_t at = std::min(byte == 0 ? 0 : byte - 1, text.size());  // 0-based index of the bad character
+  const size_t line = 1 + static_cast<size_t>(std::count(text.begin(), text.begin() + static_cast<std::ptrdiff_t>(at), '\n'));
+  const size_t line_start = at == 0 ? 0 : text.rfind('\n', at - 1);
+  const size_t column = line_start == std::string::npos || at == 0 ? at + 1 : at - line_start;
+  return {line, column};
+}
+
+// "[json.exception.parse_error.101] parse error at line 1, column 2: syntax error ... - why"
+// -> "syntax error ... - why": our own prefix names the file, line and column.
+std::string parse_reason(const std::string& what) {
+  const auto p = what.find("parse error");
+  const auto colon = p == std::string::npos ? std::string::npos : what.find(": ", p);
+  return colon == std::string::npos ? what : what.substr(colon + 2);
+}
+
+// A repeated key would silently keep only the last value (nlohmann's behaviour); for a config
+// that is a typo-shaped bug, so it is an error naming the key's JSON path.
+json::parser_callback_t duplicate_key_check(const std::string& file) {
+  struct Frame {
+    bool object;
+    std::unordered_set<std::string> keys;
+    std::string key;
+    size_t elements = 0;
+  };
+  auto frames = std::make_shared<std::vector<Frame>>();
+  return [frames, file](int, json::parse_event_t event, json& parsed) {
+    auto& st = *frames;
+    auto element = [&] {
+      if (!st.empty() && !st.back().object) ++st.back().elements;
+    };
+    switch (event) {
+      case json::parse_event_t::object_start:
+      case json::parse_event_t::array_start:
+        element();
+        st.push_back({event == json::parse_event_t::object_start, {}, {}, 0});
+        break;
+      case json::parse_event_t::object_end:
+      case json::parse_event_t::array_end:
+        if (!st.empty()) st.pop_back();
+        break;
+      case json::parse_event_t::value: element(); break;
+      case json::parse_event_t::key: {
+        Frame& f = st.back();
+        f.key = parsed.get<std::string>();
+        if (!f.keys.insert(f.key).second) {
+          std::string path;
+          for (const auto& fr : st)
+            path += fr.object ? (path.empty() ? "" : ".") + fr.key : detail::cat("[", fr.elements - 1, "]");
+          throw Error(detail::cat(file, ": duplicate key '", path, "' (JSON keeps only the last value)"));
+        }
+        break;
+      }
+    }
+    return true;
+  };
+}
+
+}  // namespace
+
+json read_json_file(const std::string& path) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (!fs::exists(path, ec)) throw Error(detail::cat("file '", path, "' does not exist"));
+  if (fs::is_directory(path, ec)) throw Error(detail::cat("'", path, "' is a directory, not a JSON file"));
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(detail::cat("cannot open '", path, "' for reading"));
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  json j;
+  try {
+    j = json::parse(text, duplicate_key_check(path));
+  } catch (const json::parse_error& e) {
+    const auto [line, column] = line_column(text, e.byte);
+    throw Error(detail::cat(path, ":", line, ":", column, ": JSON syntax error: ", parse_reason(e.what())));
+  }
+  if (!j.is_object())
+    throw Error(detail::cat(path, ": the top level must be a JSON object {...}, found ", describe_value(j)));
+  return j;
+}
+
+Config parse_config(const json& cfg) {
+  // Resolving is idempotent and cheap, and makes every .get below safe even when the caller
+  // passes an unresolved object.
+  const json r = resolve_config(cfg);
+  Config c;
+  c.name = r["name"].get<std::string>();
+  c.seed = r["seed"].get<uint64_t>();
+
+  const json& d = r["data"];
+  c.data.dataset = d["dataset"].get<std::string>();
+  if (!d["path"].is_null()) c.data.path = d["path"].get<std::string>();
+  c.data.augment.random_crop = d["augment"]["random_crop"].get<int>();
+  c.data.augment.hflip = d["augment"]["hflip"].get<bool>();
+
+  const json& m = r["model"];
+  c.model.type = m["type"].get<std::string>();
+  c.model.image_size = m["image_size"].get<int64_t>();
+  c.model.channels = m["channels"].get<int64_t>();
+  c.model.patch_size = m["patch_size"].get<int64_t>();
+  c.model.dim = m["dim"].get<int64_t>();
+  c.model.depth = m["depth"].get<int64_t>();
+  c.model.heads = m["heads"].get<int64_t>();
+  c.model.mlp_ratio = m["mlp_ratio"].get<double>();
+  c.model.dropout = m["dropout"].get<double>();
+  c.model.pool = m["pool"].get<std::string>();
+  c.model.num_classes = m["num_classes"].get<int64_t>();
+  c.model.attention = m["attention"];
+  c.model.head = m["head"];
+
+  const json& t = r["train"];
+  c.train.epochs = t["epochs"].get<int64_t>();
+  c.train.batch_size = t["batch_size"].get<int64_t>();
+  c.train.eval_batch_size = t["eval_batch_size"].get<int64_t>();
+  const json& o = t["optimizer"];
+  c.train.optimizer.type = o["type"].get<std::string>();
+  c.train.optimizer.lr = o["lr"].get<double>();
+  c.train.optimizer.weight_decay = o["weight_decay"].get<double>();
+  c.train.optimizer.beta1 = o["beta1"].get<double>();
+  c.train.optimizer.beta2 = o["beta2"].get<double>();
+  c.train.optimizer.eps = o["eps"].get<double>();
+  c.train.optimizer.momentum = o["momentum"].get<double>();
+  c.train.optimizer.nesterov = o["nesterov"].get<bool>();
+  const json& s = t["schedule"];
+  c.train.schedule.type = s["type"].get<std::string>();
+  c.train.schedule.warmup_epochs = s["warmup_epochs"].get<double>();
+  c.train.schedule.min_lr = s["min_lr"].get<double>();
+  c.train.schedule.step_epochs = s["step_epochs"].get<double>();
+  c.train.schedule.gamma = s["gamma"].get<double>();
+  c.train.grad_clip = t["grad_clip"].get<double>();
+  c.train.threads = t["threads"].get<int>();
+  c.train.eval_every = t["eval_every"].get<int64_t>();
+  c.train.max_steps = t["max_steps"].get<int64_t>();
+  c.train.max_batches_per_epoch = t["max_batches_per_epoch"].get<int64_t>();
+
+  c.output.dir = r["output"]["dir"].get<std::string>();
+  c.resolved = r;
+  return c;
+}
+
+Config load_config(const std::string& path, const std::vector<std::string>& overrides) {
+  json cfg = read_json_file(path);
+  if (!cfg.contains("name")) {
+    // First, so the saved config.json reads name, seed, data, ... like the examples.
+    json named = json::object();
+    named["name"] = std::filesystem::path(path).stem().string();
+    for (const auto& [k, v] : cfg.items()) named[k] = v;
+    cfg = std::move(named);
+  }
+  apply_overrides(cfg, overrides);
+  try {
+    return parse_config(cfg);
+  } catch (const Error& e) {
+    throw Error(detail::cat(path, ": ", e.what()), e.kind());
+  }
+}
+
+}  // namespace softlab

@@ -1,0 +1,195 @@
+// The run config's schema, written as one table (the keys of DESIGN.md's "The config" are a
+// contract: add keys here, never rename them). Defaults here are the defaults everywhere:
+// the typed Config in config.hpp mirrors them, and a test checks that the two agree.
+#include "config/config_schema.hpp"
+
+#include "config/registries.hpp"
+#include "softlab/config.hpp"
+
+namespace softlab::config_detail {
+
+namespace {
+using T = ParamType;
+
+Node leaf(ParamSpec p) {
+  Node n;
+  n.kind = Node::Kind::Param;
+  n.name = p.name;
+  n.help = p.help;
+  n.param = std::move(p);
+  return n;
+}
+
+Node object(std::string name, std::string help, std::vector<Node> children) {
+  Node n;
+  n.kind = Node::Kind::Object;
+  n.name = std::move(name);
+  n.help = std::move(help);
+  n.children = std::move(children);
+  return n;
+}
+
+// `name` is also the registry it reads: "attention" or "head".
+Node registry(std::string name, std::string help, std::string type_help) {
+  Node n;
+  n.kind = Node::Kind::Registry;
+  n.name = name;
+  n.registry = std::move(name);
+  n.help = std::move(help);
+  n.children.push_back(leaf({.name = "type", .type = T::String, .default_value = "softmax", .help = std::move(type_help)}));
+  return n;
+}
+
+Node build() {
+  return object("", "a softlab run", {
+    leaf({.name = "name", .type = T::String, .default_value = "run",
+          .help = "run name; default: the config file's name without extension"}),
+    leaf({.name = "seed", .type = T::Int, .default_value = 0, .min = 0.0,
+          .help = "seeds every random stream (init, data order, augmentation, dropout)"}),
+    object("data", "the data set", {
+      leaf({.name = "dataset", .type = T::String,
+            .choices = {"mnist", "fashion-mnist", "cifar10", "cifar100", "synthetic:<task>"},
+            .help = "which data set; synthetic:<task> generates token sequences", .required = true}),
+      leaf({.name = "path", .type = T::String, .default_value = nullptr,
+            .help = "directory holding the files; null: $SOFTLAB_DATA_DIR/<dataset>, then datasets/<dataset>",
+            .nullable = true}),
+      object("augment", "training-time augmentation", {
+        leaf({.name = "random_crop", .type = T::Int, .default_value = 0, .min = 0.0,
+              .help = "pad by this many pixels, then crop back at a random offset; 0: off"}),
+        leaf({.name = "hflip", .type = T::Bool, .default_value = false,
+              .help = "flip horizontally with probability 1/2"}),
+      }),
+    }),
+    object("model", "the network", {
+      leaf({.name = "type", .type = T::String, .default_value = "vit", .choices = {"vit", "seq"},
+            .help = "vit: images; seq: token sequences (synthetic tasks)"}),
+      leaf({.name = "image_size", .type = T::Int, .default_value = 28, .min = 1.0,
+            .help = "input height and width in pixels; must match the data set"}),
+      leaf({.name = "channels", .type = T::Int, .default_value = 1, .choices = {"1", "3"},
+            .help = "input channels; must match the data set"}),
+      leaf({.name = "patch_size", .type = T::Int, .default_value = 7, .min = 1.0,
+            .help = "side of a square patch; must divide image_size"}),
+      leaf({.name = "dim", .type = T::Int, .default_value = 64, .min = 1.0,
+            .help = "token width; must be divisible by heads"}),
+      leaf({.name = "depth", .type = T::Int, .default_value = 4, .min = 1.0, .help = "transformer blocks"}),
+      leaf({.name = "heads", .type = T::Int, .default_value = 4, .min = 1.0, .help = "attention heads per block"}),
+      leaf({.name = "mlp_ratio", .type = T::Float, .default_value = 2.0, .min = 0.0, .min_exclusive = true,
+            .help = "MLP hidden width = mlp_ratio * dim"}),
+      leaf({.name = "dropout", .type = T::Float, .default_value = 0.0, .min = 0.0, .max = 1.0,
+            .max_exclusive = true, .help = "dropout probability in the blocks (training only)"}),
+      leaf({.name = "pool", .type = T::String, .default_value = "cls", .choices = {"cls", "mean"},
+            .help = "what the head sees: the class token or the mean of the patch tokens"}),
+      leaf({.name = "num_classes", .type = T::Int, .default_value = 0, .min = 0.0,
+            .help = "classes; 0: from the data set"}),
+      registry("attention", "the attention module: {\"type\": name, ...its parameters}",
+               "a registered attention module (softlab info lists them)"),
+      registry("head", "the classifier head: {\"type\": name, ...its parameters}",
+               "a registered head (softlab info lists them)"),
+    }),
+    object("train", "training", {
+      leaf({.name = "epochs", .type = T::Int, .default_value = 5, .min = 1.0, .help = "passes over the training set"}),
+      leaf({.name = "batch_size", .type = T::Int, .default_value = 128, .min = 1.0, .help = "training batch size"}),
+      leaf({.name = "eval_batch_size", .type = T::Int, .default_value = 256, .min = 1.0,
+            .help = "evaluation batch size (memory only; results do not depend on it)"}),
+      object("optimizer", "the optimiser", {
+        leaf({.name = "type", .type = T::String, .default_value = "adamw", .choices = {"adamw", "sgd"},
+              .help = "adamw (decoupled weight decay) or sgd (momentum)"}),
+        leaf({.name = "lr", .type = T::Float, .default_value = 1e-3, .min = 0.0, .min_exclusive = true,
+              .help = "peak learning rate"}),
+        leaf({.name = "weight_decay", .type = T::Float, .default_value = 0.05, .min = 0.0,
+              .help = "weight decay (decoupled for adamw)"}),
+        leaf({.name = "beta1", .type = T::Float, .default_value = 0.9, .min = 0.0, .max = 1.0, .max_exclusive = true,
+              .help = "adamw: first-moment decay"}),
+        leaf({.name = "beta2", .type = T::Float, .default_value = 0.999, .min = 0.0, .max = 1.0,
+              .max_exclusive = true, .help = "adamw: second-moment decay"}),
+        leaf({.name = "eps", .type = T::Float, .default_value = 1e-8, .min = 0.0, .min_exclusive = true,
+              .help = "adamw: added to the root of the second moment"}),
+        leaf({.name = "momentum", .type = T::Float, .default_value = 0.9, .min = 0.0, .max = 1.0,
+              .max_exclusive = true, .help = "sgd: momentum"}),
+        leaf({.name = "nesterov", .type = T::Bool, .default_value = false, .help = "sgd: Nesterov momentum"}),
+      }),
+      object("schedule", "the learning-rate schedule", {
+        leaf({.name = "type", .type = T::String, .default_value = "cosine", .choices = {"constant", "cosine", "step"},
+              .help = "shape of the learning rate after warm-up"}),
+        leaf({.name = "warmup_epochs", .type = T::Float, .default_value = 0.0, .min = 0.0,
+              .help = "linear warm-up from 0, for every type; fractions of an epoch allowed"}),
+        leaf({.name = "min_lr", .type = T::Float, .default_value = 0.0, .min = 0.0, .help = "cosine: final learning rate"}),
+        leaf({.name = "step_epochs", .type = T::Float, .default_value = 30.0, .min = 0.0, .min_exclusive = true,
+              .help = "step: multiply by gamma every step_epochs"}),
+        leaf({.name = "gamma", .type = T::Float, .default_value = 0.1, .min = 0.0, .max = 1.0, .min_exclusive = true,
+              .help = "step: factor"}),
+      }),
+      leaf({.name = "grad_clip", .type = T::Float, .default_value = 1.0, .min = 0.0,
+            .help = "clip the global gradient norm to this; 0: off"}),
+      leaf({.name = "threads", .type = T::Int, .default_value = 0, .min = 0.0, .help = "OpenMP threads; 0: physical cores"}),
+      leaf({.name = "eval_every", .type = T::Int, .default_value = 1, .min = 1.0, .help = "evaluate every this many epochs"}),
+      leaf({.name = "max_steps", .type = T::Int, .default_value = 0, .min = 0.0,
+            .help = "stop after this many optimiser steps; 0: no cap (smoke runs)"}),
+      leaf({.name = "max_batches_per_epoch", .type = T::Int, .default_value = 0, .min = 0.0,
+            .help = "cap on batches per epoch; 0: no cap (debugging)"}),
+    }),
+    object("output", "where the run is written", {
+      // null here means "derived": resolve_config fills runs/<name>.
+      leaf({.name = "dir", .type = T::String, .default_value = nullptr, .help = "run directory; default: runs/<name>"}),
+    }),
+  });
+}
+
+json node_json(const Node& n) {
+  switch (n.kind) {
+    case Node::Kind::Param: return param_spec_json(n.param);
+    case Node::Kind::Object: {
+      json keys = json::object();
+      for (const auto& c : n.children) keys[c.name] = node_json(c);
+      return json{{"type", "object"}, {"help", n.help}, {"keys", keys}};
+    }
+    case Node::Kind::Registry: {
+      ParamSpec type = n.type_spec();
+      type.choices = registry_types(n);
+      json variants = json::object();
+      for (const auto& t : type.choices) variants[t] = schema_json(registry_schema(n, t, n.name + ".type"));
+      return json{{"type", "registry"}, {"registry", n.registry}, {"help", n.help},
+                  {"keys", {{"type", param_spec_json(type)}}}, {"variants", variants}};
+    }
+  }
+  return nullptr;
+}
+}  // namespace
+
+const Node* Node::child(const std::string& key) const {
+  for (const auto& c : children)
+    if (c.name == key) return &c;
+  return nullptr;
+}
+
+std::vector<std::string> Node::child_names() const {
+  std::vector<std::string> names;
+  for (const auto& c : children) names.push_back(c.name);
+  return names;
+}
+
+const Node& config_schema() {
+  static const Node root = build();
+  return root;
+}
+
+const Schema& registry_schema(const Node& node, const std::string& type, const std::string& path) {
+  return node.registry == "head" ? head_schema(type, path) : attention_schema(type, path);
+}
+
+std::vector<std::string> registry_types(const Node& node) {
+  return node.registry == "head" ? head_types() : attention_types();
+}
+
+std::string unknown_module_key(const Node& node, const std::string& type, const Schema& schema,
+                               const std::string& path, const std::string& key) {
+  std::vector<std::string> valid{"type"};
+  for (const auto& s : schema) valid.push_back(s.name);
+  return unknown_key_message(path, key, valid) + " (the parameters of " + node.registry + " '" + type + "')";
+}
+
+}  // namespace softlab::config_detail
+
+namespace softlab {
+json config_schema_json() { return config_detail::node_json(config_detail::config_schema()); }
+}  // namespace softlab

@@ -1,0 +1,159 @@
+// resolve_config: walks the schema tree (config_schema.cpp) over the user's config, filling
+// defaults and rejecting unknown keys, wrong types and out-of-range values, then checks the
+// rules that tie two keys together. Everything is checked here, before any work starts, so
+// that a typo costs a second and not an epoch.
+#include <algorithm>
+#include <string>
+
+#include "config/config_schema.hpp"
+#include "softlab/config.hpp"
+#include "softlab/error.hpp"
+
+namespace softlab {
+
+namespace {
+using config_detail::Node;
+
+json resolve_node(const Node& node, const json& value, const std::string& path);
+
+json resolve_object(const Node& node, const json& value, const std::string& path) {
+  if (!value.is_object())
+    throw Error(path.empty() ? detail::cat("config: the top level must be a JSON object, found ", describe_value(value))
+                             : detail::cat(path, ": expected an object, found ", describe_value(value)));
+  json out = json::object();
+  for (const auto& [key, v] : value.items()) {  // the user's order first
+    const Node* child = node.child(key);
+    if (!child) throw Error(unknown_key_message(path, key, node.child_names()));
+    out[key] = resolve_node(*child, v, join_path(path, key));
+  }
+  for (const auto& child : node.children) {  // then what they left out, in schema order
+    if (out.contains(child.name)) continue;
+    const std::string here = join_path(path, child.name);
+    if (child.kind != Node::Kind::Param) {
+      out[child.name] = resolve_node(child, json::object(), here);
+    } else if (child.param.required) {
+      throw Error(detail::cat(here, ": missing required key; expected ", expected_text(child.param)));
+    } else {
+      out[child.name] = child.param.default_value;
+    }
+  }
+  return out;
+}
+
+// {"type": name, ...params}: the params are checked against the schema of that type.
+json resolve_registry(const Node& node, const json& value, const std::string& path) {
+  if (!value.is_object())
+    throw Error(detail::cat(path, ": expected an object like {\"type\": \"softmax\"}, found ", describe_value(value)));
+  const json type = value.contains("type") ? value["type"] : node.type_spec().default_value;
+  check_param(node.type_spec(), type, path + ".type");
+  const std::string name = type.get<std::string>();
+  const Schema& schema = config_detail::registry_schema(node, name, path + ".type");
+  // Unknown keys first, so the message can say which module's parameters were expected.
+  for (const auto& [key, v] : value.items()) {
+    const bool known = key == "type" || std::any_of(schema.begin(), schema.end(), [&](const ParamSpec& s) { return s.name == key; });
+    if (!known) throw Error(config_detail::unknown_module_key(node, name, schema, path, key));
+  }
+  const json params = validate_params(schema, value, path, {"type"});
+  json out = json::object();
+  out["type"] = type;  // always first: it says how to read the rest
+  for (const auto& [key, v] : params.items())
+    if (key != "type") out[key] = v;
+  return out;
+}
+
+json resolve_node(const Node& node, const json& value, const std::string& path) {
+  switch (node.kind) {
+    case Node::Kind::Param:
+      check_param(node.param, value, path);
+      return value;
+    case Node::Kind::Object: return resolve_object(node, value, path);
+    case Node::Kind::Registry: return resolve_registry(node, value, path);
+  }
+  return value;
+}
+
+// ---- rules between keys -----------------------------------------------------------------
+
+struct ImageSet {
+  const char* name;
+  int64_t channels, size, classes;
+};
+constexpr ImageSet kImageSets[] = {
+    {"mnist", 1, 28, 10}, {"fashion-mnist", 1, 28, 10}, {"cifar10", 3, 32, 10}, {"cifar100", 3, 32, 100}};
+
+const ImageSet* image_set(const std::string& dataset) {
+  for (const auto& s : kImageSets)
+    if (dataset == s.name) return &s;
+  return nullptr;
+}
+
+void check_data_model(const json& cfg) {
+  const std::string dataset = cfg["data"]["dataset"].get<std::string>();
+  const json& model = cfg["model"];
+  const std::string type = model["type"].get<std::string>();
+  const ImageSet* images = image_set(dataset);
+  // A ViT needs images and a sequence model needs tokens; catching the pair here is cheaper
+  // than a shape error in the first batch.
+  SOFTLAB_CHECK(type != "vit" || images, "model.type 'vit' needs an image data set (mnist, fashion-mnist, cifar10, "
+                "cifar100), found data.dataset '", dataset, "'; use model.type 'seq' for synthetic tasks");
+  SOFTLAB_CHECK(type != "seq" || !images, "model.type 'seq' needs a synthetic:<task> data set, found data.dataset '",
+                dataset, "'; use model.type 'vit' for images");
+  if (!images) return;
+
+  const int64_t channels = model["channels"].get<int64_t>(), size = model["image_size"].get<int64_t>();
+  std::string found, fix;
+  if (channels != images->channels) {
+    found = detail::cat("model.channels is ", channels);
+    fix = detail::cat("model.channels to ", images->channels);
+  }
+  if (size != images->size) {
+    found += detail::cat(found.empty() ? "" : " and ", "model.image_size is ", size);
+    fix += detail::cat(fix.empty() ? "" : " and ", "model.image_size to ", images->size);
+  }
+  SOFTLAB_CHECK(found.empty(), "data.dataset '", dataset, "' has ", images->channels, "-channel ", images->size, "x",
+                images->size, " images but ", found, ": set ", fix);
+
+  const int64_t classes = model["num_classes"].get<int64_t>();
+  SOFTLAB_CHECK(classes == 0 || classes == images->classes, "model.num_classes is ", classes, " but data.dataset '",
+                dataset, "' has ", images->classes, " classes: set model.num_classes to 0 (from the data set) or ",
+                images->classes);
+}
+
+void check_rules(const json& cfg) {
+  SOFTLAB_CHECK(!cfg["name"].get<std::string>().empty(), "name: must not be empty (it names the run directory)");
+  check_data_model(cfg);
+
+  const json& m = cfg["model"];
+  const int64_t dim = m["dim"].get<int64_t>(), heads = m["heads"].get<int64_t>();
+  SOFTLAB_CHECK(dim % heads == 0, "model.dim (", dim, ") must be divisible by model.heads (", heads,
+                "): every head gets dim/heads features");
+  if (m["type"] == "vit") {
+    const int64_t size = m["image_size"].get<int64_t>(), patch = m["patch_size"].get<int64_t>();
+    SOFTLAB_CHECK(size % patch == 0, "model.image_size (", size, ") must be divisible by model.patch_size (", patch,
+                  ")");
+  }
+
+  const json& t = cfg["train"];
+  const double warmup = t["schedule"]["warmup_epochs"].get<double>();
+  const int64_t epochs = t["epochs"].get<int64_t>();
+  SOFTLAB_CHECK(warmup <= static_cast<double>(epochs), "train.schedule.warmup_epochs (", warmup,
+                ") must be <= train.epochs (", epochs, ")");
+  const double lr = t["optimizer"]["lr"].get<double>(), min_lr = t["schedule"]["min_lr"].get<double>();
+  SOFTLAB_CHECK(t["schedule"]["type"] != "cosine" || min_lr <= lr, "train.schedule.min_lr (", min_lr,
+                ") must be <= train.optimizer.lr (", lr, ")");
+  const json& opt = t["optimizer"];
+  SOFTLAB_CHECK(!opt["nesterov"].get<bool>() || opt["momentum"].get<double>() > 0,
+                "train.optimizer.nesterov is true but train.optimizer.momentum is ", opt["momentum"].dump(),
+                ": Nesterov momentum needs momentum > 0");
+}
+}  // namespace
+
+json resolve_config(const json& cfg) {
+  json out = resolve_object(config_detail::config_schema(), cfg, "");
+  // Derived defaults: written out, so config.json in the run directory says what was used.
+  if (out["output"]["dir"].is_null()) out["output"]["dir"] = "runs/" + out["name"].get<std::string>();
+  check_rules(out);
+  return out;
+}
+
+}  // namespace softlab

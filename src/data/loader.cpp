@@ -1,0 +1,296 @@
+// Normalisation statistics and the batch loader.
+//
+// Determinism: the order of epoch e is a Fisher-Yates shuffle driven by a Generator seeded
+// from (seed, e), and the augmentation of batch b of epoch e by one seeded from
+// (seed, e, b). Nothing carries over from one batch to the next, so a run resumed with
+// start_epoch(e, b) sees bit for bit the batches an uninterrupted run sees, and the
+// background thread prepares exactly what the caller's thread would.
+//
+// Prefetch: one worker thread and a one-slot handoff. The caller asks for batch b, the
+// worker prepares it; when the caller takes it, it asks for b + 1, which the worker prepares
+// while the caller trains on b. start_epoch bumps a generation counter, so a batch still
+// being prepared for an abandoned epoch is dropped when it is done, never handed out.
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <condition_variable>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <thread>
+
+#include "softlab/data.hpp"
+#include "softlab/error.hpp"
+#include "softlab/random.hpp"
+
+namespace softlab {
+
+Normalization compute_normalization(const Dataset& ds) {
+  const int64_t C = ds.channels, HW = ds.height * ds.width;
+  SOFTLAB_CHECK(ds.size > 0 && C > 0 && HW > 0, "compute_normalization: data set '", ds.name,
+                "' is empty (", ds.size, " images of ", C, "x", ds.height, "x", ds.width, ")");
+  SOFTLAB_CHECK(ds.images.size() == static_cast<size_t>(ds.size * C * HW),
+                "compute_normalization: data set '", ds.name, "' holds ", ds.images.size(),
+                " image bytes, expected ", ds.size * C * HW);
+  // Sums of bytes and of their squares are exact in 64-bit integers (< 2^31 * 255^2), so the
+  // statistics do not depend on summation order; only the final division is in double.
+  std::vector<uint64_t> sum(C, 0), sum_sq(C, 0);
+  for (int64_t i = 0; i < ds.size; ++i) {
+    const uint8_t* img = ds.images.data() + i * C * HW;
+    for (int64_t c = 0; c < C; ++c) {
+      uint64_t s = 0, q = 0;
+      for (int64_t p = 0; p < HW; ++p) {
+        const uint64_t v = img[c * HW + p];
+        s += v;
+        q += v * v;
+      }
+      sum[c] += s;
+      sum_sq[c] += q;
+    }
+  }
+  Normalization n;
+  const double count = static_cast<double>(ds.size) * static_cast<double>(HW);
+  for (int64_t c = 0; c < C; ++c) {
+    const double mean = static_cast<double>(sum[c]) / count / 255.0;
+    const double var = std::max(0.0, static_cast<double>(sum_sq[c]) / count / (255.0 * 255.0) - mean * mean);
+    const double sd = std::sqrt(var);
+    n.mean.push_back(static_cast<float>(mean));
+    // A constant channel has std 0; 1 keeps it finite (its values are all 0 after centring).
+    n.std.push_back(sd > 0.0 ? static_cast<float>(sd) : 1.0f);
+  }
+  return n;
+}
+
+namespace {
+
+uint64_t mix64(uint64_t z) {  // splitmix64's finaliser: a bijection that scrambles every bit
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+uint64_t order_seed(uint64_t seed, int64_t epoch) {
+  return seed * 0x9E3779B97F4A7C15ULL ^ static_cast<uint64_t>(epoch + 1);
+}
+
+// Its own stream, distinct from the order's: changing augmentation never shifts the order.
+uint64_t augment_seed(uint64_t seed, int64_t epoch, int64_t batch) {
+  uint64_t h = mix64(seed ^ 0x6175676d656e7421ULL);  // "augment!"
+  h = mix64(h ^ static_cast<uint64_t>(epoch));
+  return mix64(h ^ static_cast<uint64_t>(batch));
+}
+
+// Copies one uint8 CHW image into floats through the per-channel lookup table, shifted by
+// (dy, dx) (padding reads pixel value 0) and, when `flip`, mirrored left-right after the
+// crop, as torchvision's RandomCrop(padding) followed by RandomHorizontalFlip does.
+void augment_image(const uint8_t* src, float* dst, int64_t C, int64_t H, int64_t W, int64_t dy,
+                   int64_t dx, bool flip, const std::vector<std::array<float, 256>>& lut) {
+  for (int64_t c = 0; c < C; ++c) {
+    const auto& t = lut[c];
+    const uint8_t* s = src + c * H * W;
+    float* d = dst + c * H * W;
+    for (int64_t y = 0; y < H; ++y) {
+      const int64_t sy = y + dy;
+      float* drow = d + y * W;
+      if (sy < 0 || sy >= H) {
+        for (int64_t x = 0; x < W; ++x) drow[x] = t[0];
+        continue;
+      }
+      const uint8_t* srow = s + sy * W;
+      for (int64_t x = 0; x < W; ++x) {
+        const int64_t sx = (flip ? W - 1 - x : x) + dx;
+        drow[x] = (sx >= 0 && sx < W) ? t[srow[sx]] : t[0];
+      }
+    }
+  }
+}
+
+}  // namespace
+
+struct BatchLoader::Impl {
+  using Order = std::shared_ptr<const std::vector<int64_t>>;
+  struct Request {
+    uint64_t gen;
+    int64_t epoch, batch;
+    Order order;
+  };
+
+  // Read-only after construction: shared by the caller's thread and the worker.
+  const Dataset& ds;
+  Options opt;
+  std::vector<std::array<float, 256>> lut;  // per channel: (v / 255 - mean) / std
+  int64_t num_batches = 0;
+
+  // The caller's thread only.
+  bool started = false;
+  int64_t epoch = 0, next_batch = 0;
+  Order order;
+
+  // Handoff, guarded by mu.
+  std::mutex mu;
+  std::condition_variable cv;
+  uint64_t gen = 0;                 // bumped by start_epoch; older work is stale
+  std::optional<Request> request;   // what the worker should prepare next
+  bool ready = false;               // slot holds the batch asked for in this generation
+  Batch slot;
+  std::exception_ptr error;         // preparing the slot's batch failed
+  bool stop = false;
+  std::thread worker;
+
+  Impl(const Dataset& d, Options o) : ds(d), opt(std::move(o)) {}
+
+  Order make_order(int64_t e) const {
+    auto v = std::make_shared<std::vector<int64_t>>(ds.size);
+    for (int64_t i = 0; i < ds.size; ++i) (*v)[i] = i;
+    if (opt.shuffle) {
+      Generator g(order_seed(opt.seed, e));
+      for (int64_t i = ds.size - 1; i > 0; --i) std::swap((*v)[i], (*v)[g.below(i + 1)]);
+    }
+    return v;
+  }
+
+  void prepare(int64_t e, int64_t b, const std::vector<int64_t>& ord, Batch& out) const {
+    const int64_t C = ds.channels, H = ds.height, W = ds.width, img = ds.image_bytes();
+    const int64_t begin = b * opt.batch_size;
+    const int64_t count = std::min(opt.batch_size, ds.size - begin);
+    const int64_t p = opt.augment.random_crop;
+    out.index = b;
+    out.labels.resize(count);
+    out.images = empty(Shape{count, C, H, W});
+    float* dst = out.images.mutable_data();
+    Generator g(augment_seed(opt.seed, e, b));
+    for (int64_t i = 0; i < count; ++i) {
+      const int64_t k = ord[begin + i];
+      // Fixed draw order per image (crop y, crop x, flip) keeps the stream reproducible.
+      int64_t oy = p, ox = p;
+      if (p > 0) {
+        oy = static_cast<int64_t>(g.below(2 * p + 1));
+        ox = static_cast<int64_t>(g.below(2 * p + 1));
+      }
+      const bool flip = opt.augment.hflip && (g.next_u64() >> 63) != 0;
+      augment_image(ds.images.data() + k * img, dst + i * img, C, H, W, oy - p, ox - p, flip, lut);
+      out.labels[i] = ds.labels[k];
+    }
+  }
+
+  void run() {
+    for (;;) {
+      Request req;
+      {
+        std::unique_lock<std::mutex> lk(mu);
+        cv.wait(lk, [&] { return stop || request.has_value(); });
+        if (stop) return;
+        req = std::move(*request);
+        request.reset();
+      }
+      Batch b;
+      std::exception_ptr err;
+      try {
+        prepare(req.epoch, req.batch, *req.order, b);
+      } catch (...) {
+        err = std::current_exception();
+      }
+      std::lock_guard<std::mutex> lk(mu);
+      if (req.gen != gen || stop) continue;  // start_epoch moved on: drop it
+      slot = std::move(b);
+      error = err;
+      ready = true;
+      cv.notify_all();
+    }
+  }
+};
+
+BatchLoader::BatchLoader(const Dataset& ds, Options opt) : impl_(std::make_unique<Impl>(ds, std::move(opt))) {
+  Impl& im = *impl_;
+  const Options& o = im.opt;
+  SOFTLAB_CHECK(o.batch_size > 0, "BatchLoader: batch_size is ", o.batch_size, ", expected > 0");
+  SOFTLAB_CHECK(o.augment.random_crop >= 0, "BatchLoader: augment.random_crop is ",
+                o.augment.random_crop, ", expected >= 0");
+  SOFTLAB_CHECK(ds.size >= 0 && ds.channels > 0 && ds.height > 0 && ds.width > 0 &&
+                    ds.images.size() == static_cast<size_t>(ds.size * ds.image_bytes()) &&
+                    ds.labels.size() == static_cast<size_t>(ds.size),
+                "BatchLoader: data set '", ds.name, "' is inconsistent: ", ds.size, " images of ",
+                ds.channels, "x", ds.height, "x", ds.width, " but ", ds.images.size(),
+                " image bytes and ", ds.labels.size(), " labels");
+  const bool identity = o.norm.mean.empty() && o.norm.std.empty();
+  SOFTLAB_CHECK(identity || (static_cast<int64_t>(o.norm.mean.size()) == ds.channels &&
+                             static_cast<int64_t>(o.norm.std.size()) == ds.channels),
+                "BatchLoader: normalisation has ", o.norm.mean.size(), " means and ", o.norm.std.size(),
+                " stds, data set '", ds.name, "' has ", ds.channels, " channels");
+  im.lut.resize(ds.channels);
+  for (int64_t c = 0; c < ds.channels; ++c) {
+    const float mean = identity ? 0.0f : o.norm.mean[c];
+    const float sd = identity ? 1.0f : o.norm.std[c];
+    SOFTLAB_CHECK(std::isfinite(mean) && std::isfinite(sd) && sd > 0.0f, "BatchLoader: channel ", c,
+                  " has mean ", mean, " and std ", sd, "; expected finite values and std > 0");
+    for (int v = 0; v < 256; ++v) im.lut[c][v] = (static_cast<float>(v) / 255.0f - mean) / sd;
+  }
+  im.num_batches = o.drop_last ? ds.size / o.batch_size : (ds.size + o.batch_size - 1) / o.batch_size;
+  if (o.prefetch) im.worker = std::thread([&im] { im.run(); });
+}
+
+BatchLoader::~BatchLoader() {
+  if (!impl_->worker.joinable()) return;
+  {
+    std::lock_guard<std::mutex> lk(impl_->mu);
+    impl_->stop = true;
+  }
+  impl_->cv.notify_all();
+  impl_->worker.join();
+}
+
+int64_t BatchLoader::batches_per_epoch() const { return impl_->num_batches; }
+
+void BatchLoader::start_epoch(int64_t epoch, int64_t first_batch) {
+  Impl& im = *impl_;
+  SOFTLAB_CHECK(epoch >= 0, "BatchLoader::start_epoch: epoch is ", epoch, ", expected >= 0");
+  SOFTLAB_CHECK(first_batch >= 0 && first_batch <= im.num_batches, "BatchLoader::start_epoch: first_batch is ",
+                first_batch, ", expected 0..", im.num_batches, " (batches per epoch)");
+  im.order = im.make_order(epoch);
+  im.epoch = epoch;
+  im.next_batch = first_batch;
+  im.started = true;
+  if (!im.opt.prefetch) return;
+  std::lock_guard<std::mutex> lk(im.mu);
+  ++im.gen;
+  im.ready = false;
+  im.slot = Batch{};
+  im.error = nullptr;
+  im.request.reset();
+  if (first_batch < im.num_batches) im.request = Impl::Request{im.gen, epoch, first_batch, im.order};
+  im.cv.notify_all();
+}
+
+bool BatchLoader::next(Batch& out) {
+  Impl& im = *impl_;
+  if (!im.started) start_epoch(0);
+  if (im.next_batch >= im.num_batches) return false;
+  if (!im.opt.prefetch) {
+    im.prepare(im.epoch, im.next_batch, *im.order, out);
+    ++im.next_batch;
+    return true;
+  }
+  std::unique_lock<std::mutex> lk(im.mu);
+  im.cv.wait(lk, [&] { return im.ready; });
+  im.ready = false;
+  if (im.error) {
+    // Ask again for the same batch, so a caller that catches this can retry.
+    std::exception_ptr err = im.error;
+    im.error = nullptr;
+    im.request = Impl::Request{im.gen, im.epoch, im.next_batch, im.order};
+    im.cv.notify_all();
+    std::rethrow_exception(err);
+  }
+  SOFTLAB_ASSERT(im.slot.index == im.next_batch, "BatchLoader: prefetched batch ", im.slot.index,
+                 ", expected ", im.next_batch);
+  out = std::move(im.slot);
+  im.slot = Batch{};
+  ++im.next_batch;
+  if (im.next_batch < im.num_batches)
+    im.request = Impl::Request{im.gen, im.epoch, im.next_batch, im.order};
+  im.cv.notify_all();
+  return true;
+}
+
+}  // namespace softlab

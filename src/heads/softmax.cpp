@@ -1,0 +1,52 @@
+// softmax head: a linear layer and cross-entropy (spec/heads.md section 1).
+//   S = (h W^T + b) / T,  l = CE(S, y; label_smoothing)
+// In eval mode the loss is plain cross-entropy (no smoothing): the data term.
+#include <cmath>
+
+#include "softlab/head.hpp"
+#include "softlab/ops.hpp"
+
+namespace softlab {
+
+namespace {
+class SoftmaxHead final : public Head {
+ public:
+  SoftmaxHead(const HeadContext& ctx, float smoothing, float temperature)
+      : smoothing_(smoothing), inv_t_(1.0f / temperature) {
+    SOFTLAB_CHECK(ctx.init, "softmax head: no initialisation generator given");
+    // PyTorch's nn.Linear default: U(-1/sqrt(D), 1/sqrt(D)) for weight and bias (spec 0).
+    const float bound = 1.0f / std::sqrt(static_cast<float>(ctx.in_dim));
+    w_ = register_parameter("weight", uniform({ctx.num_classes, ctx.in_dim}, *ctx.init, -bound, bound));
+    b_ = register_parameter("bias", uniform({ctx.num_classes}, *ctx.init, -bound, bound), false);
+  }
+  HeadOutput forward(const Tensor& h, std::span<const int32_t> labels) override {
+    HeadOutput out;
+    out.scores = linear(h, w_, b_);
+    if (inv_t_ != 1.0f) out.scores = scale(out.scores, inv_t_);
+    if (!labels.empty()) out.loss = cross_entropy(out.scores, labels, training() ? smoothing_ : 0.0f);
+    return out;
+  }
+
+ private:
+  float smoothing_, inv_t_;
+  Tensor w_, b_;
+};
+}  // namespace
+
+HeadEntry softmax_head_entry() {
+  HeadEntry e;
+  e.name = "softmax";
+  e.help = "linear layer + softmax cross-entropy, with label smoothing and temperature";
+  e.schema = {
+      {.name = "label_smoothing", .type = ParamType::Float, .default_value = 0.0, .min = 0.0, .max = 1.0,
+       .max_exclusive = true, .help = "target = (1-eps) one-hot + eps/C (training loss only)"},
+      {.name = "temperature", .type = ParamType::Float, .default_value = 1.0, .min = 0.0, .min_exclusive = true,
+       .help = "scores = logits / T"},
+  };
+  e.factory = [](const json& p, const HeadContext& ctx) -> std::unique_ptr<Head> {
+    return std::make_unique<SoftmaxHead>(ctx, p["label_smoothing"].get<float>(), p["temperature"].get<float>());
+  };
+  return e;
+}
+
+}  // namespace softlab

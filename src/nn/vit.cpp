@@ -1,0 +1,61 @@
+// ViT: patches -> [cls] + positions -> blocks -> norm -> pool -> head.
+#include "softlab/nn/vit.hpp"
+
+#include "softlab/error.hpp"
+#include "softlab/ops.hpp"
+
+namespace softlab::nn {
+
+ViT::ViT(const Config::Model& cfg, int64_t num_classes, int64_t train_size, uint64_t seed)
+    : cfg_(cfg), dropout_gen_(seed ^ 0xd1b54a32d192ed03ULL) {
+  SOFTLAB_CHECK(cfg.type == "vit", "model.type: '", cfg.type, "' is not a vision transformer");
+  SOFTLAB_CHECK(num_classes > 0, "model.num_classes must be positive, got ", num_classes);
+  Generator init(seed);  // the initialisation stream
+  patch_embed = register_module("patch_embed", std::make_unique<PatchEmbed>(cfg.channels, cfg.image_size,
+                                                                             cfg.patch_size, cfg.dim, init));
+  const bool use_cls = cfg.pool == "cls";
+  tokens_ = patch_embed->num_patches() + (use_cls ? 1 : 0);
+  if (use_cls) cls_token = register_parameter("cls_token", trunc_normal({1, 1, cfg.dim}, init, 0.02f), false);
+  pos_embed = register_parameter("pos_embed", trunc_normal({1, tokens_, cfg.dim}, init, 0.02f), false);
+  AttentionContext actx;
+  actx.dim = cfg.dim;
+  actx.heads = cfg.heads;
+  actx.head_dim = cfg.dim / cfg.heads;
+  actx.seq_len = tokens_;
+  actx.init = &init;
+  BlockOptions bo;
+  bo.dim = cfg.dim;
+  bo.heads = cfg.heads;
+  bo.mlp_hidden = static_cast<int64_t>(cfg.mlp_ratio * static_cast<double>(cfg.dim) + 0.5);
+  bo.dropout = static_cast<float>(cfg.dropout);
+  for (int64_t i = 0; i < cfg.depth; ++i)
+    blocks.push_back(register_module("blocks." + std::to_string(i),
+                                     std::make_unique<Block>(bo, make_attention(cfg.attention, actx), init,
+                                                             &dropout_gen_)));
+  norm = register_module("norm", std::make_unique<LayerNorm>(cfg.dim));
+  HeadContext hctx;
+  hctx.in_dim = cfg.dim;
+  hctx.num_classes = num_classes;
+  hctx.train_size = train_size;
+  hctx.seed = seed;
+  hctx.init = &init;
+  head = register_module("head", make_head(cfg.head, hctx));
+}
+
+Tensor ViT::features(const Tensor& images) {
+  Tensor x = patch_embed->forward(images);  // [B, P, D]
+  const int64_t B = x.shape()[0];
+  if (cls_token.defined()) x = concat({add(zeros({B, 1, cfg_.dim}), cls_token), x}, 1);
+  x = add(x, pos_embed);
+  if (training() && cfg_.dropout > 0) x = dropout(x, static_cast<float>(cfg_.dropout), dropout_gen_);
+  for (Block* b : blocks) x = b->forward(x);
+  x = norm->forward(x);
+  if (cls_token.defined()) return reshape(slice(x, 1, 0, 1), {B, cfg_.dim});
+  return mean(x, 1);
+}
+
+HeadOutput ViT::forward(const Tensor& images, std::span<const int32_t> labels) {
+  return head->forward(features(images), labels);
+}
+
+}  // namespace softlab::nn

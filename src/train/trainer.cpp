@@ -1,0 +1,350 @@
+// The training loop: data, model, optimiser, schedule, evaluation, checkpoints, metrics.
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+
+#include "softlab/autograd.hpp"
+#include "softlab/checkpoint.hpp"
+#include "softlab/error.hpp"
+#include "softlab/optim.hpp"
+#include "softlab/parallel.hpp"
+#include "softlab/train.hpp"
+#include "softlab/version.hpp"
+#include "train/progress.hpp"
+
+namespace softlab {
+
+namespace fs = std::filesystem;
+
+namespace {
+volatile std::sig_atomic_t g_stop = 0;
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+// Derived seeds: one stream per purpose, independent of each other.
+uint64_t mix(uint64_t a, uint64_t b) {
+  uint64_t x = a * 0x9e3779b97f4a7c15ULL ^ (b + 0x632be59bd9b4e019ULL + (a << 6) + (a >> 2));
+  x ^= x >> 31;
+  x *= 0xbf58476d1ce4e5b9ULL;
+  return x ^ (x >> 29);
+}
+constexpr uint64_t kDataStream = 1, kDropoutStream = 2;
+
+// The position of a run and the running statistics of the current epoch: everything a
+// resumed run needs beyond weights and optimiser state.
+struct Position {
+  int64_t epoch = 0;       // current epoch (0-based)
+  int64_t batch = 0;       // next batch within the epoch
+  int64_t step = 0;        // global optimiser steps done
+  double loss_sum = 0.0;   // over this epoch's examples
+  int64_t correct = 0, seen = 0;
+  double grad_norm_sum = 0.0;
+  int64_t epoch_steps = 0;
+  double best_accuracy = -1.0;
+  int64_t best_epoch = -1;
+  double train_seconds = 0.0;  // accumulated over sessions
+  int64_t images = 0;          // trained images, all sessions
+  bool done = false;
+
+  json to_json() const {
+    return {{"epoch", epoch}, {"batch", batch}, {"step", step}, {"loss_sum", loss_sum}, {"correct", correct},
+            {"seen", seen}, {"grad_norm_sum", grad_norm_sum}, {"epoch_steps", epoch_steps},
+            {"best_accuracy", best_accuracy}, {"best_epoch", best_epoch}, {"train_seconds", train_seconds},
+            {"images", images}, {"done", done}};
+  }
+  static Position from_json(const json& j) {
+    Position p;
+    p.epoch = j.at("epoch");
+    p.batch = j.at("batch");
+    p.step = j.at("step");
+    p.loss_sum = j.at("loss_sum");
+    p.correct = j.at("correct");
+    p.seen = j.at("seen");
+    p.grad_norm_sum = j.at("grad_norm_sum");
+    p.epoch_steps = j.at("epoch_steps");
+    p.best_accuracy = j.at("best_accuracy");
+    p.best_epoch = j.at("best_epoch");
+    p.train_seconds = j.at("train_seconds");
+    p.images = j.at("images");
+    p.done = j.at("done");
+    return p;
+  }
+};
+
+// Keys that may differ between a checkpoint's config and the config of a resumed run.
+bool resumable_difference(const std::string& path) {
+  return path == "/train/epochs" || path == "/train/threads" || path == "/train/max_steps" ||
+         path.rfind("/output", 0) == 0 || path == "/train/eval_batch_size";
+}
+
+void check_resume_config(const json& saved, const json& now, const std::string& ckpt) {
+  const json diff = json::diff(saved, now);
+  std::string bad;
+  for (const auto& d : diff) {
+    const std::string p = d.value("path", "");
+    if (!resumable_difference(p)) bad += (bad.empty() ? "" : ", ") + p.substr(1);
+  }
+  SOFTLAB_CHECK(bad.empty(), "--resume: the config differs from the one ", ckpt, " was trained with, at: ", bad,
+                " (only train.epochs, train.max_steps, train.threads and output may change on resume)");
+}
+
+json data_meta(const DataSplit& d, const Normalization& n, const std::string& name) {
+  return {{"dataset", name}, {"num_classes", d.train.num_classes}, {"mean", n.mean}, {"std", n.std},
+          {"class_names", d.train.class_names}, {"train_size", d.train.size}, {"channels", d.train.channels},
+          {"height", d.train.height}, {"width", d.train.width}};
+}
+
+std::string fmt(const char* f, double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, f, v);
+  return buf;
+}
+}  // namespace
+
+void request_stop() { g_stop = 1; }
+bool stop_requested() { return g_stop != 0; }
+void clear_stop_request() { g_stop = 0; }
+
+TrainResult train(const Config& cfg, const TrainOptions& opt) {
+  const auto wall_start = Clock::now();
+  set_num_threads(cfg.train.threads);
+  const std::string run_dir = opt.out_dir.empty() ? cfg.output.dir : opt.out_dir;
+  SOFTLAB_CHECK(!run_dir.empty(), "output.dir is empty: say where the run directory goes (or pass --out DIR)");
+  const fs::path dir(run_dir);
+  const fs::path last_path = dir / "last.ckpt", best_path = dir / "best.ckpt";
+  const fs::path metrics_path = dir / "metrics.jsonl", summary_path = dir / "summary.json";
+
+  // Never overwrite what a user already has: an existing run needs --resume or another --out.
+  if (!opt.resume) {
+    for (const auto& f : {"config.json", "last.ckpt", "metrics.jsonl", "summary.json"})
+      SOFTLAB_CHECK(!fs::exists(dir / f), "run directory ", run_dir, " already holds a run (", f,
+                    "); pass --resume to continue it, or --out DIR for a new one");
+  } else {
+    SOFTLAB_CHECK(fs::exists(last_path), "--resume: no checkpoint ", last_path.string(), " to resume from");
+  }
+
+  detail::Progress progress(opt.progress, opt.quiet);
+  DataSplit data = load_dataset(cfg.data.dataset, cfg.data.path);
+  SOFTLAB_CHECK(data.train.channels == cfg.model.channels && data.train.height == cfg.model.image_size &&
+                    data.train.width == cfg.model.image_size,
+                "the data set ", cfg.data.dataset, " holds ", data.train.channels, "x", data.train.height, "x",
+                data.train.width, " images but model.channels = ", cfg.model.channels, " and model.image_size = ",
+                cfg.model.image_size);
+  const Normalization norm = compute_normalization(data.train);
+  auto model = build_model(cfg, data.train.num_classes, data.train.size);
+  const auto params = model->parameters();
+  auto optimizer = make_optimizer(cfg.train.optimizer, params);
+
+  Position pos;
+  if (opt.resume) {
+    Checkpoint ck = load_checkpoint(last_path.string());
+    check_resume_config(ck.meta.at("config"), cfg.resolved, last_path.string());
+    model->load_state(with_prefix(ck.tensors, "model."));
+    optimizer->load_state(with_prefix(ck.tensors, "optim."));
+    pos = Position::from_json(ck.meta.at("position"));
+  } else {
+    fs::create_directories(dir);
+    write_file_atomic((dir / "config.json").string(), cfg.resolved.dump(2) + "\n");
+  }
+
+  BatchLoader::Options lo;
+  lo.batch_size = cfg.train.batch_size;
+  lo.shuffle = !opt.overfit_batch;
+  lo.augment = opt.overfit_batch ? Augment{} : cfg.data.augment;
+  lo.norm = norm;
+  lo.seed = mix(cfg.seed, kDataStream);
+  BatchLoader loader(data.train, lo);
+  int64_t batches = loader.batches_per_epoch();
+  if (cfg.train.max_batches_per_epoch > 0) batches = std::min(batches, cfg.train.max_batches_per_epoch);
+  if (opt.overfit_batch) batches = 1;
+  const int64_t epochs = cfg.train.epochs;
+  int64_t total_steps = epochs * batches;
+  if (cfg.train.max_steps > 0) total_steps = std::min(total_steps, cfg.train.max_steps);
+
+  // The evaluation set: the test split, or the one training batch when overfitting.
+  Dataset overfit;
+  if (opt.overfit_batch) {
+    overfit = data.train;
+    const int64_t n = std::min<int64_t>(cfg.train.batch_size, data.train.size);
+    overfit.size = n;
+    overfit.images.resize(static_cast<size_t>(n * data.train.image_bytes()));
+    overfit.labels.resize(static_cast<size_t>(n));
+  }
+  const Dataset& eval_set = opt.overfit_batch ? overfit : data.test;
+
+  const json meta_data = data_meta(data, norm, cfg.data.dataset);
+  auto save = [&](const fs::path& path) {
+    Checkpoint ck;
+    ck.meta = {{"config", cfg.resolved}, {"position", pos.to_json()}, {"data", meta_data},
+               {"softlab_version", version()}};
+    for (auto& [n, t] : model->state()) ck.tensors.emplace_back("model." + n, t);
+    for (auto& [n, t] : optimizer->state()) ck.tensors.emplace_back("optim." + n, t);
+    save_checkpoint(path.string(), ck);
+  };
+
+  progress.line(detail::cat("softlab ", version(), " | ", cfg.name, " | threads ", num_threads(), " | ",
+                            cfg.data.dataset, ": ", data.train.size, " train, ", data.test.size, " test (", data.dir,
+                            ")"));
+  {
+    std::string counts;
+    for (const auto& [n, c] : model->parameter_counts()) counts += detail::cat(" ", n, " ", c, ";");
+    progress.line(detail::cat("model ", cfg.model.type, " (attention ", cfg.model.attention.value("type", "?"),
+                              ", head ", cfg.model.head.value("type", "?"), "): ", model->num_parameters(),
+                              " parameters;", counts));
+  }
+  if (opt.resume)
+    progress.line(detail::cat("resuming ", run_dir, " at epoch ", pos.epoch + 1, ", batch ", pos.batch, ", step ",
+                              pos.step));
+
+  TrainResult result;
+  result.run_dir = run_dir;
+  EvalResult last_eval{};
+  bool have_eval = false;
+  auto session_start = Clock::now();
+  const double seconds_before = pos.train_seconds;
+  auto train_seconds = [&] { return seconds_before + seconds_since(session_start); };
+
+  model->train();
+  clear_stop_request();
+  while (!pos.done && pos.epoch < epochs && pos.step < total_steps) {
+    loader.start_epoch(opt.overfit_batch ? 0 : pos.epoch, opt.overfit_batch ? 0 : pos.batch);
+    const auto epoch_start = Clock::now();
+    const int64_t epoch_images_before = pos.seen;
+    Batch b;
+    while (pos.batch < batches && pos.step < total_steps) {
+      if (opt.overfit_batch) loader.start_epoch(0, 0);
+      if (!loader.next(b)) break;
+      const double lr = schedule_lr(cfg.train.schedule, cfg.train.optimizer.lr, pos.step, batches, total_steps);
+      model->dropout_generator().seed(mix(mix(cfg.seed, kDropoutStream), static_cast<uint64_t>(pos.step)));
+      HeadOutput out = model->forward(b.images, b.labels);
+      const float loss = out.loss.item();
+      out.loss.backward();
+      const double gnorm = clip_grad_norm(params, cfg.train.grad_clip);
+      if (!std::isfinite(loss) || !std::isfinite(gnorm)) {
+        throw Error(detail::cat("training diverged: ", std::isfinite(loss) ? "gradient norm" : "loss", " is ",
+                                std::isfinite(loss) ? gnorm : loss, " at epoch ", pos.epoch + 1, ", step ",
+                                pos.step + 1, " (lr ", lr, "). ",
+                                fs::exists(last_path) ? "The last good checkpoint is " + last_path.string() +
+                                                            " (untouched)."
+                                                      : "No checkpoint was written yet.",
+                                " Try a lower train.optimizer.lr, warm-up, or gradient clipping."),
+                    Error::Kind::Internal);
+      }
+      optimizer->step(lr);
+      optimizer->zero_grad();
+      const auto pred = model->head->predict(out.scores);
+      const int64_t n = static_cast<int64_t>(b.labels.size());
+      for (int64_t i = 0; i < n; ++i) pos.correct += pred[static_cast<size_t>(i)] == b.labels[static_cast<size_t>(i)];
+      pos.loss_sum += static_cast<double>(loss) * static_cast<double>(n);
+      pos.seen += n;
+      pos.images += n;
+      pos.grad_norm_sum += gnorm;
+      ++pos.epoch_steps;
+      ++pos.step;
+      ++pos.batch;
+      const double es = seconds_since(epoch_start);
+      const double ips = static_cast<double>(pos.seen - epoch_images_before) / std::max(es, 1e-9);
+      const double eta = static_cast<double>(total_steps - pos.step) * static_cast<double>(cfg.train.batch_size) /
+                         std::max(ips, 1e-9);
+      progress.step(pos.epoch + 1, epochs, pos.batch, batches, pos.loss_sum / static_cast<double>(pos.seen),
+                    static_cast<double>(pos.correct) / static_cast<double>(pos.seen), ips, eta);
+      if (opt.stop_after_step > 0 && pos.step == opt.stop_after_step) request_stop();
+      if (stop_requested()) break;
+    }
+    if (stop_requested()) {
+      pos.train_seconds = train_seconds();
+      save(last_path);
+      progress.line(detail::cat("interrupted: saved ", last_path.string(), " at epoch ", pos.epoch + 1, ", batch ",
+                                pos.batch, "; continue with --resume"));
+      result.status = TrainStatus::Interrupted;
+      result.summary = {{"status", "interrupted"}};
+      return result;
+    }
+    const double epoch_seconds = seconds_since(epoch_start);
+    const bool epoch_done = pos.batch >= batches;
+    const bool finished = pos.step >= total_steps || (epoch_done && pos.epoch + 1 >= epochs);
+    const bool eval_now = finished || (epoch_done && (pos.epoch + 1) % cfg.train.eval_every == 0);
+    if (eval_now) {
+      last_eval = evaluate(*model, eval_set, norm, cfg.train.eval_batch_size);
+      have_eval = true;
+      json m = {{"epoch", pos.epoch + 1},
+                {"step", pos.step},
+                {"lr", schedule_lr(cfg.train.schedule, cfg.train.optimizer.lr, std::max<int64_t>(pos.step - 1, 0),
+                                   batches, total_steps)},
+                {"train_loss", pos.seen ? pos.loss_sum / static_cast<double>(pos.seen) : 0.0},
+                {"train_accuracy", pos.seen ? static_cast<double>(pos.correct) / static_cast<double>(pos.seen) : 0.0},
+                {"test_loss", last_eval.loss},
+                {"test_accuracy", last_eval.accuracy},
+                {"grad_norm", pos.epoch_steps ? pos.grad_norm_sum / static_cast<double>(pos.epoch_steps) : 0.0},
+                {"images_per_sec", static_cast<double>(pos.seen) / std::max(epoch_seconds, 1e-9)},
+                {"epoch_seconds", epoch_seconds},
+                {"seconds", train_seconds()},
+                {"wall_time", seconds_since(wall_start)}};
+      {
+        std::ofstream mf(metrics_path, std::ios::app);
+        mf << m.dump() << "\n";
+        SOFTLAB_CHECK(mf.good(), "cannot append to ", metrics_path.string());
+      }
+      progress.line(detail::cat("epoch ", pos.epoch + 1, "/", epochs, "  train loss ",
+                                fmt("%.4f", m["train_loss"].get<double>()), " acc ",
+                                fmt("%.2f%%", 100.0 * m["train_accuracy"].get<double>()), "  test loss ",
+                                fmt("%.4f", last_eval.loss), " acc ", fmt("%.2f%%", 100.0 * last_eval.accuracy), "  ",
+                                fmt("%.0f img/s", m["images_per_sec"].get<double>()), "  ",
+                                detail::format_duration(epoch_seconds)));
+    }
+    if (epoch_done) {
+      ++pos.epoch;
+      pos.batch = 0;
+      pos.loss_sum = 0.0;
+      pos.correct = pos.seen = pos.epoch_steps = 0;
+      pos.grad_norm_sum = 0.0;
+    }
+    if (finished) pos.done = true;
+    pos.train_seconds = train_seconds();
+    const bool improved = eval_now && last_eval.accuracy > pos.best_accuracy;
+    if (improved) {
+      pos.best_accuracy = last_eval.accuracy;
+      pos.best_epoch = pos.epoch;  // epochs completed when it was reached
+    }
+    save(last_path);
+    if (improved) save(best_path);
+  }
+
+  if (!have_eval) {  // resumed a finished run, or nothing to train: report the current model
+    last_eval = evaluate(*model, eval_set, norm, cfg.train.eval_batch_size);
+  }
+  const double secs = pos.train_seconds;
+  json summary = {{"name", cfg.name},
+                  {"status", "finished"},
+                  {"dataset", cfg.data.dataset},
+                  {"test_accuracy", last_eval.accuracy},
+                  {"best_test_accuracy", std::max(pos.best_accuracy, last_eval.accuracy)},
+                  {"best_epoch", pos.best_epoch},
+                  {"test_loss", last_eval.loss},
+                  {"epochs", pos.epoch},
+                  {"steps", pos.step},
+                  {"params", model->num_parameters()},
+                  {"train_seconds", secs},
+                  {"train_images_per_sec", secs > 0 ? static_cast<double>(pos.images) / secs : 0.0},
+                  {"attention", cfg.model.attention},
+                  {"head", cfg.model.head},
+                  {"seed", cfg.seed},
+                  {"threads", num_threads()},
+                  {"version", version()},
+                  {"build", build_info()}};
+  json per_module = json::object();
+  for (const auto& [n, c] : model->parameter_counts()) per_module[n] = c;
+  summary["params_per_module"] = per_module;
+  write_file_atomic(summary_path.string(), summary.dump(2) + "\n");
+  progress.line(detail::cat("test accuracy ", fmt("%.2f%%", 100.0 * last_eval.accuracy), " (best ",
+                            fmt("%.2f%%", 100.0 * summary["best_test_accuracy"].get<double>()), "), ",
+                            detail::format_duration(secs), " of training; run directory ", run_dir));
+  result.summary = summary;
+  return result;
+}
+
+}  // namespace softlab

@@ -1,0 +1,164 @@
+// The softlab command as a user runs it: exit codes (0, 2 for bad input, 130 when
+// interrupted), messages that name the problem, and every verb end to end.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "softlab/image_io.hpp"
+#include "softlab/softlab.hpp"
+#include "train_fixtures.hpp"
+
+using namespace softlab;
+namespace fs = std::filesystem;
+
+namespace {
+struct CliRun {
+  int code = -1;
+  std::string out, err;
+};
+
+std::string slurp(const std::string& p) {
+  std::ifstream in(p);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+// Runs softlab with arguments; captures stdout and stderr through files.
+CliRun softlab_cli(const std::vector<std::string>& args, const std::string& dir) {
+  std::string cmd = std::string("'") + SOFTLAB_CLI_PATH + "'";
+  for (const auto& a : args) cmd += " '" + a + "'";
+  cmd += " >'" + dir + "/out.txt' 2>'" + dir + "/err.txt' </dev/null";
+  const int st = std::system(cmd.c_str());
+  CliRun r;
+  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  r.out = slurp(dir + "/out.txt");
+  r.err = slurp(dir + "/err.txt");
+  return r;
+}
+
+void write(const std::string& path, const std::string& text) { std::ofstream(path) << text; }
+
+class CliTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    root = test::temp_dir(std::string("cli_") + ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    data = root + "/data";
+    test::write_learnable_mnist(data, 600, 100);
+    json cfg = test::tiny_config(data, root + "/run");
+    cfg["train"]["epochs"] = 2;
+    config = root + "/tiny.json";
+    write(config, cfg.dump(2));
+  }
+  void TearDown() override { fs::remove_all(root); }
+  CliRun run(const std::vector<std::string>& args) { return softlab_cli(args, root); }
+  std::string root, data, config;
+};
+}  // namespace
+
+TEST_F(CliTest, TrainEvalPredictEndToEnd) {
+  CliRun t = run({"train", config, "--quiet"});
+  ASSERT_EQ(t.code, 0) << t.err;
+  EXPECT_NE(t.out.find("test_accuracy"), std::string::npos);
+  CliRun e = run({"eval", root + "/run"});
+  ASSERT_EQ(e.code, 0) << e.err;
+  const json ej = json::parse(e.out);
+  EXPECT_EQ(ej["examples"], 100);
+  EXPECT_GT(ej["test_accuracy"].get<double>(), 0.3);
+  // predict on an IDX image file, a PGM written from the test set, and with --json
+  const std::string imgs = data + "/t10k-images-idx3-ubyte";
+  CliRun p = run({"predict", "--checkpoint", root + "/run/last.ckpt", imgs, "--limit", "5"});
+  ASSERT_EQ(p.code, 0) << p.err;
+  EXPECT_EQ(std::count(p.out.begin(), p.out.end(), '\n'), 5);
+  Dataset test_set = read_idx(imgs, data + "/t10k-labels-idx1-ubyte");
+  write_pnm(root + "/x.pgm", test_set, 0);
+  CliRun pj = run({"predict", "--checkpoint", root + "/run/best.ckpt", "--json", root + "/x.pgm"});
+  ASSERT_EQ(pj.code, 0) << pj.err;
+  const json pred = json::parse(pj.out);
+  EXPECT_GE(pred["class"].get<int>(), 0);
+  EXPECT_LT(pred["class"].get<int>(), 10);
+}
+
+TEST_F(CliTest, BadInputExitsTwoNamingTheProblem) {
+  auto expect_bad = [&](const std::vector<std::string>& args, const std::string& needle) {
+    CliRun r = run(args);
+    EXPECT_EQ(r.code, 2) << "args: " << args[0] << " ... stderr: " << r.err;
+    EXPECT_NE(r.err.find(needle), std::string::npos) << "expected '" << needle << "' in: " << r.err;
+  };
+  expect_bad({"train", root + "/missing.json"}, "missing.json");
+  write(root + "/syntax.json", "{\"seed\": 1,\n \"data\": }");
+  expect_bad({"train", root + "/syntax.json"}, "syntax.json");
+  expect_bad({"train", config, "--set", "train.optimizer.lrr=0.1"}, "train.optimizer.lrr");
+  expect_bad({"train", config, "--set", "model.heads=3"}, "model.heads");
+  expect_bad({"train", config, "--set", "model.attention.type=nope"}, "nope");
+  expect_bad({"train", config, "--set", "train.epochs=-1"}, "train.epochs");
+  expect_bad({"validate", config, "--set", "model.dim=abc"}, "model.dim");
+  expect_bad({"train", config, "--no-such-flag"}, "no-such-flag");
+  expect_bad({"frobnicate"}, "frobnicate");
+  expect_bad({"eval", root + "/nothing-here"}, "nothing-here");
+  expect_bad({"predict", "--checkpoint", root + "/nothing.ckpt", config}, "nothing.ckpt");
+  // A corrupt data file: the IDX header claims more images than the file holds.
+  const std::string bad_data = root + "/baddata";
+  test::write_learnable_mnist(bad_data, 50, 10);
+  {
+    std::fstream f(bad_data + "/t10k-images-idx3-ubyte", std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(4);
+    const char big[4] = {0, 0, 0x27, 0x10};  // 10000 images
+    f.write(big, 4);
+  }
+  expect_bad({"train", config, "--set", "data.path=" + bad_data, "--out", root + "/r2"}, "t10k-images-idx3-ubyte");
+  // A missing data set says where it looked.
+  expect_bad({"train", config, "--set", "data.path=" + root + "/void", "--out", root + "/r3"}, "void");
+}
+
+TEST_F(CliTest, ValidateAndInfo) {
+  CliRun v = run({"validate", config, "--set", "model.attention.type=softmax"});
+  ASSERT_EQ(v.code, 0) << v.err;
+  const json resolved = json::parse(v.out);
+  EXPECT_EQ(resolved["model"]["attention"]["type"], "softmax");
+  EXPECT_TRUE(resolved["train"].contains("max_steps"));  // defaults are filled in
+  CliRun i = run({"info"});
+  ASSERT_EQ(i.code, 0);
+  EXPECT_NE(i.out.find("softmax"), std::string::npos);
+  EXPECT_NE(i.out.find("label_smoothing"), std::string::npos);
+  EXPECT_NE(i.out.find("threads"), std::string::npos);
+  CliRun h = run({"train", "--help"});
+  EXPECT_EQ(h.code, 0);
+  EXPECT_NE(h.out.find("--resume"), std::string::npos);
+}
+
+// SIGINT during training saves last.ckpt and exits 130; --resume then finishes the run.
+TEST_F(CliTest, InterruptSavesCheckpointAndResumes) {
+  const std::string out = root + "/long";
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    const std::string log = root + "/long.log";
+    freopen(log.c_str(), "w", stderr);
+    freopen("/dev/null", "w", stdout);
+    execl(SOFTLAB_CLI_PATH, SOFTLAB_CLI_PATH, "train", config.c_str(), "--out", out.c_str(), "--set",
+          "train.epochs=500", "--progress", "plain", static_cast<char*>(nullptr));
+    _exit(99);
+  }
+  // Wait until training has finished an epoch (metrics.jsonl exists), then interrupt.
+  const auto start = std::chrono::steady_clock::now();
+  while (!fs::exists(out + "/metrics.jsonl") && std::chrono::steady_clock::now() - start < std::chrono::seconds(60))
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  ASSERT_TRUE(fs::exists(out + "/metrics.jsonl")) << slurp(root + "/long.log");
+  kill(pid, SIGINT);
+  int st = 0;
+  waitpid(pid, &st, 0);
+  ASSERT_TRUE(WIFEXITED(st));
+  EXPECT_EQ(WEXITSTATUS(st), 130) << slurp(root + "/long.log");
+  EXPECT_TRUE(fs::exists(out + "/last.ckpt"));
+  EXPECT_NE(slurp(root + "/long.log").find("interrupted"), std::string::npos);
+  // Resume with a step cap already reached: it loads the checkpoint and finishes at once.
+  CliRun r = run({"train", config, "--out", out, "--resume", "--set", "train.epochs=500", "--set", "train.max_steps=1",
+               "--quiet"});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_TRUE(fs::exists(out + "/summary.json"));
+}
