@@ -63,7 +63,9 @@ inline Tensor reshape(const Tensor& x, std::initializer_list<int64_t> dims) {
 inline Tensor reshape(const Tensor& x, const Shape& shape) { return reshape(x, shape.dims()); }
 Tensor transpose(const Tensor& x, int64_t axis0, int64_t axis1);  // a copy
 Tensor permute(const Tensor& x, const std::vector<int64_t>& order);  // a copy
-Tensor slice(const Tensor& x, int64_t axis, int64_t start, int64_t end);  // [start, end), a copy
+// [start, end) along axis: a free view when the block is contiguous (every axis before
+// `axis` has size 1), else a copy.
+Tensor slice(const Tensor& x, int64_t axis, int64_t start, int64_t end);
 Tensor concat(const std::vector<Tensor>& xs, int64_t axis);
 // Rows of x picked by index along axis 0: out shape = index_shape + x.shape[1:].
 Tensor index_select(const Tensor& x, std::span<const int32_t> index, const Shape& index_shape);

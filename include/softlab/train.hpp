@@ -20,6 +20,7 @@ struct TrainOptions {
   bool overfit_batch = false;  // train and evaluate on the first training batch only (debugging)
   int progress = -1;           // -1: live line on a terminal, plain lines otherwise; 0: plain; 1: live
   int64_t stop_after_step = 0; // > 0: behave as if interrupted once this global step is done (tests)
+  std::string openmp_wait;     // how OpenMP threads wait (printed and kept in summary.json)
 };
 
 enum class TrainStatus { Finished, Interrupted };

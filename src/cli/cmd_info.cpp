@@ -44,7 +44,8 @@ int cmd_info(int argc, char** argv) {
   }
   std::cout << "softlab " << version() << "\n"
             << "build: " << build_info() << "\n"
-            << "threads: " << num_threads() << " (default: physical cores = " << default_num_threads() << ")\n\n";
+            << "threads: " << num_threads() << " (default: physical cores = " << default_num_threads() << ")\n"
+            << "OpenMP waiting: " << openmp_wait_description() << "\n\n";
   list("attention modules (model.attention.type)", attention_registry());
   std::cout << "\n";
   list("heads (model.head.type)", head_registry());

@@ -53,6 +53,7 @@ int cmd_train(int argc, char** argv) {
   SOFTLAB_CHECK(prog == "auto" || prog == "live" || prog == "plain", "--progress: expected auto, live or plain, got '",
                 prog, "'");
   to.progress = prog == "auto" ? -1 : prog == "live" ? 1 : 0;
+  to.openmp_wait = openmp_wait_description();
   install_stop_handlers();
   TrainResult res = train(cfg, to);
   if (res.status == TrainStatus::Interrupted) return 130;

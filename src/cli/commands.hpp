@@ -1,10 +1,15 @@
 #pragma once
 // One function per verb of the softlab command; each returns the process exit code and
 // lets softlab::Error propagate to main.cpp, which maps it to exit code 2 (bad input) or 1.
+#include <string>
+
 namespace softlab::cli {
 int cmd_train(int argc, char** argv);
 int cmd_eval(int argc, char** argv);
 int cmd_predict(int argc, char** argv);
 int cmd_validate(int argc, char** argv);
 int cmd_info(int argc, char** argv);
+// Sets OpenMP's wait policy from the machine's load and re-executes the process (once).
+void configure_openmp_env(char** argv);
+std::string openmp_wait_description();
 }  // namespace softlab::cli

@@ -34,6 +34,7 @@ int main(int argc, char** argv) {
       return 2;
     }
     const std::string verb = argv[1];
+    if (verb == "train" || verb == "eval" || verb == "predict") softlab::cli::configure_openmp_env(argv);
     if (verb == "--help" || verb == "-h" || verb == "help") {
       usage(std::cout);
       return 0;

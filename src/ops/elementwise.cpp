@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "ops/fast_math.hpp"
 #include "ops/op_util.hpp"
 #include "softlab/ops.hpp"
 #include "softlab/parallel.hpp"
@@ -312,9 +313,9 @@ Tensor gelu(const Tensor& x, GeluKind kind) {
   if (kind == GeluKind::Tanh) {
     return unary<true, false>(
         "gelu_tanh", x,
-        [](float v) { return 0.5f * v * (1.0f + std::tanh(kSqrt2OverPi * (v + kGeluC * v * v * v))); },
+        [](float v) { return 0.5f * v * (1.0f + detail::fast_tanh(kSqrt2OverPi * (v + kGeluC * v * v * v))); },
         [](float v, float) {
-          const float t = std::tanh(kSqrt2OverPi * (v + kGeluC * v * v * v));
+          const float t = detail::fast_tanh(kSqrt2OverPi * (v + kGeluC * v * v * v));
           return 0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * kSqrt2OverPi * (1.0f + 3.0f * kGeluC * v * v);
         });
   }

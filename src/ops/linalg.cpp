@@ -138,14 +138,11 @@ struct LinearNode final : Node {
       kernels::gemm(a);
     }
     if (inputs.size() > 2 && inputs[2]) {  // db = column sums of g, in row order per column
-      gb = empty(Shape{out});
+      gb = zeros(Shape{out});
       float* d = gb.mutable_data();
       const float* pg = g.data();
-      parallel_for(0, out, 16, [&](int64_t c0, int64_t c1) {
-        for (int64_t c = c0; c < c1; ++c) d[c] = 0.0f;
-        for (int64_t r = 0; r < rows; ++r)
-          for (int64_t c = c0; c < c1; ++c) d[c] += pg[r * out + c];
-      });
+      for (int64_t r = 0; r < rows; ++r)  // row order, vectorised over columns: thread-count independent
+        for (int64_t c = 0; c < out; ++c) d[c] += pg[r * out + c];
     }
     return {gx, gw, gb};
   }

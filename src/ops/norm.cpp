@@ -13,7 +13,7 @@ constexpr int64_t kRowGrain = 32;
 
 struct LayerNormNode final : Node {
   Saved x, gamma;
-  std::vector<double> mean;  // one per row; double, see the forward
+  std::vector<float> mean_hi, mean_lo;  // one pair per row; the row mean is hi + lo (see the forward)
   std::vector<float> rstd;
   bool need_x = false, need_gamma = false, need_beta = false;
   const char* name() const override { return "layer_norm"; }
@@ -33,42 +33,41 @@ struct LayerNormNode final : Node {
           const float* xr = px + r * D;
           const float* gr = pg + r * D;
           float* dr = d + r * D;
-          const double mu = mean[static_cast<size_t>(r)];
+          const float mh = mean_hi[static_cast<size_t>(r)], ml = mean_lo[static_cast<size_t>(r)];
           const float rs = rstd[static_cast<size_t>(r)];
           // dnorm = g * gamma; dx = rstd * (dnorm - mean(dnorm) - norm * mean(dnorm * norm))
           float s1 = 0.0f, s2 = 0.0f;
           for (int64_t j = 0; j < D; ++j) {
             const float dn = gr[j] * (pw ? pw[j] : 1.0f);
             s1 += dn;
-            s2 += dn * static_cast<float>(xr[j] - mu) * rs;
+            s2 += dn * ((xr[j] - mh) - ml) * rs;
           }
           s1 /= static_cast<float>(D);
           s2 /= static_cast<float>(D);
           for (int64_t j = 0; j < D; ++j) {
             const float dn = gr[j] * (pw ? pw[j] : 1.0f);
-            dr[j] = rs * (dn - s1 - static_cast<float>(xr[j] - mu) * rs * s2);
+            dr[j] = rs * (dn - s1 - ((xr[j] - mh) - ml) * rs * s2);
           }
         }
       });
     }
     if (need_gamma || need_beta) {
-      // Partitioned by column and summed in row order: the same bits for any thread count.
-      if (need_gamma) dgamma = empty(Shape{D});
-      if (need_beta) dbeta = empty(Shape{D});
+      // One pass in row order, vectorised over D: cheap (R x D FMAs), and the same bits for
+      // any thread count.
+      if (need_gamma) dgamma = zeros(Shape{D});
+      if (need_beta) dbeta = zeros(Shape{D});
       float* dw = need_gamma ? dgamma.mutable_data() : nullptr;
       float* db = need_beta ? dbeta.mutable_data() : nullptr;
-      parallel_for(0, D, 16, [&](int64_t c0, int64_t c1) {
-        for (int64_t j = c0; j < c1; ++j) {
-          float sw = 0.0f, sb = 0.0f;
-          for (int64_t r = 0; r < R; ++r) {
-            const float gv = pg[r * D + j];
-            sw += gv * static_cast<float>(px[r * D + j] - mean[static_cast<size_t>(r)]) * rstd[static_cast<size_t>(r)];
-            sb += gv;
-          }
-          if (dw) dw[j] = sw;
-          if (db) db[j] = sb;
-        }
-      });
+      for (int64_t r = 0; r < R; ++r) {
+        const float* xr = px + r * D;
+        const float* gr = pg + r * D;
+        const float mh = mean_hi[static_cast<size_t>(r)], ml = mean_lo[static_cast<size_t>(r)];
+        const float rs = rstd[static_cast<size_t>(r)];
+        if (dw)
+          for (int64_t c = 0; c < D; ++c) dw[c] += gr[c] * ((xr[c] - mh) - ml) * rs;
+        if (db)
+          for (int64_t c = 0; c < D; ++c) db[c] += gr[c];
+      }
     }
     return {dx, dgamma, dbeta};
   }
@@ -86,7 +85,7 @@ Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, floa
   SOFTLAB_CHECK(eps >= 0.0f, "layer_norm: eps must be >= 0, got ", eps);
   const int64_t R = D ? x.numel() / D : 0;
   Tensor y = empty(x.shape());
-  std::vector<double> mean(static_cast<size_t>(R));
+  std::vector<float> mean_hi(static_cast<size_t>(R)), mean_lo(static_cast<size_t>(R));
   std::vector<float> rstd(static_cast<size_t>(R));
   const float* px = x.data();
   float* py = y.mutable_data();
@@ -96,25 +95,31 @@ Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, floa
     for (int64_t r = r0; r < r1; ++r) {
       const float* xr = px + r * D;
       float* yr = py + r * D;
-      // Two passes (mean, then centred variance): no cancellation for large offsets.
-      // The mean is summed and kept in double: a float mean of rows like 1e4 + noise is
-      // off by up to ulp(1e4) ~ 1e-3 (summation plus rounding to float), which shifts every
-      // normalised value of the row by that much over the noise's standard deviation.
-      double m = 0.0;
-      for (int64_t j = 0; j < D; ++j) m += xr[j];
-      m /= static_cast<double>(D);
+      // Centring in two float stages, then the centred variance: no cancellation for
+      // large offsets. A plain float mean of rows like 1e4 + noise is off by up to
+      // ulp(1e4) ~ 1e-3, which would shift every normalised value of the row by that much
+      // over the noise's standard deviation. So: mh = float mean; x - mh is exact
+      // (Sterbenz) for such rows; ml = mean(x - mh) corrects it, and (x - mh) - ml is
+      // accurate to float rounding of the small residual. All float, so it vectorises.
+      float mh = 0.0f;
+      for (int64_t j = 0; j < D; ++j) mh += xr[j];
+      mh /= static_cast<float>(D);
+      float ml = 0.0f;
+      for (int64_t j = 0; j < D; ++j) ml += xr[j] - mh;
+      ml /= static_cast<float>(D);
       float v = 0.0f;
       for (int64_t j = 0; j < D; ++j) {
-        const float c = static_cast<float>(xr[j] - m);
+        const float c = (xr[j] - mh) - ml;
         v += c * c;
       }
       v /= static_cast<float>(D);
       const float rs = 1.0f / std::sqrt(v + eps);
       for (int64_t j = 0; j < D; ++j) {
-        const float nv = static_cast<float>(xr[j] - m) * rs;
+        const float nv = ((xr[j] - mh) - ml) * rs;
         yr[j] = nv * (pw ? pw[j] : 1.0f) + (pb ? pb[j] : 0.0f);
       }
-      mean[static_cast<size_t>(r)] = m;
+      mean_hi[static_cast<size_t>(r)] = mh;
+      mean_lo[static_cast<size_t>(r)] = ml;
       rstd[static_cast<size_t>(r)] = rs;
     }
   });
@@ -122,7 +127,8 @@ Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, floa
     auto node = std::make_shared<LayerNormNode>();
     node->x = Saved(x);
     if (gamma.defined()) node->gamma = Saved(gamma);
-    node->mean = std::move(mean);
+    node->mean_hi = std::move(mean_hi);
+    node->mean_lo = std::move(mean_lo);
     node->rstd = std::move(rstd);
     node->need_x = x.requires_grad();
     node->need_gamma = gamma.defined() && gamma.requires_grad();

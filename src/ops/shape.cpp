@@ -200,9 +200,19 @@ Tensor slice(const Tensor& x, int64_t axis, int64_t start, int64_t end) {
                 a, " of shape ", x.shape());
   std::vector<int64_t> d = x.shape().dims();
   d[static_cast<size_t>(a)] = end - start;
-  Tensor out = empty(Shape(d));
   const auto v = detail::axis_view(x.shape(), a);
-  copy_block(x.data(), out.mutable_data(), v.outer, v.inner, n, end - start, start, end - start, true);
+  Tensor out;
+  if (v.outer == 1) {
+    // A contiguous block (e.g. q, k, v out of [3, B, H, N, Dh]): a free view, like reshape.
+    auto impl = std::make_shared<TensorImpl>();
+    impl->storage = x.impl()->storage;
+    impl->offset = x.impl()->offset + start * v.inner;
+    impl->shape = Shape(d);
+    out = Tensor(impl);
+  } else {
+    out = empty(Shape(d));
+    copy_block(x.data(), out.mutable_data(), v.outer, v.inner, n, end - start, start, end - start, true);
+  }
   if (needs_grad({&x})) {
     auto node = std::make_shared<SliceNode>();
     node->in_shape = x.shape();

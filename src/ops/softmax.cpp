@@ -2,6 +2,7 @@
 #include <cmath>
 #include <limits>
 
+#include "ops/fast_math.hpp"
 #include "ops/op_util.hpp"
 #include "softlab/ops.hpp"
 #include "softlab/parallel.hpp"
@@ -27,12 +28,12 @@ void softmax_rows(const float* x, float* y, int64_t rows, int64_t n) {
       }
       float l = 0.0f;
       if constexpr (kLog) {
-        for (int64_t j = 0; j < n; ++j) l += std::exp(xr[j] - m);
+        for (int64_t j = 0; j < n; ++j) l += detail::fast_exp(xr[j] - m);
         const float lse = m + std::log(l);
         for (int64_t j = 0; j < n; ++j) yr[j] = xr[j] - lse;
       } else {
         for (int64_t j = 0; j < n; ++j) {
-          yr[j] = std::exp(xr[j] - m);
+          yr[j] = detail::fast_exp(xr[j] - m);
           l += yr[j];
         }
         const float inv = 1.0f / l;

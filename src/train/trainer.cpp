@@ -186,7 +186,8 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
     save_checkpoint(path.string(), ck);
   };
 
-  progress.line(detail::cat("softlab ", version(), " | ", cfg.name, " | threads ", num_threads(), " | ",
+  progress.line(detail::cat("softlab ", version(), " | ", cfg.name, " | threads ", num_threads(),
+                            opt.openmp_wait.empty() ? "" : " (OpenMP waiting: " + opt.openmp_wait + ")", " | ",
                             cfg.data.dataset, ": ", data.train.size, " train, ", data.test.size, " test (", data.dir,
                             ")"));
   {
@@ -334,6 +335,7 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
                   {"head", cfg.model.head},
                   {"seed", cfg.seed},
                   {"threads", num_threads()},
+                  {"openmp_wait", opt.openmp_wait},
                   {"version", version()},
                   {"build", build_info()}};
   json per_module = json::object();
