@@ -7,9 +7,11 @@
 // (softlab's own default would otherwise override OMP_NUM_THREADS on its first call.)
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <fstream>
 #include <string>
+#include <vector>
 
 #include "softlab/parallel.hpp"
 #include "softlab/random.hpp"
@@ -47,6 +49,11 @@ inline void setup_run() {
   const char* wp = std::getenv("OMP_WAIT_POLICY");
   benchmark::AddCustomContext("OMP_WAIT_POLICY", wp ? wp : "(unset)");
 }
+
+// The fastest repetition: on a shared machine outside load only ever adds time, so the
+// minimum is the least disturbed estimate. (Applied to rate counters too, where it is the
+// slowest rate: bench/summarize.py derives rates from the minimum time instead.)
+inline double min_of(const std::vector<double>& v) { return v.empty() ? 0.0 : *std::min_element(v.begin(), v.end()); }
 
 inline softlab::Tensor rand_tensor(const softlab::Shape& s, uint64_t seed) {
   softlab::Generator gen(seed);

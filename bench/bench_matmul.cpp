@@ -27,10 +27,13 @@ using softlab_bench::rand_tensor;
 void set_flops(benchmark::State& st, double flops) {
   st.counters["GFLOPS"] = benchmark::Counter(flops, benchmark::Counter::kIsIterationInvariantRate,
                                              benchmark::Counter::kIs1000);
+  st.counters["flop_per_iter"] = flops;  // constant: lets bench/summarize.py rate the min time
 }
 
 void reg(const std::string& shape, const std::string& variant, std::function<void(benchmark::State&)> fn) {
-  benchmark::RegisterBenchmark(("matmul/" + shape + "/" + variant).c_str(), fn)->UseRealTime();
+  benchmark::RegisterBenchmark(("matmul/" + shape + "/" + variant).c_str(), fn)
+      ->UseRealTime()
+      ->ComputeStatistics("min", softlab_bench::min_of);
 }
 
 void sgemm_or_die(char ta, char tb, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,

@@ -23,11 +23,14 @@ using softlab_bench::rand_tensor;
 std::string dims(int64_t r, int64_t c) { return std::to_string(r) + "x" + std::to_string(c); }
 
 void reg(const std::string& name, std::function<void(benchmark::State&)> fn) {
-  benchmark::RegisterBenchmark(name.c_str(), fn)->UseRealTime();
+  benchmark::RegisterBenchmark(name.c_str(), fn)
+      ->UseRealTime()
+      ->ComputeStatistics("min", softlab_bench::min_of);
 }
 
 void set_bytes(benchmark::State& st, int64_t rows, int64_t cols, int arrays) {
   st.SetBytesProcessed(static_cast<int64_t>(st.iterations()) * rows * cols * 4 * arrays);
+  st.counters["bytes_per_iter"] = static_cast<double>(rows * cols * 4 * arrays);  // constant
 }
 
 template <Tensor (*Op)(const Tensor&)>

@@ -3,8 +3,10 @@
 
     python3 bench/summarize.py <results-dir> [<baseline-results-dir>]
 
-Uses the median of the repetitions. Ratios are of median times in the same run (same
-process, interleaved repetitions): op / sgemm > 1 means the op layer is slower.
+Figures use the fastest repetition ("min", the least disturbed on a shared machine; rates
+are work / min time); ratios are also given from the medians. All ratios compare times
+from the same run (same process, randomly interleaved repetitions): op / sgemm > 1 means
+the op layer is slower.
 With a baseline dir, also prints a before/after table of the op and kernels variants.
 """
 import json
@@ -26,13 +28,23 @@ def load_runs(path):
         agg = b["aggregate_name"]
         scale = {"ns": 1e-3, "us": 1.0, "ms": 1e3, "s": 1e6}[b["time_unit"]]
         if agg == "median":
+            out[name]["median_us"] = b["real_time"] * scale
+            # Work per iteration, to turn the minimum time into a rate.
+            if "flop_per_iter" in b:
+                out[name]["flop"] = b["flop_per_iter"]
+            if "bytes_per_iter" in b:
+                out[name]["bytes"] = b["bytes_per_iter"]
+        elif agg == "min":
             out[name]["time_us"] = b["real_time"] * scale
-            if "GFLOPS" in b:
-                out[name]["gflops"] = b["GFLOPS"] / 1e9
-            if "bytes_per_second" in b:
-                out[name]["gbps"] = b["bytes_per_second"] / 1e9
         elif agg == "cv":
             out[name]["cv"] = b["real_time"]  # a fraction, reported in the time field
+    for r in out.values():
+        if "time_us" not in r and "median_us" in r:
+            r["time_us"] = r["median_us"]
+        if "flop" in r:
+            r["gflops"] = r["flop"] / (r["time_us"] * 1e-6) / 1e9
+        if "bytes" in r:
+            r["gbps"] = r["bytes"] / (r["time_us"] * 1e-6) / 1e9
     return out, data.get("context", {})
 
 
@@ -60,16 +72,20 @@ PAIRS = [
 
 
 MODELS = ["tiny", "mnist", "cifar"]
-KINDS = ["qkv_2", "mlp_up", "mlp_down", "qkv_dW", "attn_qk", "attn_pv"]
+KINDS = ["qkv_dW", "qkv_", "mlp_up", "mlp_down", "attn_qk", "attn_pv"]
 
 
 def rank(text, keys):
     return next((i for i, k in enumerate(keys) if k in text), len(keys))
 
 
+def order_of(shape):  # forward products first, then the weight gradient, then attention
+    return [1, 0, 2, 3, 4, 5, 6][rank(shape, KINDS)]
+
+
 def shapes_of(runs):
     seen = {name.split("/")[1] for name in runs if name.startswith("matmul/")}
-    return sorted(seen, key=lambda s: (rank(s, MODELS), rank(s, KINDS), s))
+    return sorted(seen, key=lambda s: (rank(s, MODELS), order_of(s), s))
 
 
 def matmul_tables(runs, ctx, load, threads):
@@ -79,8 +95,8 @@ def matmul_tables(runs, ctx, load, threads):
                  f"OMP_WAIT_POLICY {ctx.get('OMP_WAIT_POLICY', '?')}; "
                  f"/proc/loadavg before: `{load[0] if load else '?'}`, after: `{load[-1] if load else '?'}`\n")
     lines.append("| shape (M×K×N [×batch]) | op variant | op GFLOP/s | kernels::gemm GFLOP/s | dnnl_sgemm GFLOP/s "
-                 "| op / sgemm (time) | op / kernels (time) | op time µs | max cv |")
-    lines.append("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+                 "| op / sgemm (min) | op / sgemm (median) | op / kernels (min) | op time µs (min) | max cv |")
+    lines.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for shape in shapes_of(runs):
         for op, kern, sg in PAIRS:
             o = runs.get(f"matmul/{shape}/{op}")
@@ -93,6 +109,7 @@ def matmul_tables(runs, ctx, load, threads):
                 f"| {shape} | {op} | {fmt(o.get('gflops'))} | {fmt(k.get('gflops')) if k else '–'} | "
                 f"{fmt(s.get('gflops')) if s else '–'} | "
                 f"{fmt(o['time_us'] / s['time_us'], 3) if s else '–'} | "
+                f"{fmt(o['median_us'] / s['median_us'], 3) if s else '–'} | "
                 f"{fmt(o['time_us'] / k['time_us'], 3) if k else '–'} | {fmt(o['time_us'])} | "
                 f"{fmt(100 * max(cvs), 0) + '%' if cvs else '–'} |")
         # The brief's literal baseline: sgemm with B stored [K, N] ('N','N'), against the linear op.
@@ -100,7 +117,8 @@ def matmul_tables(runs, ctx, load, threads):
         s = runs.get(f"matmul/{shape}/sgemm_nn")
         if o and s:
             lines.append(f"| {shape} | op_linear_nt vs sgemm_nn | {fmt(o.get('gflops'))} | – | {fmt(s.get('gflops'))} | "
-                         f"{fmt(o['time_us'] / s['time_us'], 3)} | – | {fmt(o['time_us'])} | – |")
+                         f"{fmt(o['time_us'] / s['time_us'], 3)} | {fmt(o['median_us'] / s['median_us'], 3)} | – | "
+                         f"{fmt(o['time_us'])} | – |")
     return "\n".join(lines) + "\n"
 
 
@@ -109,7 +127,7 @@ def norm_table(by_threads):
                    key=lambda n: (rank(n, ["copy/", "log_softmax/", "softmax/", "layer_norm/"]),
                                   int(n.split("/")[1].split("x")[1]), n))
     ts = sorted(by_threads)
-    head = "| benchmark | " + " | ".join(f"{t} thr: time µs | {t} thr: GB/s | {t} thr: cv" for t in ts) + " |"
+    head = "| benchmark | " + " | ".join(f"{t} thr: time µs (min) | {t} thr: GB/s | {t} thr: cv" for t in ts) + " |"
     lines = [head, "|---|" + "---:|---:|---:|" * len(ts)]
     for n in names:
         row = f"| {n} |"
@@ -136,12 +154,13 @@ def collect(d, prog):
 
 
 def before_after(base, new):
-    lines = ["| threads | shape | variant | before µs | after µs | after / before |", "|---|---|---|---:|---:|---:|"]
+    lines = ["| threads | shape | variant | before µs (min) | after µs (min) | after / before |",
+             "|---|---|---|---:|---:|---:|"]
     for t in sorted(new):
         if t not in base:
             continue
         b, a = base[t][0], new[t][0]
-        for name in a:
+        for name in sorted(a, key=lambda n: (rank(n, MODELS), order_of(n.split("/")[1]), n)):
             v = name.split("/")[-1]
             if name in b and (v.startswith("op_") or v.startswith("kernels_") or v.startswith("sgemm_")):
                 lines.append(f"| {t} | {name.split('/')[1]} | {v} | {fmt(b[name]['time_us'])} | "

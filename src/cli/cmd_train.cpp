@@ -25,25 +25,21 @@ void install_stop_handlers() {
 
 int cmd_train(int argc, char** argv) {
   cxxopts::Options opts("softlab train", "Train a model from a JSON config; leaves a run directory");
-  opts.positional_help("CONFIG");
-  opts.add_options()("config", "config file", cxxopts::value<std::string>())(
-      "set", "override a config key, KEY=VALUE (repeatable)", cxxopts::value<std::vector<std::string>>())(
-      "out", "run directory (default: output.dir of the config)", cxxopts::value<std::string>())(
+  add_config_options(opts);
+  opts.add_options()("out", "run directory (default: output.dir of the config)", cxxopts::value<std::string>())(
       "resume", "continue the run in the run directory from last.ckpt")(
       "threads", "threads (overrides train.threads; 0 = physical cores)", cxxopts::value<int>())(
       "overfit-batch", "train and evaluate on the first batch only (debugging)")(
       "progress", "progress output: auto, live or plain", cxxopts::value<std::string>()->default_value("auto"))(
       "q,quiet", "no progress output")("h,help", "show this help");
-  opts.parse_positional({"config"});
   auto r = opts.parse(argc, argv);
   if (r.count("help")) {
     std::cout << opts.help() << "\n";
     return 0;
   }
-  SOFTLAB_CHECK(r.count("config"), "train: no config file given (softlab train CONFIG)");
-  std::vector<std::string> sets = r.count("set") ? r["set"].as<std::vector<std::string>>() : std::vector<std::string>{};
-  if (r.count("threads")) sets.push_back("train.threads=" + std::to_string(r["threads"].as<int>()));
-  Config cfg = load_config(r["config"].as<std::string>(), sets);
+  std::vector<std::string> extra;
+  if (r.count("threads")) extra.push_back("train.threads=" + std::to_string(r["threads"].as<int>()));
+  Config cfg = config_from_args(r, "train", extra);
   TrainOptions to;
   if (r.count("out")) to.out_dir = r["out"].as<std::string>();
   to.resume = r.count("resume") > 0;

@@ -12,19 +12,14 @@ namespace softlab::cli {
 
 int cmd_validate(int argc, char** argv) {
   cxxopts::Options opts("softlab validate", "Check a config and print it resolved (defaults filled in)");
-  opts.positional_help("CONFIG");
-  opts.add_options()("config", "config file", cxxopts::value<std::string>())(
-      "set", "override a config key, KEY=VALUE (repeatable)", cxxopts::value<std::vector<std::string>>())(
-      "h,help", "show this help");
-  opts.parse_positional({"config"});
+  add_config_options(opts);
+  opts.add_options()("h,help", "show this help");
   auto r = opts.parse(argc, argv);
   if (r.count("help")) {
     std::cout << opts.help() << "\n";
     return 0;
   }
-  SOFTLAB_CHECK(r.count("config"), "validate: no config file given (softlab validate CONFIG)");
-  const auto sets = r.count("set") ? r["set"].as<std::vector<std::string>>() : std::vector<std::string>{};
-  Config cfg = load_config(r["config"].as<std::string>(), sets);
+  Config cfg = config_from_args(r, "validate");
   // Building the model checks what only construction can (module parameters, shapes).
   auto model = build_model(cfg, cfg.model.num_classes > 0 ? cfg.model.num_classes : 10, 0);
   std::cout << cfg.resolved.dump(2) << "\n";

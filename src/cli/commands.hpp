@@ -3,13 +3,23 @@
 // lets softlab::Error propagate to main.cpp, which maps it to exit code 2 (bad input) or 1.
 #include <string>
 
+#include <cxxopts.hpp>
+
+#include "softlab/config.hpp"
+
 namespace softlab::cli {
 int cmd_train(int argc, char** argv);
 int cmd_eval(int argc, char** argv);
 int cmd_predict(int argc, char** argv);
 int cmd_validate(int argc, char** argv);
 int cmd_info(int argc, char** argv);
+int cmd_bench(int argc, char** argv);
 // Sets OpenMP's wait policy from the machine's load and re-executes the process (once).
 void configure_openmp_env(char** argv);
 std::string openmp_wait_description();
+
+// The CONFIG positional and --set options shared by train, validate and bench.
+void add_config_options(cxxopts::Options& opts);
+// Loads the config named by those options; `extra` overrides come after the user's.
+Config config_from_args(const cxxopts::ParseResult& r, const char* verb, std::vector<std::string> extra = {});
 }  // namespace softlab::cli

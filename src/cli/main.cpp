@@ -21,6 +21,8 @@ void usage(std::ostream& os) {
         "                          classify PGM/PPM images, IDX image files or CIFAR record files\n"
         "  validate CONFIG [--set KEY=VALUE]...\n"
         "                          check a config and print it resolved\n"
+        "  bench CONFIG [--mode train|infer]\n"
+        "                          speed of the config's model on random inputs, with its GEMM-only time\n"
         "  info                    version, build, threads, attention modules and heads\n"
         "\n"
         "Run 'softlab <verb> --help' for a verb's options.\n";
@@ -34,7 +36,7 @@ int main(int argc, char** argv) {
       return 2;
     }
     const std::string verb = argv[1];
-    if (verb == "train" || verb == "eval" || verb == "predict") softlab::cli::configure_openmp_env(argv);
+    if (verb == "train" || verb == "eval" || verb == "predict" || verb == "bench") softlab::cli::configure_openmp_env(argv);
     if (verb == "--help" || verb == "-h" || verb == "help") {
       usage(std::cout);
       return 0;
@@ -48,7 +50,8 @@ int main(int argc, char** argv) {
                                                 {"eval", softlab::cli::cmd_eval},
                                                 {"predict", softlab::cli::cmd_predict},
                                                 {"validate", softlab::cli::cmd_validate},
-                                                {"info", softlab::cli::cmd_info}};
+                                                {"info", softlab::cli::cmd_info},
+                                                {"bench", softlab::cli::cmd_bench}};
     for (const auto& [name, fn] : verbs)
       if (verb == name) return fn(argc - 1, argv + 1);
     std::cerr << "softlab: unknown verb '" << verb << "'\n\n";

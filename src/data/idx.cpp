@@ -205,31 +205,6 @@ void write_idx_file(const std::string& path, bool gz, const unsigned char* heade
 
 }  // namespace
 
-Dataset read_idx(const std::string& images_path, const std::string& labels_path) {
-  IdxBody img = read_idx_file(images_path, kImagesMagic, "images");
-  IdxBody lab = read_idx_file(labels_path, kLabelsMagic, "labels");
-  if (img.dims[0] != lab.dims[0])
-    throw Error(detail::cat("IDX images file '", images_path, "' holds ", img.dims[0],
-                            " images but labels file '", labels_path, "' holds ", lab.dims[0],
-                            " labels; expected the same count"));
-  Dataset ds;
-  ds.size = img.dims[0];
-  ds.channels = 1;
-  ds.height = img.dims[1];
-  ds.width = img.dims[2];
-  ds.num_classes = 10;
-  ds.images = std::move(img.bytes);
-  ds.labels.resize(lab.bytes.size());
-  for (size_t i = 0; i < lab.bytes.size(); ++i) {
-    const int v = lab.bytes[i];
-    if (v > 9)
-      throw Error(detail::cat("IDX labels file '", labels_path, "': label ", i, " (byte offset ",
-                              8 + i, ") is ", v, ", expected 0..9"));
-    ds.labels[i] = v;
-  }
-  return ds;
-}
-
 Dataset read_idx_images(const std::string& path) {
   IdxBody img = read_idx_file(path, kImagesMagic, "images");
   Dataset ds;
@@ -241,6 +216,24 @@ Dataset read_idx_images(const std::string& path) {
   ds.num_classes = 10;
   ds.images = std::move(img.bytes);
   ds.labels.assign(static_cast<size_t>(ds.size), -1);
+  return ds;
+}
+
+Dataset read_idx(const std::string& images_path, const std::string& labels_path) {
+  Dataset ds = read_idx_images(images_path);
+  ds.name.clear();
+  IdxBody lab = read_idx_file(labels_path, kLabelsMagic, "labels");
+  if (ds.size != lab.dims[0])
+    throw Error(detail::cat("IDX images file '", images_path, "' holds ", ds.size,
+                            " images but labels file '", labels_path, "' holds ", lab.dims[0],
+                            " labels; expected the same count"));
+  for (size_t i = 0; i < lab.bytes.size(); ++i) {
+    const int v = lab.bytes[i];
+    if (v > 9)
+      throw Error(detail::cat("IDX labels file '", labels_path, "': label ", i, " (byte offset ",
+                              8 + i, ") is ", v, ", expected 0..9"));
+    ds.labels[i] = v;
+  }
   return ds;
 }
 

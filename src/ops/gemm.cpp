@@ -69,7 +69,14 @@ Entry make_entry(const GemmArgs& g) {
 }
 }  // namespace
 
+namespace {
+std::vector<GemmArgs>* g_trace = nullptr;
+}  // namespace
+
+void set_gemm_trace(std::vector<GemmArgs>* sink) { g_trace = sink; }
+
 void gemm(const GemmArgs& g) {
+  if (g_trace) g_trace->push_back(g);
   SOFTLAB_ASSERT(g.batch >= 0 && g.m >= 0 && g.n >= 0 && g.k >= 0, "gemm: negative size");
   if (g.batch == 0 || g.m == 0 || g.n == 0) return;
   if (g.k == 0) {  // empty sum: C = bias (or unchanged when accumulating)

@@ -2,6 +2,7 @@
 // The one place softlab calls oneDNN's matmul. Primitives are created once per shape
 // and cached; a call builds only the memory objects around the caller's pointers.
 #include <cstdint>
+#include <vector>
 
 namespace softlab::kernels {
 
@@ -22,6 +23,11 @@ void gemm(const GemmArgs& args);
 
 // Reference triple loop with double accumulation, for tests.
 void gemm_reference(const GemmArgs& args);
+
+// While a sink is set, every gemm() call appends its arguments to it (nullptr: off).
+// `softlab bench` uses it to list the products of one training step. Not thread-safe:
+// set it from the thread that runs the model.
+void set_gemm_trace(std::vector<GemmArgs>* sink);
 
 // Number of cached oneDNN primitives (tests: the cache is hit, not grown, per call).
 int64_t gemm_cache_size();
