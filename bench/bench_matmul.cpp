@@ -6,12 +6,27 @@
 // nn = B stored [K, N], tn = A stored [K, M] (weight gradient g^T x).
 // Names: matmul/<shape>/<variant>; shapes are M x K x N (x batch).
 // GFLOPS counter = 2 M N K batch per iteration (x3 for forward + backward).
+//
+// onednn_gemm_* is a oneDNN matmul primitive pinned (next_impl) to its "gemm:" implementation,
+// the one built on the same GEMM as dnnl_sgemm, instead of the one oneDNN picks first
+// (brg:avx512_core on this machine): it shows what the primitive would give with that choice.
+//
+// matmul/<shape>/paired_<op variant> runs the op, kernels and sgemm variants of one layout
+// back to back in every iteration (rotating their order) and reports the median over the
+// iterations of the per-iteration time ratios op/sgemm and op/kernels: outside load on a
+// shared machine then hits all three alike, so the ratio is far steadier than a ratio of
+// two separately timed benchmarks.
 #include <oneapi/dnnl/dnnl.h>
 
+#include <oneapi/dnnl/dnnl.hpp>
+
+#include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <functional>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "bench_common.hpp"
@@ -23,6 +38,7 @@ namespace {
 using softlab::Shape;
 using softlab::Tensor;
 using softlab_bench::rand_tensor;
+using Fn = std::function<void()>;
 
 void set_flops(benchmark::State& st, double flops) {
   st.counters["GFLOPS"] = benchmark::Counter(flops, benchmark::Counter::kIsIterationInvariantRate,
@@ -30,15 +46,88 @@ void set_flops(benchmark::State& st, double flops) {
   st.counters["flop_per_iter"] = flops;  // constant: lets bench/summarize.py rate the min time
 }
 
-void reg(const std::string& shape, const std::string& variant, std::function<void(benchmark::State&)> fn) {
-  benchmark::RegisterBenchmark(("matmul/" + shape + "/" + variant).c_str(), fn)
+benchmark::internal::Benchmark* reg(const std::string& shape, const std::string& variant,
+                                    std::function<void(benchmark::State&)> fn) {
+  return benchmark::RegisterBenchmark(("matmul/" + shape + "/" + variant).c_str(), fn)
       ->UseRealTime()
       ->ComputeStatistics("min", softlab_bench::min_of);
+}
+
+// One variant: fn is one product (ops run with grad mode off).
+void reg_variant(const std::string& shape, const std::string& variant, double flops, Fn fn) {
+  reg(shape, variant, [=](benchmark::State& st) {
+    softlab::NoGradGuard ng;
+    for (auto _ : st) fn();
+    set_flops(st, flops);
+  });
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n == 0 ? 0.0 : (n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]));
+}
+
+// The op, kernels (may be empty) and sgemm variants of one layout, timed back to back.
+void reg_paired(const std::string& shape, const std::string& op_name, Fn op, Fn kernels, Fn sgemm) {
+  reg(shape, "paired_" + op_name, [=](benchmark::State& st) {
+    softlab::NoGradGuard ng;
+    std::vector<Fn> fns{op, sgemm};
+    if (kernels) fns.push_back(kernels);
+    std::vector<double> t(fns.size());
+    std::vector<double> op_sgemm, op_kernels;
+    int64_t it = 0;
+    for (auto _ : st) {
+      for (size_t j = 0; j < fns.size(); ++j) {
+        const size_t f = (j + static_cast<size_t>(it)) % fns.size();  // rotate the order
+        const auto t0 = std::chrono::steady_clock::now();
+        fns[f]();
+        t[f] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      }
+      op_sgemm.push_back(t[0] / t[1]);
+      if (kernels) op_kernels.push_back(t[0] / t[2]);
+      ++it;
+    }
+    st.counters["op_over_sgemm"] = median(op_sgemm);
+    if (kernels) st.counters["op_over_kernels"] = median(op_kernels);
+  })->MinTime(0.3);
 }
 
 void sgemm_or_die(char ta, char tb, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
                   int64_t ldb, float* C, int64_t ldc) {
   if (dnnl_sgemm(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, 0.0f, C, ldc) != dnnl_success) std::abort();
+}
+
+// A oneDNN matmul primitive on fixed buffers, pinned to the first implementation whose name
+// starts with `prefix`; an empty function if there is none.
+Fn pinned_primitive(const softlab::kernels::GemmArgs& g, const std::string& prefix) {
+  using dims = dnnl::memory::dims;
+  using dt = dnnl::memory::data_type;
+  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  static dnnl::stream stream(engine);
+  const int64_t B = g.batch, M = g.m, N = g.n, K = g.k, bb = g.b_shared ? 1 : B;
+  const dnnl::memory::desc a(dims{B, M, K}, dt::f32, g.trans_a ? dims{M * K, 1, M} : dims{M * K, K, 1});
+  const dnnl::memory::desc b(dims{bb, K, N}, dt::f32, g.trans_b ? dims{N * K, 1, K} : dims{N * K, N, 1});
+  const dnnl::memory::desc c(dims{B, M, N}, dt::f32, dims{M * N, N, 1});
+  dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a, b, c), engine);
+  while (std::string(pd.impl_info_str()).rfind(prefix, 0) != 0)
+    if (!pd.next_impl()) return {};
+  auto prim = std::make_shared<dnnl::matmul>(pd);
+  auto args = std::make_shared<std::unordered_map<int, dnnl::memory>>(std::unordered_map<int, dnnl::memory>{
+      {DNNL_ARG_SRC, dnnl::memory(a, engine, const_cast<float*>(g.a))},
+      {DNNL_ARG_WEIGHTS, dnnl::memory(b, engine, const_cast<float*>(g.b))},
+      {DNNL_ARG_DST, dnnl::memory(c, engine, g.c)}});
+  float* out = g.c;
+  return [prim, args, out] {
+    prim->execute(stream, *args);
+    stream.wait();
+    benchmark::DoNotOptimize(out);
+  };
+}
+
+void reg_pinned(const std::string& shape, const std::string& variant, double flops,
+                const softlab::kernels::GemmArgs& g) {
+  if (Fn f = pinned_primitive(g, "gemm:")) reg_variant(shape, variant, flops, f);
 }
 
 // ---- 2-D products of a linear layer: [M, K] x W -> [M, N] ---------------------------------
@@ -50,64 +139,50 @@ void register_linear(const std::string& name, int64_t M, int64_t K, int64_t N) {
   auto bias = std::make_shared<Tensor>(rand_tensor(Shape{N}, 4));
   auto out = std::make_shared<std::vector<float>>(static_cast<size_t>(M * N));
 
-  reg(name, "op_linear_nt", [=](benchmark::State& st) {
-    softlab::NoGradGuard ng;
-    for (auto _ : st) {
-      Tensor y = softlab::linear(*x, *w_nk);
-      benchmark::DoNotOptimize(y.data());
-    }
-    set_flops(st, flops);
-  });
-  reg(name, "op_linear_nt_bias", [=](benchmark::State& st) {
-    softlab::NoGradGuard ng;
-    for (auto _ : st) {
-      Tensor y = softlab::linear(*x, *w_nk, *bias);
-      benchmark::DoNotOptimize(y.data());
-    }
-    set_flops(st, flops);
-  });
-  reg(name, "op_matmul_nn", [=](benchmark::State& st) {
-    softlab::NoGradGuard ng;
-    for (auto _ : st) {
-      Tensor y = softlab::matmul(*x, *b_kn);
-      benchmark::DoNotOptimize(y.data());
-    }
-    set_flops(st, flops);
-  });
-  reg(name, "kernels_nt", [=](benchmark::State& st) {
-    softlab::kernels::GemmArgs g;
-    g.m = M, g.n = N, g.k = K, g.trans_b = true, g.b_shared = true;
-    g.a = x->data(), g.b = w_nk->data(), g.c = out->data();
-    for (auto _ : st) {
-      softlab::kernels::gemm(g);
-      benchmark::DoNotOptimize(out->data());
-    }
-    set_flops(st, flops);
-  });
-  reg(name, "kernels_nn", [=](benchmark::State& st) {
-    softlab::kernels::GemmArgs g;
-    g.m = M, g.n = N, g.k = K, g.b_shared = true;
-    g.a = x->data(), g.b = b_kn->data(), g.c = out->data();
-    for (auto _ : st) {
-      softlab::kernels::gemm(g);
-      benchmark::DoNotOptimize(out->data());
-    }
-    set_flops(st, flops);
-  });
-  reg(name, "sgemm_nt", [=](benchmark::State& st) {
-    for (auto _ : st) {
-      sgemm_or_die('N', 'T', M, N, K, x->data(), K, w_nk->data(), K, out->data(), N);
-      benchmark::DoNotOptimize(out->data());
-    }
-    set_flops(st, flops);
-  });
-  reg(name, "sgemm_nn", [=](benchmark::State& st) {
-    for (auto _ : st) {
-      sgemm_or_die('N', 'N', M, N, K, x->data(), K, b_kn->data(), N, out->data(), N);
-      benchmark::DoNotOptimize(out->data());
-    }
-    set_flops(st, flops);
-  });
+  const Fn op_linear = [=] {
+    Tensor y = softlab::linear(*x, *w_nk);
+    benchmark::DoNotOptimize(y.data());
+  };
+  const Fn op_linear_bias = [=] {
+    Tensor y = softlab::linear(*x, *w_nk, *bias);
+    benchmark::DoNotOptimize(y.data());
+  };
+  const Fn op_matmul = [=] {
+    Tensor y = softlab::matmul(*x, *b_kn);
+    benchmark::DoNotOptimize(y.data());
+  };
+  softlab::kernels::GemmArgs gnt;  // what linear passes to the kernel
+  gnt.m = M, gnt.n = N, gnt.k = K, gnt.trans_b = true, gnt.b_shared = true;
+  gnt.a = x->data(), gnt.b = w_nk->data(), gnt.c = out->data();
+  softlab::kernels::GemmArgs gnn = gnt;  // what matmul passes (a 2-D b is shared)
+  gnn.trans_b = false, gnn.b = b_kn->data();
+  const Fn kernels_nt = [=] {
+    softlab::kernels::gemm(gnt);
+    benchmark::DoNotOptimize(out->data());
+  };
+  const Fn kernels_nn = [=] {
+    softlab::kernels::gemm(gnn);
+    benchmark::DoNotOptimize(out->data());
+  };
+  const Fn sgemm_nt = [=] {
+    sgemm_or_die('N', 'T', M, N, K, x->data(), K, w_nk->data(), K, out->data(), N);
+    benchmark::DoNotOptimize(out->data());
+  };
+  const Fn sgemm_nn = [=] {
+    sgemm_or_die('N', 'N', M, N, K, x->data(), K, b_kn->data(), N, out->data(), N);
+    benchmark::DoNotOptimize(out->data());
+  };
+  reg_variant(name, "op_linear_nt", flops, op_linear);
+  reg_variant(name, "op_linear_nt_bias", flops, op_linear_bias);
+  reg_variant(name, "op_matmul_nn", flops, op_matmul);
+  reg_variant(name, "kernels_nt", flops, kernels_nt);
+  reg_variant(name, "kernels_nn", flops, kernels_nn);
+  reg_variant(name, "sgemm_nt", flops, sgemm_nt);
+  reg_variant(name, "sgemm_nn", flops, sgemm_nn);
+  reg_pinned(name, "onednn_gemm_nt", flops, gnt);
+  reg_pinned(name, "onednn_gemm_nn", flops, gnn);
+  reg_paired(name, "op_linear_nt", op_linear, kernels_nt, sgemm_nt);
+  reg_paired(name, "op_matmul_nn", op_matmul, kernels_nn, sgemm_nn);
 }
 
 // ---- weight gradient dW = g^T x: g [R, N], x [R, K] -> [N, K] (M = N_out, K = R) ----------
@@ -117,31 +192,26 @@ void register_weight_grad(const std::string& name, int64_t rows, int64_t out_f, 
   auto g = std::make_shared<Tensor>(rand_tensor(Shape{rows, out_f}, 5));
   auto x = std::make_shared<Tensor>(rand_tensor(Shape{rows, in_f}, 6));
   auto out = std::make_shared<std::vector<float>>(static_cast<size_t>(M * N));
-  reg(name, "op_matmul_tn", [=](benchmark::State& st) {
-    softlab::NoGradGuard ng;
-    for (auto _ : st) {
-      Tensor y = softlab::matmul(*g, *x, /*trans_a=*/true, false);
-      benchmark::DoNotOptimize(y.data());
-    }
-    set_flops(st, flops);
-  });
-  reg(name, "kernels_tn", [=](benchmark::State& st) {
-    softlab::kernels::GemmArgs a;
-    a.m = M, a.n = N, a.k = K, a.trans_a = true, a.b_shared = true;
-    a.a = g->data(), a.b = x->data(), a.c = out->data();
-    for (auto _ : st) {
-      softlab::kernels::gemm(a);
-      benchmark::DoNotOptimize(out->data());
-    }
-    set_flops(st, flops);
-  });
-  reg(name, "sgemm_tn", [=](benchmark::State& st) {
-    for (auto _ : st) {
-      sgemm_or_die('T', 'N', M, N, K, g->data(), M, x->data(), N, out->data(), N);
-      benchmark::DoNotOptimize(out->data());
-    }
-    set_flops(st, flops);
-  });
+  const Fn op = [=] {
+    Tensor y = softlab::matmul(*g, *x, /*trans_a=*/true, false);
+    benchmark::DoNotOptimize(y.data());
+  };
+  softlab::kernels::GemmArgs a;
+  a.m = M, a.n = N, a.k = K, a.trans_a = true, a.b_shared = true;
+  a.a = g->data(), a.b = x->data(), a.c = out->data();
+  const Fn kernels = [=] {
+    softlab::kernels::gemm(a);
+    benchmark::DoNotOptimize(out->data());
+  };
+  const Fn sgemm = [=] {
+    sgemm_or_die('T', 'N', M, N, K, g->data(), M, x->data(), N, out->data(), N);
+    benchmark::DoNotOptimize(out->data());
+  };
+  reg_variant(name, "op_matmul_tn", flops, op);
+  reg_variant(name, "kernels_tn", flops, kernels);
+  reg_variant(name, "sgemm_tn", flops, sgemm);
+  reg_pinned(name, "onednn_gemm_tn", flops, a);
+  reg_paired(name, "op_matmul_tn", op, kernels, sgemm);
 }
 
 // ---- batched per-head products: [B, M, K] x [B, K, N] (or [B, N, K] with trans_b) ---------
@@ -151,36 +221,31 @@ void register_batched(const std::string& name, int64_t B, int64_t M, int64_t K, 
   auto b = std::make_shared<Tensor>(rand_tensor(trans_b ? Shape{B, N, K} : Shape{B, K, N}, 8));
   auto out = std::make_shared<std::vector<float>>(static_cast<size_t>(B * M * N));
   const std::string lay = trans_b ? "nt" : "nn";
-  reg(name, "op_matmul_" + lay, [=](benchmark::State& st) {
-    softlab::NoGradGuard ng;
-    for (auto _ : st) {
-      Tensor y = softlab::matmul(*a, *b, false, trans_b);
-      benchmark::DoNotOptimize(y.data());
-    }
-    set_flops(st, flops);
-  });
-  reg(name, "kernels_" + lay, [=](benchmark::State& st) {
-    softlab::kernels::GemmArgs g;
-    g.batch = B, g.m = M, g.n = N, g.k = K, g.trans_b = trans_b;
-    g.a = a->data(), g.b = b->data(), g.c = out->data();
-    for (auto _ : st) {
-      softlab::kernels::gemm(g);
-      benchmark::DoNotOptimize(out->data());
-    }
-    set_flops(st, flops);
-  });
-  reg(name, "sgemm_" + lay, [=](benchmark::State& st) {
+  const Fn op = [=] {
+    Tensor y = softlab::matmul(*a, *b, false, trans_b);
+    benchmark::DoNotOptimize(y.data());
+  };
+  softlab::kernels::GemmArgs g;
+  g.batch = B, g.m = M, g.n = N, g.k = K, g.trans_b = trans_b;
+  g.a = a->data(), g.b = b->data(), g.c = out->data();
+  const Fn kernels = [=] {
+    softlab::kernels::gemm(g);
+    benchmark::DoNotOptimize(out->data());
+  };
+  const Fn sgemm = [=] {
     const float* pa = a->data();
     const float* pb = b->data();
     float* pc = out->data();
-    for (auto _ : st) {
-      for (int64_t p = 0; p < B; ++p)
-        sgemm_or_die('N', trans_b ? 'T' : 'N', M, N, K, pa + p * M * K, K, pb + p * K * N, trans_b ? K : N,
-                     pc + p * M * N, N);
-      benchmark::DoNotOptimize(pc);
-    }
-    set_flops(st, flops);
-  });
+    for (int64_t p = 0; p < B; ++p)
+      sgemm_or_die('N', trans_b ? 'T' : 'N', M, N, K, pa + p * M * K, K, pb + p * K * N, trans_b ? K : N,
+                   pc + p * M * N, N);
+    benchmark::DoNotOptimize(pc);
+  };
+  reg_variant(name, "op_matmul_" + lay, flops, op);
+  reg_variant(name, "kernels_" + lay, flops, kernels);
+  reg_variant(name, "sgemm_" + lay, flops, sgemm);
+  reg_pinned(name, "onednn_gemm_" + lay, flops, g);
+  reg_paired(name, "op_matmul_" + lay, op, kernels, sgemm);
 }
 
 // ---- forward + backward of linear (x and weight require grad), for information -----------
@@ -206,14 +271,11 @@ void register_linear_fwd_bwd(const std::string& name, int64_t M, int64_t K, int6
   auto y = std::make_shared<std::vector<float>>(static_cast<size_t>(M * N));
   auto dx = std::make_shared<std::vector<float>>(static_cast<size_t>(M * K));
   auto dw = std::make_shared<std::vector<float>>(static_cast<size_t>(N * K));
-  reg(name, "sgemm_fwd_bwd", [=](benchmark::State& st) {
-    for (auto _ : st) {
-      sgemm_or_die('N', 'T', M, N, K, x->data(), K, w->data(), K, y->data(), N);
-      sgemm_or_die('N', 'N', M, K, N, gy->data(), N, w->data(), K, dx->data(), K);
-      sgemm_or_die('T', 'N', N, K, M, gy->data(), N, x->data(), K, dw->data(), K);
-      benchmark::DoNotOptimize(dw->data());
-    }
-    set_flops(st, flops);
+  reg_variant(name, "sgemm_fwd_bwd", flops, [=] {
+    sgemm_or_die('N', 'T', M, N, K, x->data(), K, w->data(), K, y->data(), N);
+    sgemm_or_die('N', 'N', M, K, N, gy->data(), N, w->data(), K, dx->data(), K);
+    sgemm_or_die('T', 'N', N, K, M, gy->data(), N, x->data(), K, dw->data(), K);
+    benchmark::DoNotOptimize(dw->data());
   });
 }
 

@@ -34,6 +34,9 @@ def load_runs(path):
                 out[name]["flop"] = b["flop_per_iter"]
             if "bytes_per_iter" in b:
                 out[name]["bytes"] = b["bytes_per_iter"]
+            for c in ("op_over_sgemm", "op_over_kernels"):  # paired_* benchmarks
+                if c in b:
+                    out[name][c] = b[c]
         elif agg == "min":
             out[name]["time_us"] = b["real_time"] * scale
         elif agg == "cv":
@@ -95,8 +98,9 @@ def matmul_tables(runs, ctx, load, threads):
                  f"OMP_WAIT_POLICY {ctx.get('OMP_WAIT_POLICY', '?')}; "
                  f"/proc/loadavg before: `{load[0] if load else '?'}`, after: `{load[-1] if load else '?'}`\n")
     lines.append("| shape (M×K×N [×batch]) | op variant | op GFLOP/s | kernels::gemm GFLOP/s | dnnl_sgemm GFLOP/s "
-                 "| op / sgemm (min) | op / sgemm (median) | op / kernels (min) | op time µs (min) | max cv |")
-    lines.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+                 "| op / sgemm (paired) | op / kernels (paired) | op / sgemm (min) | op / sgemm (median) "
+                 "| op time µs (min) | max cv |")
+    lines.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for shape in shapes_of(runs):
         for op, kern, sg in PAIRS:
             o = runs.get(f"matmul/{shape}/{op}")
@@ -105,19 +109,20 @@ def matmul_tables(runs, ctx, load, threads):
             k = runs.get(f"matmul/{shape}/{kern}") if kern else None
             s = runs.get(f"matmul/{shape}/{sg}")
             cvs = [r.get("cv") for r in (o, k, s) if r and r.get("cv") is not None]
+            p = runs.get(f"matmul/{shape}/paired_{op}", {})
             lines.append(
                 f"| {shape} | {op} | {fmt(o.get('gflops'))} | {fmt(k.get('gflops')) if k else '–'} | "
                 f"{fmt(s.get('gflops')) if s else '–'} | "
+                f"{fmt(p.get('op_over_sgemm'), 3)} | {fmt(p.get('op_over_kernels'), 3)} | "
                 f"{fmt(o['time_us'] / s['time_us'], 3) if s else '–'} | "
-                f"{fmt(o['median_us'] / s['median_us'], 3) if s else '–'} | "
-                f"{fmt(o['time_us'] / k['time_us'], 3) if k else '–'} | {fmt(o['time_us'])} | "
+                f"{fmt(o['median_us'] / s['median_us'], 3) if s else '–'} | {fmt(o['time_us'])} | "
                 f"{fmt(100 * max(cvs), 0) + '%' if cvs else '–'} |")
         # The brief's literal baseline: sgemm with B stored [K, N] ('N','N'), against the linear op.
         o = runs.get(f"matmul/{shape}/op_linear_nt")
         s = runs.get(f"matmul/{shape}/sgemm_nn")
         if o and s:
             lines.append(f"| {shape} | op_linear_nt vs sgemm_nn | {fmt(o.get('gflops'))} | – | {fmt(s.get('gflops'))} | "
-                         f"{fmt(o['time_us'] / s['time_us'], 3)} | {fmt(o['median_us'] / s['median_us'], 3)} | – | "
+                         f"– | – | {fmt(o['time_us'] / s['time_us'], 3)} | {fmt(o['median_us'] / s['median_us'], 3)} | "
                          f"{fmt(o['time_us'])} | – |")
     return "\n".join(lines) + "\n"
 

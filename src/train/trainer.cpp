@@ -50,29 +50,11 @@ struct Position {
   int64_t images = 0;          // trained images, all sessions
   bool done = false;
 
-  json to_json() const {
-    return {{"epoch", epoch}, {"batch", batch}, {"step", step}, {"loss_sum", loss_sum}, {"correct", correct},
-            {"seen", seen}, {"grad_norm_sum", grad_norm_sum}, {"epoch_steps", epoch_steps},
-            {"best_accuracy", best_accuracy}, {"best_epoch", best_epoch}, {"train_seconds", train_seconds},
-            {"images", images}, {"done", done}};
-  }
-  static Position from_json(const json& j) {
-    Position p;
-    p.epoch = j.at("epoch");
-    p.batch = j.at("batch");
-    p.step = j.at("step");
-    p.loss_sum = j.at("loss_sum");
-    p.correct = j.at("correct");
-    p.seen = j.at("seen");
-    p.grad_norm_sum = j.at("grad_norm_sum");
-    p.epoch_steps = j.at("epoch_steps");
-    p.best_accuracy = j.at("best_accuracy");
-    p.best_epoch = j.at("best_epoch");
-    p.train_seconds = j.at("train_seconds");
-    p.images = j.at("images");
-    p.done = j.at("done");
-    return p;
-  }
+  NLOHMANN_DEFINE_TYPE_INTRUSIVE(Position, epoch, batch, step, loss_sum, correct, seen, grad_norm_sum, epoch_steps,
+                                 best_accuracy, best_epoch, train_seconds, images, done)
+  // The macro speaks nlohmann::json; checkpoints keep softlab::json (ordered).
+  json as_json() const { return json::parse(nlohmann::json(*this).dump()); }
+  static Position parse(const json& j) { return nlohmann::json::parse(j.dump()).get<Position>(); }
 };
 
 // Keys that may differ between a checkpoint's config and the config of a resumed run.
@@ -145,7 +127,7 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
     check_resume_config(ck.meta.at("config"), cfg.resolved, last_path.string());
     model->load_state(with_prefix(ck.tensors, "model."));
     optimizer->load_state(with_prefix(ck.tensors, "optim."));
-    pos = Position::from_json(ck.meta.at("position"));
+    pos = Position::parse(ck.meta.at("position"));
   } else {
     fs::create_directories(dir);
     write_file_atomic((dir / "config.json").string(), cfg.resolved.dump(2) + "\n");
@@ -179,7 +161,7 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
   const json meta_data = data_meta(data, norm, cfg.data.dataset);
   auto save = [&](const fs::path& path) {
     Checkpoint ck;
-    ck.meta = {{"config", cfg.resolved}, {"position", pos.to_json()}, {"data", meta_data},
+    ck.meta = {{"config", cfg.resolved}, {"position", pos.as_json()}, {"data", meta_data},
                {"softlab_version", version()}};
     for (auto& [n, t] : model->state()) ck.tensors.emplace_back("model." + n, t);
     for (auto& [n, t] : optimizer->state()) ck.tensors.emplace_back("optim." + n, t);
