@@ -109,7 +109,10 @@ Fn pinned_primitive(const softlab::kernels::GemmArgs& g, const std::string& pref
   const dnnl::memory::desc a(dims{B, M, K}, dt::f32, g.trans_a ? dims{M * K, 1, M} : dims{M * K, K, 1});
   const dnnl::memory::desc b(dims{bb, K, N}, dt::f32, g.trans_b ? dims{N * K, 1, K} : dims{N * K, N, 1});
   const dnnl::memory::desc c(dims{B, M, N}, dt::f32, dims{M * N, N, 1});
-  dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a, b, c), engine);
+  // The operation descriptor must outlive the iterator: oneDNN 2.6's next_impl() reads it
+  // again (with a temporary it fails, or finds nothing, once the stack slot is reused).
+  const dnnl::matmul::desc op(a, b, c);
+  dnnl::matmul::primitive_desc pd(op, engine);
   while (std::string(pd.impl_info_str()).rfind(prefix, 0) != 0)
     if (!pd.next_impl()) return {};
   auto prim = std::make_shared<dnnl::matmul>(pd);

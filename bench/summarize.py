@@ -64,13 +64,14 @@ def fmt(x, nd=1):
 
 
 # The op variant of each layout and the kernels / sgemm variants with the same operand layout.
+# Last: the oneDNN matmul primitive pinned to its gemm:jit implementation, same layout.
 PAIRS = [
-    ("op_linear_nt", "kernels_nt", "sgemm_nt"),
-    ("op_linear_nt_bias", "kernels_nt", "sgemm_nt"),
-    ("op_matmul_nn", "kernels_nn", "sgemm_nn"),
-    ("op_matmul_tn", "kernels_tn", "sgemm_tn"),
-    ("op_matmul_nt", "kernels_nt", "sgemm_nt"),
-    ("op_linear_fwd_bwd", None, "sgemm_fwd_bwd"),
+    ("op_linear_nt", "kernels_nt", "sgemm_nt", "onednn_gemm_nt"),
+    ("op_linear_nt_bias", "kernels_nt", "sgemm_nt", None),
+    ("op_matmul_nn", "kernels_nn", "sgemm_nn", "onednn_gemm_nn"),
+    ("op_matmul_tn", "kernels_tn", "sgemm_tn", "onednn_gemm_tn"),
+    ("op_matmul_nt", "kernels_nt", "sgemm_nt", "onednn_gemm_nt"),
+    ("op_linear_fwd_bwd", None, "sgemm_fwd_bwd", None),
 ]
 
 
@@ -98,21 +99,22 @@ def matmul_tables(runs, ctx, load, threads):
                  f"OMP_WAIT_POLICY {ctx.get('OMP_WAIT_POLICY', '?')}; "
                  f"/proc/loadavg before: `{load[0] if load else '?'}`, after: `{load[-1] if load else '?'}`\n")
     lines.append("| shape (M×K×N [×batch]) | op variant | op GFLOP/s | kernels::gemm GFLOP/s | dnnl_sgemm GFLOP/s "
-                 "| op / sgemm (paired) | op / kernels (paired) | op / sgemm (min) | op / sgemm (median) "
-                 "| op time µs (min) | max cv |")
-    lines.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+                 "| primitive pinned to gemm:jit GFLOP/s | op / sgemm (paired) | op / kernels (paired) "
+                 "| op / sgemm (min) | op / sgemm (median) | op time µs (min) | max cv |")
+    lines.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for shape in shapes_of(runs):
-        for op, kern, sg in PAIRS:
+        for op, kern, sg, pin in PAIRS:
             o = runs.get(f"matmul/{shape}/{op}")
             if not o:
                 continue
             k = runs.get(f"matmul/{shape}/{kern}") if kern else None
             s = runs.get(f"matmul/{shape}/{sg}")
+            g = runs.get(f"matmul/{shape}/{pin}", {}) if pin else {}
             cvs = [r.get("cv") for r in (o, k, s) if r and r.get("cv") is not None]
             p = runs.get(f"matmul/{shape}/paired_{op}", {})
             lines.append(
                 f"| {shape} | {op} | {fmt(o.get('gflops'))} | {fmt(k.get('gflops')) if k else '–'} | "
-                f"{fmt(s.get('gflops')) if s else '–'} | "
+                f"{fmt(s.get('gflops')) if s else '–'} | {fmt(g.get('gflops'))} | "
                 f"{fmt(p.get('op_over_sgemm'), 3)} | {fmt(p.get('op_over_kernels'), 3)} | "
                 f"{fmt(o['time_us'] / s['time_us'], 3) if s else '–'} | "
                 f"{fmt(o['median_us'] / s['median_us'], 3) if s else '–'} | {fmt(o['time_us'])} | "
@@ -121,7 +123,7 @@ def matmul_tables(runs, ctx, load, threads):
         o = runs.get(f"matmul/{shape}/op_linear_nt")
         s = runs.get(f"matmul/{shape}/sgemm_nn")
         if o and s:
-            lines.append(f"| {shape} | op_linear_nt vs sgemm_nn | {fmt(o.get('gflops'))} | – | {fmt(s.get('gflops'))} | "
+            lines.append(f"| {shape} | op_linear_nt vs sgemm_nn | {fmt(o.get('gflops'))} | – | {fmt(s.get('gflops'))} | – | "
                          f"– | – | {fmt(o['time_us'] / s['time_us'], 3)} | {fmt(o['median_us'] / s['median_us'], 3)} | "
                          f"{fmt(o['time_us'])} | – |")
     return "\n".join(lines) + "\n"
