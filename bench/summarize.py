@@ -24,7 +24,7 @@ def load_runs(path):
     for b in data["benchmarks"]:
         if b.get("run_type") != "aggregate":
             continue
-        name = re.sub(r"/real_time$", "", b["run_name"])
+        name = re.sub(r"(/min_time:[^/]+)?/real_time$", "", b["run_name"])
         agg = b["aggregate_name"]
         scale = {"ns": 1e-3, "us": 1.0, "ms": 1e3, "s": 1e6}[b["time_unit"]]
         if agg == "median":
