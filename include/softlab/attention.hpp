@@ -16,6 +16,10 @@ namespace softlab {
 struct AttentionContext {
   int64_t dim = 0, heads = 0, head_dim = 0;
   int64_t seq_len = 0;  // tokens per sequence at training time (the ViT's patches + class token)
+  // The image grid behind the tokens, for modules that pool over it (SOFT's landmarks):
+  // tokens [prefix_tokens, prefix_tokens + grid_h*grid_w) are the patches in row-major
+  // order; the first prefix_tokens (the class token) are not on the grid. 0 = no grid.
+  int64_t grid_h = 0, grid_w = 0, prefix_tokens = 0;
   Generator* init = nullptr;  // the initialisation stream, for modules with parameters
 };
 

@@ -44,6 +44,8 @@ struct Config {
     double mlp_ratio = 2.0;
     double dropout = 0.0;
     std::string pool = "cls";  // cls | mean
+    bool qk_norm = false;      // LayerNorm over Dh on q and k before the attention module
+    double layer_scale = 0.0;  // initial per-channel residual scale; 0: off
     int64_t num_classes = 0;   // 0: from the data set
     json attention;            // {"type": ..., params...} validated against the registry
     json head;

@@ -109,6 +109,15 @@ std::ostream& operator<<(std::ostream& os, const Tensor& t);
 
 class Generator;
 
+// Bytes held by live tensor storage (the requested sizes), now and at the peak since the
+// last reset. Kernels' scratch buffers are not Storage; benchmarks and the memory tests
+// count them separately where it matters.
+struct TensorMemory {
+  int64_t live_bytes = 0, peak_bytes = 0;
+};
+TensorMemory tensor_memory();
+void reset_peak_tensor_memory();  // peak := live
+
 // Factories. All return contiguous tensors on fresh storage.
 Tensor empty(const Shape& shape);  // uninitialised
 Tensor zeros(const Shape& shape);

@@ -5,10 +5,20 @@
 namespace softlab {
 
 AttentionEntry softmax_attention_entry();
+AttentionEntry sigmoid_attention_entry();
+AttentionEntry selective_attention_entry();
+AttentionEntry softplus_attention_entry();
+AttentionEntry relu_attention_entry();
+AttentionEntry power_attention_entry();
 
 const Registry<AttentionFactory>& attention_registry() {
   static const Registry<AttentionFactory> registry("attention module", {
       softmax_attention_entry(),
+      sigmoid_attention_entry(),
+      selective_attention_entry(),
+      softplus_attention_entry(),
+      relu_attention_entry(),
+      power_attention_entry(),
   });
   return registry;
 }

@@ -1,56 +1,61 @@
-// softmax: scaled dot-product attention (Vaswani et al. 2017), O = softmax(s Q K^T + M) V.
-// Composed from primitive ops here; the attention issue replaces it with a fused kernel.
-#include <cmath>
+// softmax: scaled dot-product attention (Vaswani et al. 2017, spec/attention.md 1),
+//   O = softmax(s Q Kᵀ + M) V,
+// as one fused kernel (row_kernel.hpp): logits for a block of queries, the max-subtracted
+// softmax of each row, and P V, without an N x N tensor. Backward recomputes P per row and
+// uses dS = P ∘ (dP − d), d_i = dO_i·o_i.
 #include <limits>
 
-#include "softlab/attention.hpp"
-#include "softlab/ops.hpp"
+#include "attention/kernels.hpp"
+#include "attention/row_kernel.hpp"
+#include "ops/fast_math.hpp"
 
 namespace softlab {
 
 namespace {
+
+struct SoftmaxMap {
+  void forward(const float* x, float* p, int64_t n, int64_t, int64_t) const {
+    float m = -std::numeric_limits<float>::infinity();
+    for (int64_t j = 0; j < n; ++j) m = std::max(m, x[j]);
+    float l = 0.0f;
+    for (int64_t j = 0; j < n; ++j) {
+      p[j] = detail::fast_exp(x[j] - m);
+      l += p[j];
+    }
+    const float inv = 1.0f / l;  // l >= 1: the maximal logit contributes exp(0)
+    for (int64_t j = 0; j < n; ++j) p[j] *= inv;
+  }
+  void backward(const float*, const float* p, const float* dp, float d, float* dx, int64_t n, int64_t,
+                int64_t) const {
+    for (int64_t j = 0; j < n; ++j) dx[j] = p[j] * (dp[j] - d);
+  }
+};
+
 class SoftmaxAttention final : public Attention {
  public:
-  SoftmaxAttention(float scale, bool causal) : scale_(scale), causal_(causal) {}
+  explicit SoftmaxAttention(const json& p) : scale_(configured_scale(p)), causal_(p["causal"].get<bool>()) {}
   Tensor forward(const Tensor& q, const Tensor& k, const Tensor& v) override {
-    SOFTLAB_CHECK(q.rank() == 4 && q.shape() == k.shape() && q.shape()[-2] == v.shape()[-2],
-                  "softmax attention: q, k, v must be [B, H, N, Dh] with equal N, got q ", q.shape(), ", k ",
-                  k.shape(), ", v ", v.shape());
-    const int64_t n = q.shape()[2];
-    const float s = scale_ > 0 ? scale_ : 1.0f / std::sqrt(static_cast<float>(q.shape()[3]));
-    Tensor logits = scale(matmul(q, k, false, true), s);
-    if (causal_) logits = add(logits, causal_mask(n));
-    return matmul(softmax(logits), v);
+    return softmax_attention(q, k, v, scale_for(scale_, q), causal_);
   }
 
  private:
-  // [N, N]: 0 where key j <= query i, -inf above the diagonal.
-  Tensor causal_mask(int64_t n) {
-    if (mask_.defined() && mask_.shape()[0] == n) return mask_;
-    mask_ = zeros({n, n});
-    float* m = mask_.mutable_data();
-    for (int64_t i = 0; i < n; ++i)
-      for (int64_t j = i + 1; j < n; ++j) m[i * n + j] = -std::numeric_limits<float>::infinity();
-    return mask_;
-  }
   float scale_;
   bool causal_;
-  Tensor mask_;
 };
+
 }  // namespace
+
+Tensor softmax_attention(const Tensor& q, const Tensor& k, const Tensor& v, float scale, bool causal) {
+  return attention_kernel::row_attention("softmax_attention", q, k, v, scale, causal, SoftmaxMap{});
+}
 
 AttentionEntry softmax_attention_entry() {
   AttentionEntry e;
   e.name = "softmax";
   e.help = "scaled dot-product attention, softmax(s QK^T) V (Vaswani et al. 2017)";
-  e.schema = {
-      {.name = "scale", .type = ParamType::Float, .default_value = nullptr, .min = 0.0, .min_exclusive = true,
-       .help = "logit scale s; null means Dh^-1/2", .nullable = true},
-      {.name = "causal", .type = ParamType::Bool, .default_value = false, .help = "query i sees keys 0..i only"},
-  };
+  e.schema = {scale_param(), causal_param()};
   e.factory = [](const json& p, const AttentionContext&) -> std::unique_ptr<Attention> {
-    const float s = p["scale"].is_null() ? 0.0f : p["scale"].get<float>();
-    return std::make_unique<SoftmaxAttention>(s, p["causal"].get<bool>());
+    return std::make_unique<SoftmaxAttention>(p);
   };
   return e;
 }

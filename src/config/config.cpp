@@ -121,6 +121,8 @@ Config parse_config(const json& cfg) {
   c.model.mlp_ratio = m["mlp_ratio"].get<double>();
   c.model.dropout = m["dropout"].get<double>();
   c.model.pool = m["pool"].get<std::string>();
+  c.model.qk_norm = m["qk_norm"].get<bool>();
+  c.model.layer_scale = m["layer_scale"].is_null() ? 0.0 : m["layer_scale"].get<double>();
   c.model.num_classes = m["num_classes"].get<int64_t>();
   c.model.attention = m["attention"];
   c.model.head = m["head"];

@@ -79,6 +79,11 @@ Node build() {
             .max_exclusive = true, .help = "dropout probability in the blocks (training only)"}),
       leaf({.name = "pool", .type = T::String, .default_value = "cls", .choices = {"cls", "mean"},
             .help = "what the head sees: the class token or the mean of the patch tokens"}),
+      leaf({.name = "qk_norm", .type = T::Bool, .default_value = false,
+            .help = "LayerNorm (eps 1e-6) over each head's q and k before the attention module"}),
+      leaf({.name = "layer_scale", .type = T::Float, .default_value = nullptr, .min = 0.0, .min_exclusive = true,
+            .help = "LayerScale: initial value of a learnable per-channel scale on each residual branch; "
+                    "null: off", .nullable = true}),
       leaf({.name = "num_classes", .type = T::Int, .default_value = 0, .min = 0.0,
             .help = "classes; 0: from the data set"}),
       registry("attention", "the attention module: {\"type\": name, ...its parameters}",

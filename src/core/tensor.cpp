@@ -1,6 +1,8 @@
 // Shape, Storage and Tensor: storage management, element access, factories, printing.
 #include "softlab/tensor.hpp"
 
+#include <atomic>
+
 #include <cstdlib>
 #include <cstring>
 #include <iomanip>
@@ -51,6 +53,24 @@ std::ostream& operator<<(std::ostream& os, const Shape& s) { return os << s.str(
 
 // ---- Storage -----------------------------------------------------------------------------
 
+namespace {
+// Live and peak bytes of all Storage. Relaxed atomics: the counters are statistics, not
+// synchronisation; the peak is a CAS-max so concurrent allocations cannot lower it.
+std::atomic<int64_t> g_live_bytes{0};
+std::atomic<int64_t> g_peak_bytes{0};
+void note_alloc(int64_t bytes) {
+  const int64_t now = g_live_bytes.fetch_add(bytes, std::memory_order_relaxed) + bytes;
+  int64_t peak = g_peak_bytes.load(std::memory_order_relaxed);
+  while (now > peak && !g_peak_bytes.compare_exchange_weak(peak, now, std::memory_order_relaxed)) {
+  }
+}
+}  // namespace
+
+TensorMemory tensor_memory() {
+  return {g_live_bytes.load(std::memory_order_relaxed), g_peak_bytes.load(std::memory_order_relaxed)};
+}
+void reset_peak_tensor_memory() { g_peak_bytes.store(g_live_bytes.load(std::memory_order_relaxed)); }
+
 Storage::Storage(int64_t n) : n_(n) {
   SOFTLAB_CHECK(n >= 0, "storage of negative size ", n);
   // 64-byte alignment for AVX loads; std::aligned_alloc needs a multiple of the alignment.
@@ -58,9 +78,13 @@ Storage::Storage(int64_t n) : n_(n) {
   bytes = (bytes + 63) / 64 * 64;
   ptr_ = static_cast<float*>(std::aligned_alloc(64, bytes));
   if (!ptr_) throw Error(detail::cat("out of memory allocating ", n, " floats"), Error::Kind::Internal);
+  note_alloc(n_ * static_cast<int64_t>(sizeof(float)));
 }
 
-Storage::~Storage() { std::free(ptr_); }
+Storage::~Storage() {
+  std::free(ptr_);
+  g_live_bytes.fetch_sub(n_ * static_cast<int64_t>(sizeof(float)), std::memory_order_relaxed);
+}
 
 // ---- Tensor ------------------------------------------------------------------------------
 

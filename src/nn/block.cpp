@@ -6,10 +6,15 @@
 
 namespace softlab::nn {
 
-SelfAttention::SelfAttention(int64_t dim, int64_t heads, std::unique_ptr<Attention> a, Generator& init)
+SelfAttention::SelfAttention(int64_t dim, int64_t heads, std::unique_ptr<Attention> a, Generator& init,
+                             bool qk_norm)
     : dim_(dim), heads_(heads) {
   SOFTLAB_CHECK(heads > 0 && dim % heads == 0, "model.dim (", dim, ") must be divisible by model.heads (", heads, ")");
   qkv = register_module("qkv", std::make_unique<Linear>(dim, 3 * dim, init));
+  if (qk_norm) {
+    q_norm = register_module("q_norm", std::make_unique<LayerNorm>(dim / heads, 1e-6f));
+    k_norm = register_module("k_norm", std::make_unique<LayerNorm>(dim / heads, 1e-6f));
+  }
   attn = register_module("attn", std::move(a));
   proj = register_module("proj", std::make_unique<Linear>(dim, dim, init));
 }
@@ -21,6 +26,10 @@ Tensor SelfAttention::forward(const Tensor& x) {
   Tensor q = reshape(slice(t, 0, 0, 1), {B, H, N, Dh});
   Tensor k = reshape(slice(t, 0, 1, 2), {B, H, N, Dh});
   Tensor v = reshape(slice(t, 0, 2, 3), {B, H, N, Dh});
+  if (q_norm) {
+    q = q_norm->forward(q);
+    k = k_norm->forward(k);
+  }
   Tensor o = attn->forward(q, k, v);
   return proj->forward(reshape(permute(o, {0, 2, 1, 3}), {B, N, dim_}));
 }
@@ -28,17 +37,23 @@ Tensor SelfAttention::forward(const Tensor& x) {
 Block::Block(const BlockOptions& opt, std::unique_ptr<Attention> a, Generator& init, Generator* dropout_gen)
     : dropout_(opt.dropout), dropout_gen_(dropout_gen) {
   norm1 = register_module("norm1", std::make_unique<LayerNorm>(opt.dim));
-  attn = register_module("attn", std::make_unique<SelfAttention>(opt.dim, opt.heads, std::move(a), init));
+  attn = register_module("attn",
+                         std::make_unique<SelfAttention>(opt.dim, opt.heads, std::move(a), init, opt.qk_norm));
   norm2 = register_module("norm2", std::make_unique<LayerNorm>(opt.dim));
   mlp = register_module("mlp", std::make_unique<Mlp>(opt.dim, opt.mlp_hidden, init));
+  if (opt.layer_scale > 0.0f) {
+    ls1 = register_parameter("ls1", full({opt.dim}, opt.layer_scale), false);
+    ls2 = register_parameter("ls2", full({opt.dim}, opt.layer_scale), false);
+  }
 }
 
 Tensor Block::forward(const Tensor& x) {
   auto drop = [&](const Tensor& t) {
     return (training() && dropout_ > 0.0f && dropout_gen_) ? dropout(t, dropout_, *dropout_gen_) : t;
   };
-  Tensor h = add(x, drop(attn->forward(norm1->forward(x))));
-  return add(h, drop(mlp->forward(norm2->forward(h))));
+  auto gain = [](const Tensor& t, const Tensor& g) { return g.defined() ? mul(t, g) : t; };
+  Tensor h = add(x, drop(gain(attn->forward(norm1->forward(x)), ls1)));
+  return add(h, drop(gain(mlp->forward(norm2->forward(h)), ls2)));
 }
 
 }  // namespace softlab::nn

@@ -22,12 +22,16 @@ ViT::ViT(const Config::Model& cfg, int64_t num_classes, int64_t train_size, uint
   actx.heads = cfg.heads;
   actx.head_dim = cfg.dim / cfg.heads;
   actx.seq_len = tokens_;
+  actx.grid_h = actx.grid_w = cfg.image_size / cfg.patch_size;
+  actx.prefix_tokens = use_cls ? 1 : 0;
   actx.init = &init;
   BlockOptions bo;
   bo.dim = cfg.dim;
   bo.heads = cfg.heads;
   bo.mlp_hidden = static_cast<int64_t>(cfg.mlp_ratio * static_cast<double>(cfg.dim) + 0.5);
   bo.dropout = static_cast<float>(cfg.dropout);
+  bo.qk_norm = cfg.qk_norm;
+  bo.layer_scale = static_cast<float>(cfg.layer_scale);
   for (int64_t i = 0; i < cfg.depth; ++i)
     blocks.push_back(register_module("blocks." + std::to_string(i),
                                      std::make_unique<Block>(bo, make_attention(cfg.attention, actx), init,

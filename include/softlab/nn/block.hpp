@@ -1,7 +1,8 @@
 #pragma once
-// Multi-head self-attention (qkv projection, a registered Attention module per head,
-// output projection) and the pre-norm transformer block
-//   x <- x + drop(attn(LN(x))),  x <- x + drop(mlp(LN(x))).
+// Multi-head self-attention (qkv projection, optional QK-norm, a registered Attention
+// module per head, output projection) and the pre-norm transformer block
+//   x <- x + drop(γ1 ∘ attn(LN(x))),  x <- x + drop(γ2 ∘ mlp(LN(x))),
+// with the LayerScale gains γ only when BlockOptions::layer_scale > 0.
 #include <memory>
 
 #include "softlab/attention.hpp"
@@ -11,9 +12,14 @@ namespace softlab::nn {
 
 class SelfAttention : public Module {
  public:
-  SelfAttention(int64_t dim, int64_t heads, std::unique_ptr<Attention> attn, Generator& init);
+  SelfAttention(int64_t dim, int64_t heads, std::unique_ptr<Attention> attn, Generator& init,
+                bool qk_norm = false);
   Tensor forward(const Tensor& x);  // [B, N, D] -> [B, N, D]
   Linear* qkv;
+  // QK-norm (sigmoid attention's released configs, spec/attention.md 2): LayerNorm over Dh,
+  // eps 1e-6, one learnable affine for q and one for k shared by the heads. Null when off.
+  LayerNorm* q_norm = nullptr;
+  LayerNorm* k_norm = nullptr;
   Attention* attn;
   Linear* proj;
 
@@ -24,6 +30,8 @@ class SelfAttention : public Module {
 struct BlockOptions {
   int64_t dim = 64, heads = 4, mlp_hidden = 128;
   float dropout = 0.0f;
+  bool qk_norm = false;
+  float layer_scale = 0.0f;  // initial γ of LayerScale (Touvron et al. 2021); 0: off
 };
 
 class Block : public Module {
@@ -34,6 +42,7 @@ class Block : public Module {
   SelfAttention* attn;
   LayerNorm* norm2;
   Mlp* mlp;
+  Tensor ls1, ls2;  // LayerScale gains [D]; undefined when off
 
  private:
   float dropout_;

@@ -1,0 +1,50 @@
+// relu: ReLU attention with sequence-length scaling (Wortsman et al. 2023, "Replacing
+// softmax with ReLU in Vision Transformers", spec/attention.md 8),
+//   o_i = (1/n_i) Σ_j relu(s q_i·k_j) v_j,
+// n_i the keys query i sees. No normaliser: the 1/n_i factor is what the paper finds
+// essential. The subgradient at 0 is taken as 0.
+#include "attention/kernels.hpp"
+#include "attention/row_kernel.hpp"
+
+namespace softlab {
+
+namespace {
+
+struct ReluMap {
+  void forward(const float* x, float* p, int64_t n, int64_t, int64_t) const {
+    const float inv = 1.0f / static_cast<float>(n);
+    for (int64_t j = 0; j < n; ++j) p[j] = std::max(x[j], 0.0f) * inv;
+  }
+  void backward(const float* x, const float*, const float* dp, float, float* dx, int64_t n, int64_t,
+                int64_t) const {
+    const float inv = 1.0f / static_cast<float>(n);
+    for (int64_t j = 0; j < n; ++j) dx[j] = x[j] > 0.0f ? dp[j] * inv : 0.0f;
+  }
+};
+
+class ReluAttention final : public Attention {
+ public:
+  ReluAttention(float scale, bool causal) : scale_(scale), causal_(causal) {}
+  Tensor forward(const Tensor& q, const Tensor& k, const Tensor& v) override {
+    return attention_kernel::row_attention("relu_attention", q, k, v, scale_for(scale_, q), causal_, ReluMap{});
+  }
+
+ private:
+  float scale_;
+  bool causal_;
+};
+
+}  // namespace
+
+AttentionEntry relu_attention_entry() {
+  AttentionEntry e;
+  e.name = "relu";
+  e.help = "ReLU attention scaled by the number of keys, relu(s QK^T) V / n (Wortsman et al. 2023)";
+  e.schema = {scale_param(), causal_param()};
+  e.factory = [](const json& p, const AttentionContext&) -> std::unique_ptr<Attention> {
+    return std::make_unique<ReluAttention>(configured_scale(p), p["causal"].get<bool>());
+  };
+  return e;
+}
+
+}  // namespace softlab

@@ -1,0 +1,71 @@
+// sigmoid: sigmoid self-attention (Ramapuram et al. 2024, "Theory, Analysis, and Best
+// Practices for Sigmoid Self-Attention", spec/attention.md 2),
+//   P_ij = σ(s q_i·k_j + b),  O = P V,
+// with no row normalisation: every weight is independent (FlashSigmoid's observation), so
+// backward needs no row statistic, dS = P ∘ (1 − P) ∘ dP. The bias defaults to
+// b = −log(n) with n the training sequence length, the paper's recommendation; it is a
+// fixed constant as in the released code, not a parameter. QK-norm and LayerScale, which
+// the paper's configs pair with it, are block options (model.qk_norm, model.layer_scale).
+#include <cmath>
+
+#include "attention/kernels.hpp"
+#include "attention/row_kernel.hpp"
+#include "ops/fast_math.hpp"
+
+namespace softlab {
+
+namespace {
+
+struct SigmoidMap {
+  float bias = 0.0f;
+  void forward(const float* x, float* p, int64_t n, int64_t, int64_t) const {
+    // 1 / (1 + e^-u): fast_exp saturates instead of overflowing, so no branch is needed
+    // for u << 0 and the loop vectorises.
+    for (int64_t j = 0; j < n; ++j) p[j] = 1.0f / (1.0f + detail::fast_exp(-(x[j] + bias)));
+  }
+  void backward(const float*, const float* p, const float* dp, float, float* dx, int64_t n, int64_t,
+                int64_t) const {
+    for (int64_t j = 0; j < n; ++j) dx[j] = p[j] * (1.0f - p[j]) * dp[j];
+  }
+};
+
+class SigmoidAttention final : public Attention {
+ public:
+  SigmoidAttention(float scale, float bias, bool causal) : scale_(scale), causal_(causal) { map_.bias = bias; }
+  Tensor forward(const Tensor& q, const Tensor& k, const Tensor& v) override {
+    return attention_kernel::row_attention("sigmoid_attention", q, k, v, scale_for(scale_, q), causal_, map_);
+  }
+
+ private:
+  float scale_;
+  bool causal_;
+  SigmoidMap map_;
+};
+
+}  // namespace
+
+AttentionEntry sigmoid_attention_entry() {
+  AttentionEntry e;
+  e.name = "sigmoid";
+  e.help = "sigmoid attention, sigmoid(s QK^T + b) V without normalisation (Ramapuram et al. 2024)";
+  e.schema = {
+      scale_param(),
+      {.name = "bias", .type = ParamType::Float, .default_value = nullptr,
+       .help = "logit bias b; null means -log(n), n the training sequence length", .nullable = true},
+      causal_param(),
+  };
+  e.factory = [](const json& p, const AttentionContext& ctx) -> std::unique_ptr<Attention> {
+    float bias = 0.0f;
+    if (p["bias"].is_null()) {
+      SOFTLAB_CHECK(ctx.seq_len > 0, "model.attention.bias: null means -log(sequence length), but this model has "
+                                     "no fixed sequence length; give a number");
+      bias = -std::log(static_cast<float>(ctx.seq_len));
+    } else {
+      bias = p["bias"].get<float>();
+    }
+    return std::make_unique<SigmoidAttention>(configured_scale(p), bias, p["causal"].get<bool>());
+  };
+  return e;
+}
+
+}  // namespace softlab

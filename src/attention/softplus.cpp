@@ -1,0 +1,122 @@
+// softplus: length-scaled softplus attention with re-weighting (Gao, Spratling, Gionfrida
+// 2025, "Softplus Attention with Re-weighting Boosts Length Extrapolation", LSSA/LSSAR,
+// spec/attention.md 7),
+//   λ_i = log n_i,  f_ij = softplus(λ_i s q_i·k_j),  a_ij = f_ij^p / Σ_j f_ij^p,  O = A V,
+// n_i the keys query i sees. p = 1 is LSSA; p > 1 is the re-weighting of LSSAR, whose
+// per-row factor n_i cancels in the l1 normalisation. One pass per row, no max needed
+// (softplus cannot overflow); for p != 1 the row is divided by its largest f before the
+// power, which the normalisation makes exact, so f^p cannot underflow to an all-zero row.
+#include <cmath>
+#include <string>
+
+#include "attention/kernels.hpp"
+#include "attention/row_kernel.hpp"
+#include "ops/fast_math.hpp"
+
+namespace softlab {
+
+namespace {
+
+enum class LengthScale { LogN, LogNOverLogTrain, None };
+
+// softplus(z) = max(z, 0) + log1p(e^-|z|): no overflow, no cancellation. fast_exp
+// saturates at ~1e-38 for |z| > 87, which keeps f > 0 and every denominator positive.
+inline float softplus_stable(float z) { return std::max(z, 0.0f) + std::log1p(detail::fast_exp(-std::fabs(z))); }
+
+struct SoftplusMap {
+  LengthScale length_scale = LengthScale::LogN;
+  float inv_log_train = 1.0f;
+  float power = 1.0f;
+
+  float lambda(int64_t n) const {
+    switch (length_scale) {
+      case LengthScale::LogN: return std::log(static_cast<float>(n));
+      case LengthScale::LogNOverLogTrain: return std::log(static_cast<float>(n)) * inv_log_train;
+      case LengthScale::None: break;
+    }
+    return 1.0f;
+  }
+  void forward(const float* x, float* p, int64_t n, int64_t, int64_t) const {
+    const float lam = lambda(n);
+    float sum = 0.0f;
+    if (power == 1.0f) {
+      for (int64_t j = 0; j < n; ++j) {
+        p[j] = softplus_stable(lam * x[j]);
+        sum += p[j];
+      }
+    } else {
+      float fmax = 0.0f;
+      for (int64_t j = 0; j < n; ++j) {
+        p[j] = softplus_stable(lam * x[j]);
+        fmax = std::max(fmax, p[j]);
+      }
+      const float inv = 1.0f / fmax;
+      for (int64_t j = 0; j < n; ++j) {
+        p[j] = std::pow(p[j] * inv, power);
+        sum += p[j];
+      }
+    }
+    const float inv = 1.0f / sum;
+    for (int64_t j = 0; j < n; ++j) p[j] *= inv;
+  }
+  // a = g / G, g = f^p:  ∂L/∂f_j = p (a_j / f_j)(dA_j − d),  ∂f/∂z = σ(z),  z = λ x.
+  // a_j / f_j equals 1/Σf for p = 1; in general it needs no second pass over the row.
+  void backward(const float* x, const float* p, const float* dp, float d, float* dx, int64_t n, int64_t,
+                int64_t) const {
+    const float lam = lambda(n);
+    for (int64_t j = 0; j < n; ++j) {
+      const float z = lam * x[j];
+      const float f = softplus_stable(z);
+      const float sig = 1.0f / (1.0f + detail::fast_exp(-z));
+      dx[j] = lam * sig * power * (p[j] / f) * (dp[j] - d);
+    }
+  }
+};
+
+class SoftplusAttention final : public Attention {
+ public:
+  SoftplusAttention(float scale, bool causal, const SoftplusMap& map) : scale_(scale), causal_(causal), map_(map) {}
+  Tensor forward(const Tensor& q, const Tensor& k, const Tensor& v) override {
+    return attention_kernel::row_attention("softplus_attention", q, k, v, scale_for(scale_, q), causal_, map_);
+  }
+
+ private:
+  float scale_;
+  bool causal_;
+  SoftplusMap map_;
+};
+
+}  // namespace
+
+AttentionEntry softplus_attention_entry() {
+  AttentionEntry e;
+  e.name = "softplus";
+  e.help = "length-scaled softplus attention with re-weighting, softplus(log(n) s QK^T)^p, l1-normalised "
+           "(Gao et al. 2025)";
+  e.schema = {
+      scale_param(),
+      causal_param(),
+      {.name = "length_scale", .type = ParamType::String, .default_value = "log_n",
+       .choices = {"log_n", "log_n_over_log_train", "none"},
+       .help = "the row scale λ_i: log n_i, log n_i / log(training length), or 1"},
+      {.name = "p", .type = ParamType::Float, .default_value = 1.0, .min = 1.0,
+       .help = "re-weighting power: 1 is LSSA, > 1 sharpens (LSSAR)"},
+  };
+  e.factory = [](const json& p, const AttentionContext& ctx) -> std::unique_ptr<Attention> {
+    SoftplusMap map;
+    const std::string ls = p["length_scale"].get<std::string>();
+    map.length_scale = ls == "log_n" ? LengthScale::LogN
+                       : ls == "none" ? LengthScale::None
+                                      : LengthScale::LogNOverLogTrain;
+    if (map.length_scale == LengthScale::LogNOverLogTrain) {
+      SOFTLAB_CHECK(ctx.seq_len > 1, "model.attention.length_scale: \"log_n_over_log_train\" needs a training "
+                                     "sequence length above 1, got ", ctx.seq_len);
+      map.inv_log_train = 1.0f / std::log(static_cast<float>(ctx.seq_len));
+    }
+    map.power = p["p"].get<float>();
+    return std::make_unique<SoftplusAttention>(configured_scale(p), p["causal"].get<bool>(), map);
+  };
+  return e;
+}
+
+}  // namespace softlab
