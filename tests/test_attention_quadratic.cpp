@@ -150,7 +150,8 @@ class QuadraticAttention : public ::testing::TestWithParam<Variant> {
 };
 
 TEST_P(QuadraticAttention, MatchesComposedReference) {
-  // N = 1, a block and a remainder (kRows = 32), several blocks, and a long sequence.
+  // N = 1, part of a block of 8 queries, a 32-query work item plus a remainder, several
+  // items, and a long sequence.
   for (const auto& [B, H, N, Dh] : std::vector<std::array<int64_t, 4>>{
            {2, 2, 1, 4}, {2, 3, 7, 4}, {2, 2, 33, 8}, {1, 2, 100, 16}, {1, 1, 1000, 8}}) {
     expect_matches_reference(make_case(B, H, N, Dh), reference());
@@ -172,12 +173,77 @@ TEST_P(QuadraticAttention, LargeInputsStayFinite) {
 }
 
 TEST_P(QuadraticAttention, InferenceAllocatesNoScoreMatrix) {
-  expect_inference_memory_below_nxn(make_case(1, 2, 1024, 16, 9));
+  expect_inference_memory_below_nxn(make_case(1, 2, 2048, 16, 9));
 }
 
 INSTANTIATE_TEST_SUITE_P(All, QuadraticAttention, ::testing::ValuesIn(variants()),
                          [](const ::testing::TestParamInfo<Variant>& info) {
                            return info.param.module.name + (info.param.causal ? "_causal" : "_bidirectional");
                          });
+
+}  // namespace
+
+namespace {
+
+// The sigmoid bias defaults to -log(training length), the context's seq_len, not the
+// length of the sequence at hand.
+TEST(SigmoidAttention, DefaultBiasIsMinusLogOfTrainingLength) {
+  AttnCase c;
+  c.config = {{"type", "sigmoid"}};
+  c.N = 7;
+  c.seq_len = 50;
+  expect_matches_reference(c, sigmoid_reference(false, -std::log(50.0f)));
+}
+
+// Softplus with the length scale divided by log(training length).
+TEST(SoftplusAttention, LogNOverLogTrainDividesTheScale) {
+  AttnCase c;
+  c.config = {{"type", "softplus"}, {"length_scale", "log_n_over_log_train"}};
+  c.N = 9;
+  c.seq_len = 20;
+  expect_matches_reference(c, [](const Tensor& q, const Tensor& k, const Tensor& v, Attention&) {
+    const float lambda = std::log(9.0f) / std::log(20.0f);
+    return matmul(l1_rows(softplus(scale(logits_of(q, k), lambda))), v);
+  });
+}
+
+void expect_build_error(const json& cfg, int64_t seq_len, const std::string& fragment) {
+  AttentionContext ctx;
+  ctx.dim = 8;
+  ctx.heads = 2;
+  ctx.head_dim = 4;
+  ctx.seq_len = seq_len;
+  try {
+    (void)make_attention(cfg, ctx);
+    ADD_FAILURE() << cfg.dump() << ": expected an error mentioning '" << fragment << "'";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
+  }
+}
+
+TEST(AttentionParams, BadValuesNameTheKey) {
+  expect_build_error({{"type", "power"}, {"p", 3}}, 10, "model.attention.p");
+  expect_build_error({{"type", "sigmoid"}}, 0, "model.attention.bias");
+  expect_build_error({{"type", "softplus"}, {"length_scale", "log_n_over_log_train"}}, 1,
+                     "model.attention.length_scale");
+  expect_build_error({{"type", "softplus"}, {"length_scale", "log"}}, 10, "model.attention.length_scale");
+  expect_build_error({{"type", "softplus"}, {"p", 0.5}}, 10, "model.attention.p");
+  expect_build_error({{"type", "selective"}, {"tempreature", 1}}, 10, "tempreature");
+  expect_build_error({{"type", "softmax"}, {"scale", -1.0}}, 10, "model.attention.scale");
+}
+
+// A module's optional parts are absent when switched off: no parameters to train or save.
+TEST(SelectiveAttention, SwitchesDecideTheParameters) {
+  Generator init(1);
+  AttnCase c;
+  c.config = {{"type", "selective"}, {"tok_q", false}, {"tok_v", false}};
+  auto m = build(c, init);
+  ASSERT_EQ(m->parameters().size(), 1u);
+  EXPECT_EQ(m->parameters()[0].name, "beta");
+  c.config = {{"type", "selective"}, {"pos", false}, {"tok_q", false}, {"tok_v", false}};
+  EXPECT_TRUE(build(c, init)->parameters().empty());
+  // With everything off it is softmax attention.
+  expect_matches_reference(c, softmax_reference(false));
+}
 
 }  // namespace

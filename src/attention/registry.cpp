@@ -10,6 +10,8 @@ AttentionEntry selective_attention_entry();
 AttentionEntry softplus_attention_entry();
 AttentionEntry relu_attention_entry();
 AttentionEntry power_attention_entry();
+AttentionEntry linear_attention_entry();
+AttentionEntry mala_attention_entry();
 
 const Registry<AttentionFactory>& attention_registry() {
   static const Registry<AttentionFactory> registry("attention module", {
@@ -19,6 +21,8 @@ const Registry<AttentionFactory>& attention_registry() {
       softplus_attention_entry(),
       relu_attention_entry(),
       power_attention_entry(),
+      linear_attention_entry(),
+      mala_attention_entry(),
   });
   return registry;
 }

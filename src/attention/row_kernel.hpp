@@ -3,17 +3,17 @@
 // of weights (softmax, sigmoid, softplus, ReLU, power), DESIGN.md's "tiled over
 // (batch x head, query block)":
 //
-//   forward, per (b·h, block of kRows queries):   X = s Q_blk Kᵀ,  P = map(X) row by row,
+//   forward, per (b·h, block of 32 queries):      X = s Q_blk Kᵀ,  P = map(X) row by row,
 //                                                  O_blk = P V
-//   backward, per b·h, query by query:            recompute x_i and p_i from q_i and K,
+//   backward, per b·h, 8 queries at a time:       recompute x_i and p_i from q_i and K,
 //                                                  dp_i = V dO_i,  d_i = dO_i·o_i,
 //                                                  dx_i = map'(x_i, p_i, dp_i, d_i),
 //                                                  dq_i = s Kᵀ dx_i,  dK += s dx_i q_iᵀ,
 //                                                  dV += p_i dO_iᵀ
 //
-// Nothing of size N x N is ever stored: a thread holds kRows rows of logits and weights
-// (forward) or one row each of x, p, dp, dx (backward) plus Kᵀ and Vᵀ of its head, so
-// memory is O(N·Dh) per thread. Backward keeps only q, k, v and the output o (for d_i)
+// Nothing of size N x N is ever stored: a thread holds 8 rows each of logits and weights
+// (and in backward of dp and dx) plus Kᵀ and Vᵀ of its head, so memory is O(N·Dh) per
+// thread. Backward keeps only q, k, v and the output o (for d_i)
 // and recomputes the logits: one extra Q·Kᵀ pass instead of B·H·N² saved floats.
 // Causal rows see keys 0..i only: the map gets n = i + 1 and the loops stop there, so a
 // masked pair contributes exactly zero and costs nothing.
@@ -28,6 +28,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 
 #include "softlab/autograd.hpp"
 #include "softlab/error.hpp"
@@ -36,7 +37,12 @@
 
 namespace softlab::attention_kernel {
 
-constexpr int64_t kRows = 32;  // queries per forward block: kRows x N logits stay in L1/L2
+// Queries are processed kRows at a time: the products below keep kRows x kCols
+// accumulators in registers (8 x 16 floats = 8 AVX-512 or 16 AVX2 registers), so each
+// loaded key or value vector feeds kRows FMAs instead of one.
+constexpr int64_t kRows = 8;
+constexpr int64_t kCols = 16;
+constexpr int64_t kBlocksPerItem = 4;  // forward work item: 4 x kRows = 32 queries of one head
 
 struct Dims {
   int64_t BH = 0, N = 0, D = 0;
@@ -44,19 +50,113 @@ struct Dims {
   bool causal = false;
 };
 
-// kt[d * N + j] = k[j * D + d]: Kᵀ of one head, so a logit row is D axpys over contiguous keys.
-inline void transpose_head(const float* k, float* kt, int64_t N, int64_t D) {
-  for (int64_t j = 0; j < N; ++j)
-    for (int64_t d = 0; d < D; ++d) kt[d * N + j] = k[j * D + d];
+inline int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
+
+// kt[d * ld + j] = k[j * D + d] for j < N, 0 for N <= j < ld: Kᵀ of one head, its rows
+// padded to a multiple of kCols so that the logit kernel needs no column tail.
+inline void transpose_head(const float* k, float* kt, int64_t N, int64_t D, int64_t ld) {
+  for (int64_t d = 0; d < D; ++d) {
+    float* row = kt + d * ld;
+    for (int64_t j = 0; j < N; ++j) row[j] = k[j * D + d];
+    std::fill(row + N, row + ld, 0.0f);
+  }
 }
 
-// x[0..n) = s · q·kt[:, 0..n)
-inline void logit_row(const float* q, const float* kt, float* x, int64_t n, int64_t N, int64_t D, float s) {
-  std::fill(x, x + n, 0.0f);
-  for (int64_t d = 0; d < D; ++d) {
-    const float qd = s * q[d];
-    const float* ktd = kt + d * N;
-    for (int64_t j = 0; j < n; ++j) x[j] += qd * ktd[j];
+// Copies rows [i0, i0 + rows) of a head (rows <= kRows) into a kRows x D block, zero-padded,
+// so that every kernel below works on full blocks.
+inline void load_rows(const float* x, int64_t i0, int64_t rows, int64_t D, float* blk) {
+  std::copy(x + i0 * D, x + (i0 + rows) * D, blk);
+  std::fill(blk + rows * D, blk + kRows * D, 0.0f);
+}
+
+// One kCols-wide register of floats. GCC/Clang vector extensions make the SIMD shape of
+// the three products below explicit: left to itself, GCC vectorised them across rows with
+// permutes and ran 6-10x slower than oneDNN. (Without AVX-512 the compiler splits a
+// vector into two AVX2 halves.)
+using vf = float __attribute__((vector_size(kCols * sizeof(float))));
+inline vf loadu(const float* p) {
+  vf v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+inline void storeu(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
+
+// Row reductions for the maps, with kCols independent lanes: GCC does not vectorise a
+// float sum or max reduction without -ffast-math (it would reorder the additions), so a
+// map loop that also accumulates stays scalar unless the lanes are explicit. The lane
+// order is fixed, so results are still deterministic.
+inline float row_sum(const float* x, int64_t n) {
+  vf acc = {};
+  int64_t j = 0;
+  for (; j + kCols <= n; j += kCols) acc += loadu(x + j);
+  float s = 0.0f;
+  for (; j < n; ++j) s += x[j];
+  for (int64_t l = 0; l < kCols; ++l) s += acc[l];
+  return s;
+}
+inline float row_max(const float* x, int64_t n) {
+  float m = -std::numeric_limits<float>::infinity();
+  vf acc = m - vf{};
+  int64_t j = 0;
+  for (; j + kCols <= n; j += kCols) {
+    const vf v = loadu(x + j);
+    acc = v > acc ? v : acc;
+  }
+  for (; j < n; ++j) m = std::max(m, x[j]);
+  for (int64_t l = 0; l < kCols; ++l) m = std::max(m, acc[l]);
+  return m;
+}
+
+// c[r * ldc + j] = alpha · Σ_d a[r * D + d] · bt[d * ldb + j]  for r < kRows, j < ncols
+// (ncols a multiple of kCols): logits s Q Kᵀ and dP = dO Vᵀ. kRows accumulators; every
+// loaded Kᵀ vector feeds kRows FMAs.
+inline void rows_times_bt(const float* a, int64_t D, const float* bt, int64_t ldb, float* c, int64_t ldc,
+                          int64_t ncols, float alpha) {
+  for (int64_t j = 0; j < ncols; j += kCols) {
+    vf acc[kRows] = {};
+    for (int64_t d = 0; d < D; ++d) {
+      const vf b = loadu(bt + d * ldb + j);
+      for (int64_t r = 0; r < kRows; ++r) acc[r] += a[r * D + d] * b;
+    }
+    for (int64_t r = 0; r < kRows; ++r) storeu(c + r * ldc + j, alpha * acc[r]);
+  }
+}
+
+// c[r * D + d] = alpha · Σ_{j<n} p[r * ldp + j] · m[j * D + d]: O = P V and dQ = s dX K.
+inline void rows_times_m(const float* p, int64_t ldp, const float* m, int64_t n, int64_t D, float* c, float alpha) {
+  int64_t d0 = 0;
+  for (; d0 + kCols <= D; d0 += kCols) {
+    vf acc[kRows] = {};
+    for (int64_t j = 0; j < n; ++j) {
+      const vf mj = loadu(m + j * D + d0);
+      for (int64_t r = 0; r < kRows; ++r) acc[r] += p[r * ldp + j] * mj;
+    }
+    for (int64_t r = 0; r < kRows; ++r) storeu(c + r * D + d0, alpha * acc[r]);
+  }
+  for (int64_t r = 0; r < kRows; ++r)  // head sizes that are not a multiple of kCols
+    for (int64_t d = d0; d < D; ++d) {
+      float acc = 0.0f;
+      for (int64_t j = 0; j < n; ++j) acc += p[r * ldp + j] * m[j * D + d];
+      c[r * D + d] = alpha * acc;
+    }
+}
+
+// m[j * D + d] += alpha · Σ_r w[r * ldw + j] · a[r * D + d]  for j < n: dK += s dXᵀ Q and
+// dV += Pᵀ dO, a kRows-rank update of the head's gradient rows.
+inline void add_wt_times_rows(const float* w, int64_t ldw, const float* a, int64_t D, float* m, int64_t n,
+                              float alpha) {
+  for (int64_t j = 0; j < n; ++j) {
+    float wj[kRows];
+    for (int64_t r = 0; r < kRows; ++r) wj[r] = alpha * w[r * ldw + j];
+    float* mj = m + j * D;
+    int64_t d0 = 0;
+    for (; d0 + kCols <= D; d0 += kCols) {
+      vf acc = loadu(mj + d0);
+      for (int64_t r = 0; r < kRows; ++r) acc += wj[r] * loadu(a + r * D + d0);
+      storeu(mj + d0, acc);
+    }
+    for (int64_t d = d0; d < D; ++d)
+      for (int64_t r = 0; r < kRows; ++r) mj[d] += wj[r] * a[r * D + d];
   }
 }
 
@@ -71,43 +171,56 @@ void for_each_slot(int64_t items, int64_t slots, const F& fn) {
 
 inline int64_t slots_for(int64_t items) { return std::max<int64_t>(1, std::min<int64_t>(items, num_threads())); }
 
+// Row r of a block (query i = i0 + r) sees n_i keys; the map fills p[0, n_i) and the
+// block's products run to the block's widest row, so the rest of the row is zeroed.
+template <class Map>
+void map_block(const Map& map, const float* x, float* p, int64_t ld, int64_t i0, int64_t rows, int64_t width,
+               const Dims& dm) {
+  for (int64_t r = 0; r < kRows; ++r) {
+    float* pr = p + r * ld;
+    const int64_t n = r < rows ? (dm.causal ? i0 + r + 1 : dm.N) : 0;
+    if (n > 0) map.forward(x + r * ld, pr, n, i0 + r, dm.N);
+    std::fill(pr + n, pr + width, 0.0f);
+  }
+}
+
 template <class Map>
 void forward(const float* q, const float* k, const float* v, float* o, const Dims& dm, const Map& map) {
-  const int64_t N = dm.N, D = dm.D;
-  const int64_t blocks = (N + kRows - 1) / kRows;
-  const int64_t items = dm.BH * blocks;
+  const int64_t N = dm.N, D = dm.D, ld = round_up(N, kCols);
+  const int64_t rows_per_item = kRows * kBlocksPerItem;
+  const int64_t per_head = (N + rows_per_item - 1) / rows_per_item;
+  const int64_t items = dm.BH * per_head;
   const int64_t slots = slots_for(items);
-  // Per slot: Kᵀ of the current head (D x N) and kRows rows of logits and of weights.
-  const int64_t per_slot = D * N + 2 * kRows * N;
+  // Per slot: Kᵀ of the current head (D x ld), a block of q rows and of outputs
+  // (kRows x D each), and kRows rows of logits and of weights (kRows x ld each).
+  const int64_t per_slot = D * ld + 2 * kRows * D + 2 * kRows * ld;
   Tensor scratch = empty({slots, per_slot});
   float* scr = scratch.mutable_data();
   for_each_slot(items, slots, [&](int64_t t, int64_t it0, int64_t it1) {
     float* kt = scr + t * per_slot;
-    float* xs = kt + D * N;
-    float* ps = xs + kRows * N;
+    float* qb = kt + D * ld;
+    float* ob = qb + kRows * D;
+    float* x = ob + kRows * D;
+    float* p = x + kRows * ld;
     int64_t cached_bh = -1;
     for (int64_t it = it0; it < it1; ++it) {
-      const int64_t bh = it / blocks, i0 = (it % blocks) * kRows, i1 = std::min(N, i0 + kRows);
+      const int64_t bh = it / per_head;
+      const int64_t first = (it % per_head) * rows_per_item, last = std::min(N, first + rows_per_item);
       const float* qh = q + bh * N * D;
       const float* vh = v + bh * N * D;
       float* oh = o + bh * N * D;
       if (bh != cached_bh) {
-        transpose_head(k + bh * N * D, kt, N, D);
+        transpose_head(k + bh * N * D, kt, N, D, ld);
         cached_bh = bh;
       }
-      for (int64_t i = i0; i < i1; ++i) {
-        const int64_t n = dm.causal ? i + 1 : N;
-        float* x = xs + (i - i0) * N;
-        float* p = ps + (i - i0) * N;
-        logit_row(qh + i * D, kt, x, n, N, D, dm.scale);
-        map.forward(x, p, n, i, N);
-        float* oi = oh + i * D;
-        std::fill(oi, oi + D, 0.0f);
-        for (int64_t j = 0; j < n; ++j) {
-          const float pj = p[j];
-          const float* vj = vh + j * D;
-          for (int64_t d = 0; d < D; ++d) oi[d] += pj * vj[d];
-        }
+      for (int64_t i0 = first; i0 < last; i0 += kRows) {
+        const int64_t rows = std::min(kRows, last - i0);
+        const int64_t width = dm.causal ? std::min(N, i0 + rows) : N;  // keys the block's rows see
+        load_rows(qh, i0, rows, D, qb);
+        rows_times_bt(qb, D, kt, ld, x, ld, round_up(width, kCols), dm.scale);
+        map_block(map, x, p, ld, i0, rows, width, dm);
+        rows_times_m(p, ld, vh, width, D, ob, 1.0f);
+        std::copy(ob, ob + rows * D, oh + i0 * D);
       }
     }
   });
@@ -116,52 +229,55 @@ void forward(const float* q, const float* k, const float* v, float* o, const Dim
 template <class Map>
 void backward(const float* q, const float* k, const float* v, const float* o, const float* dout, float* dq,
               float* dk, float* dv, const Dims& dm, const Map& map) {
-  const int64_t N = dm.N, D = dm.D;
-  const float s = dm.scale;
+  const int64_t N = dm.N, D = dm.D, ld = round_up(N, kCols);
   // Heads are independent; within a head dK and dV accumulate over queries, so one head
-  // belongs to one thread and its queries run in order (deterministic sums).
+  // belongs to one thread and its query blocks run in order (deterministic sums).
   const int64_t slots = slots_for(dm.BH);
-  const int64_t per_slot = 2 * D * N + 4 * N;  // Kᵀ, Vᵀ, and one row each of x, p, dp, dx
+  // Kᵀ, Vᵀ (D x ld each); q, dO, dQ blocks (kRows x D); x, p, dp, dx rows (kRows x ld).
+  const int64_t per_slot = 2 * D * ld + 3 * kRows * D + 4 * kRows * ld;
   Tensor scratch = empty({slots, per_slot});
   float* scr = scratch.mutable_data();
   for_each_slot(dm.BH, slots, [&](int64_t t, int64_t bh0, int64_t bh1) {
     float* kt = scr + t * per_slot;
-    float* vt = kt + D * N;
-    float* x = vt + D * N;
-    float* p = x + N;
-    float* dp = p + N;
-    float* dx = dp + N;
+    float* vt = kt + D * ld;
+    float* qb = vt + D * ld;
+    float* gb = qb + kRows * D;
+    float* dqb = gb + kRows * D;
+    float* x = dqb + kRows * D;
+    float* p = x + kRows * ld;
+    float* dp = p + kRows * ld;
+    float* dx = dp + kRows * ld;
     for (int64_t bh = bh0; bh < bh1; ++bh) {
       const int64_t off = bh * N * D;
       const float *qh = q + off, *kh = k + off, *vh = v + off, *oh = o + off, *gh = dout + off;
       float *dqh = dq + off, *dkh = dk + off, *dvh = dv + off;
-      transpose_head(kh, kt, N, D);
-      transpose_head(vh, vt, N, D);
+      transpose_head(kh, kt, N, D, ld);
+      transpose_head(vh, vt, N, D, ld);
       std::fill(dkh, dkh + N * D, 0.0f);
       std::fill(dvh, dvh + N * D, 0.0f);
-      for (int64_t i = 0; i < N; ++i) {
-        const int64_t n = dm.causal ? i + 1 : N;
-        const float* qi = qh + i * D;
-        const float* gi = gh + i * D;
-        logit_row(qi, kt, x, n, N, D, s);
-        map.forward(x, p, n, i, N);
-        logit_row(gi, vt, dp, n, N, D, 1.0f);  // dp_j = dO_i·v_j
-        float d = 0.0f;
-        for (int64_t c = 0; c < D; ++c) d += gi[c] * oh[i * D + c];
-        map.backward(x, p, dp, d, dx, n, i, N);
-        float* dqi = dqh + i * D;
-        std::fill(dqi, dqi + D, 0.0f);
-        for (int64_t j = 0; j < n; ++j) {
-          const float sx = s * dx[j], pj = p[j];
-          const float* kj = kh + j * D;
-          float* dkj = dkh + j * D;
-          float* dvj = dvh + j * D;
-          for (int64_t c = 0; c < D; ++c) {
-            dqi[c] += sx * kj[c];
-            dkj[c] += sx * qi[c];
-            dvj[c] += pj * gi[c];
+      for (int64_t i0 = 0; i0 < N; i0 += kRows) {
+        const int64_t rows = std::min(kRows, N - i0);
+        const int64_t width = dm.causal ? std::min(N, i0 + rows) : N;
+        const int64_t cols = round_up(width, kCols);
+        load_rows(qh, i0, rows, D, qb);
+        load_rows(gh, i0, rows, D, gb);
+        rows_times_bt(qb, D, kt, ld, x, ld, cols, dm.scale);  // x = s q Kᵀ, recomputed
+        map_block(map, x, p, ld, i0, rows, width, dm);
+        rows_times_bt(gb, D, vt, ld, dp, ld, cols, 1.0f);  // dp = dO Vᵀ
+        for (int64_t r = 0; r < kRows; ++r) {
+          float* dxr = dx + r * ld;
+          const int64_t n = r < rows ? (dm.causal ? i0 + r + 1 : N) : 0;
+          if (n > 0) {
+            float d = 0.0f;  // d_i = dO_i·o_i
+            for (int64_t c = 0; c < D; ++c) d += gb[r * D + c] * oh[(i0 + r) * D + c];
+            map.backward(x + r * ld, p + r * ld, dp + r * ld, d, dxr, n, i0 + r, N);
           }
+          std::fill(dxr + n, dxr + width, 0.0f);
         }
+        rows_times_m(dx, ld, kh, width, D, dqb, dm.scale);  // dq = s dx K
+        std::copy(dqb, dqb + rows * D, dqh + i0 * D);
+        add_wt_times_rows(dx, ld, qb, D, dkh, width, dm.scale);  // dK += s dxᵀ q
+        add_wt_times_rows(p, ld, gb, D, dvh, width, 1.0f);       // dV += pᵀ dO
       }
     }
   });

@@ -3,8 +3,6 @@
 // as one fused kernel (row_kernel.hpp): logits for a block of queries, the max-subtracted
 // softmax of each row, and P V, without an N x N tensor. Backward recomputes P per row and
 // uses dS = P ∘ (dP − d), d_i = dO_i·o_i.
-#include <limits>
-
 #include "attention/kernels.hpp"
 #include "attention/row_kernel.hpp"
 #include "ops/fast_math.hpp"
@@ -15,14 +13,9 @@ namespace {
 
 struct SoftmaxMap {
   void forward(const float* x, float* p, int64_t n, int64_t, int64_t) const {
-    float m = -std::numeric_limits<float>::infinity();
-    for (int64_t j = 0; j < n; ++j) m = std::max(m, x[j]);
-    float l = 0.0f;
-    for (int64_t j = 0; j < n; ++j) {
-      p[j] = detail::fast_exp(x[j] - m);
-      l += p[j];
-    }
-    const float inv = 1.0f / l;  // l >= 1: the maximal logit contributes exp(0)
+    const float m = attention_kernel::row_max(x, n);
+    for (int64_t j = 0; j < n; ++j) p[j] = detail::fast_exp(x[j] - m);
+    const float inv = 1.0f / attention_kernel::row_sum(p, n);  // >= 1: the maximal logit gives exp(0)
     for (int64_t j = 0; j < n; ++j) p[j] *= inv;
   }
   void backward(const float*, const float* p, const float* dp, float d, float* dx, int64_t n, int64_t,

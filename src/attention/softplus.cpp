@@ -38,25 +38,12 @@ struct SoftplusMap {
   }
   void forward(const float* x, float* p, int64_t n, int64_t, int64_t) const {
     const float lam = lambda(n);
-    float sum = 0.0f;
-    if (power == 1.0f) {
-      for (int64_t j = 0; j < n; ++j) {
-        p[j] = softplus_stable(lam * x[j]);
-        sum += p[j];
-      }
-    } else {
-      float fmax = 0.0f;
-      for (int64_t j = 0; j < n; ++j) {
-        p[j] = softplus_stable(lam * x[j]);
-        fmax = std::max(fmax, p[j]);
-      }
-      const float inv = 1.0f / fmax;
-      for (int64_t j = 0; j < n; ++j) {
-        p[j] = std::pow(p[j] * inv, power);
-        sum += p[j];
-      }
+    for (int64_t j = 0; j < n; ++j) p[j] = softplus_stable(lam * x[j]);
+    if (power != 1.0f) {
+      const float inv = 1.0f / attention_kernel::row_max(p, n);
+      for (int64_t j = 0; j < n; ++j) p[j] = std::pow(p[j] * inv, power);
     }
-    const float inv = 1.0f / sum;
+    const float inv = 1.0f / attention_kernel::row_sum(p, n);
     for (int64_t j = 0; j < n; ++j) p[j] *= inv;
   }
   // a = g / G, g = f^p:  ∂L/∂f_j = p (a_j / f_j)(dA_j − d),  ∂f/∂z = σ(z),  z = λ x.

@@ -1,0 +1,112 @@
+// Attention modules at growing sequence length: forward (inference, NoGradGuard) and
+// forward+backward time, and the peak bytes of tensor storage each allocates, for
+// H = 4 and (B = 1, Dh = 32, N = 64 ... 4096), plus the ViT shapes (docs/attention.md).
+//
+//   build-bench/bench/bench_attention [--benchmark_filter=softmax]
+//
+// "composed_softmax" is the same softmax attention built from primitive ops (matmul,
+// scale, softmax, matmul), the path the fused kernel replaced: it materialises the
+// B x H x N x N scores in both modes. SOFT gets an image grid: N = side², no class token.
+// The first two shapes of each series are the ViTs of configs/ at batch 128.
+// Counters: peak_MB, the peak of live tensor bytes above what existed before the call
+// (outputs, saved tensors, scratch, gradients); N2_MB, one B x H x N x N float tensor.
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "bench_common.hpp"
+#include "softlab/attention.hpp"
+#include "softlab/ops.hpp"
+#include "softlab/softlab.hpp"
+
+namespace {
+
+using namespace softlab;
+
+constexpr int64_t kH = 4;
+
+std::unique_ptr<Attention> make(const std::string& type, int64_t n, int64_t dh, Generator& init) {
+  AttentionContext ctx;
+  ctx.dim = kH * dh;
+  ctx.heads = kH;
+  ctx.head_dim = dh;
+  ctx.init = &init;
+  ctx.seq_len = n;
+  const auto side = static_cast<int64_t>(std::lround(std::sqrt(static_cast<double>(n))));
+  if (side * side == n) ctx.grid_h = ctx.grid_w = side;
+  json cfg = {{"type", type}};
+  if (type == "soft") cfg["ratio"] = std::max<int64_t>(1, side / 8);  // 64 landmarks at every N
+  return make_attention(cfg, ctx);
+}
+
+Tensor composed_softmax(const Tensor& q, const Tensor& k, const Tensor& v) {
+  const auto dh = static_cast<float>(q.shape()[3]);
+  return matmul(softmax(scale(matmul(q, k, false, true), 1.0f / std::sqrt(dh))), v);
+}
+
+void run(benchmark::State& state, const std::string& type, bool backward) {
+  const int64_t n = state.range(0), batch = state.range(1), dh = state.range(2);
+  Generator gen(1);
+  std::unique_ptr<Attention> m;
+  if (type != "composed_softmax") m = make(type, n, dh, gen);
+  const Shape s{batch, kH, n, dh};
+  Tensor q = uniform(s, gen, -1.0f, 1.0f), k = uniform(s, gen, -1.0f, 1.0f), v = uniform(s, gen, -1.0f, 1.0f);
+  const Tensor dout = uniform(s, gen, -1.0f, 1.0f);
+  for (Tensor* t : {&q, &k, &v}) t->set_requires_grad(backward);
+  auto step = [&] {
+    Tensor o = m ? m->forward(q, k, v) : composed_softmax(q, k, v);
+    if (backward) o.backward(dout);
+    benchmark::DoNotOptimize(o.data());
+    for (Tensor* t : {&q, &k, &v}) t->zero_grad();
+    if (m)
+      for (auto& p : m->parameters()) p.tensor.zero_grad();
+  };
+  int64_t peak = 0;
+  {
+    // One measured call for the memory counter, outside the timing loop.
+    std::unique_ptr<NoGradGuard> ng = backward ? nullptr : std::make_unique<NoGradGuard>();
+    reset_peak_tensor_memory();
+    const int64_t live = tensor_memory().live_bytes;
+    step();
+    peak = tensor_memory().peak_bytes - live;
+  }
+  std::unique_ptr<NoGradGuard> ng = backward ? nullptr : std::make_unique<NoGradGuard>();
+  for (auto _ : state) step();
+  state.counters["peak_MB"] = static_cast<double>(peak) / 1e6;
+  state.counters["N2_MB"] = static_cast<double>(batch * kH * n * n) * sizeof(float) / 1e6;
+  state.counters["tokens_per_s"] = benchmark::Counter(static_cast<double>(batch * n), benchmark::Counter::kIsRate);
+}
+
+void register_all() {
+  const std::vector<std::string> types = {"composed_softmax", "softmax", "sigmoid",   "linear", "mala",
+                                          "soft",             "selective", "softplus", "relu",   "power"};
+  for (const auto& t : types)
+    for (bool bwd : {false, true}) {
+      auto* b = benchmark::RegisterBenchmark((t + (bwd ? "/fwd_bwd" : "/fwd")).c_str(),
+                                             [t, bwd](benchmark::State& st) { run(st, t, bwd); });
+      // Args: N, B, Dh. First the ViT shapes of the configs (Fashion-MNIST: 16 patches +
+      // class token, Dh 16; CIFAR-10: 64 patches + class token, Dh 64, with 4 heads instead of 3; batch 128), then the
+      // scaling series at B = 1, Dh = 32. SOFT needs a square grid and no class token:
+      // it runs at 16 and 64 tokens for the ViT shapes and at the square N of the series.
+      const bool soft = t == "soft";
+      b->Args({soft ? 16 : 17, 128, 16});
+      b->Args({soft ? 64 : 65, 128, 64});
+      for (int64_t n : {64, 256, 512, 1024, 2048, 4096}) {
+        const auto side = static_cast<int64_t>(std::lround(std::sqrt(static_cast<double>(n))));
+        if (soft && side * side != n) continue;
+        b->Args({n, 1, 32});
+      }
+      b->Unit(benchmark::kMillisecond)->UseRealTime();
+    }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  softlab_bench::setup_run();
+  register_all();
+  benchmark::Initialize(&argc, argv);
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

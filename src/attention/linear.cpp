@@ -1,0 +1,262 @@
+// linear: "Transformers are RNNs" (Katharopoulos et al. 2020, arXiv 2006.16236), with the
+// feature map phi = elu + 1 and no 1/sqrt(Dh) scale (spec/attention.md section 3):
+//
+//   bidirectional:  S = sum_j phi(k_j) v_j^T  (Dh x Dv),  z = sum_j phi(k_j)  (Dh)
+//   causal:         S_i, z_i = the same sums over j <= i
+//   o_i = phi(q_i)^T S / (phi(q_i) . z + eps)
+//
+// One fused op with a hand-written backward. Memory is linear in N: per (b, h) the kernels
+// keep only the Dh x Dv state (and, in backward, two scalars per row); no N x N matrix is
+// ever formed. Every sum over tokens is accumulated in double (float32 prefix sums drift
+// over long N; spec section 0), and so is every per-row product, so the float32 result is
+// the double-precision value rounded once.
+#include <cstring>
+#include <memory>
+
+#include "attention/feature_map.hpp"
+#include "softlab/attention.hpp"
+#include "softlab/autograd.hpp"
+
+namespace softlab {
+
+namespace {
+
+using detail::elu1_grad;
+using detail::elu1_row;
+using detail::HeadDims;
+
+// ---- forward ----------------------------------------------------------------------------
+// One (b, h): q, k [N, Dh], v [N, Dv] -> o [N, Dv].
+// Scratch (double): S [Dh*Dv] (row-major, S[d*Dv + e]), z [Dh], fq [Dh], fk [Dh], num [Dv].
+void linear_forward_head(const float* q, const float* k, const float* v, float* o, int64_t N, int64_t Dh,
+                         int64_t Dv, double eps, bool causal, double* scratch) {
+  double* S = scratch;
+  double* z = S + Dh * Dv;
+  double* fq = z + Dh;
+  double* fk = fq + Dh;
+  double* num = fk + Dh;
+  std::memset(S, 0, sizeof(double) * static_cast<size_t>(Dh * Dv + Dh));  // S and z
+
+  // Adds token j to the state: S += phi(k_j) v_j^T, z += phi(k_j).
+  auto add_key = [&](int64_t j) {
+    elu1_row(k + j * Dh, fk, Dh);
+    const float* vj = v + j * Dv;
+    for (int64_t d = 0; d < Dh; ++d) {
+      double* Sd = S + d * Dv;
+      for (int64_t e = 0; e < Dv; ++e) Sd[e] += fk[d] * vj[e];
+      z[d] += fk[d];
+    }
+  };
+
+  // Bidirectional: every query sees the full sums. Causal: query i sees the prefix up to i,
+  // so the state is advanced by one key just before row i is read.
+  if (!causal)
+    for (int64_t j = 0; j < N; ++j) add_key(j);
+  for (int64_t i = 0; i < N; ++i) {
+    if (causal) add_key(i);
+    elu1_row(q + i * Dh, fq, Dh);
+    // num = phi(q_i)^T S (Dv), den = phi(q_i) . z + eps (> 0 since phi > 0).
+    for (int64_t e = 0; e < Dv; ++e) num[e] = 0.0;
+    double den = eps;
+    for (int64_t d = 0; d < Dh; ++d) {
+      const double* Sd = S + d * Dv;
+      for (int64_t e = 0; e < Dv; ++e) num[e] += fq[d] * Sd[e];
+      den += fq[d] * z[d];
+    }
+    const double inv_den = 1.0 / den;
+    float* oi = o + i * Dv;
+    for (int64_t e = 0; e < Dv; ++e) oi[e] = static_cast<float>(num[e] * inv_den);
+  }
+}
+
+// ---- backward ---------------------------------------------------------------------------
+// With den_i = phi(q_i).z_i + eps, num_i = phi(q_i)^T S_i and g_i = dO_i:
+//   dnum_i = g_i / den_i,   dden_i = -(g_i . num_i) / den_i^2
+//   dphi(q_i) = S_i dnum_i + dden_i z_i
+//   dphi(k_j) = R_j v_j + r_j,  dv_j = R_j^T phi(k_j)
+// where R_j = sum_i phi(q_i) dnum_i^T and r_j = sum_i dden_i phi(q_i) run over the queries
+// that see key j (all of them, or i >= j when causal: reverse prefix sums).
+// g_i . num_i is computed as phi(q_i) . t_i with t_i = S_i g_i, the vector dphi(q_i) needs
+// anyway, so num_i is never recomputed.
+//
+// Pass A walks the queries forward with the (prefix) state S, z rebuilt from k, v, exactly
+// as the forward built it; it writes dq and keeps two scalars per row for pass B:
+// inv_den[i] = 1/den_i and dden[i]. Pass B walks the keys backward with R, r.
+// Scratch (double): S [Dh*Dv], z [Dh], fq, fk, t [Dh], inv_den [N], dden [N], w [Dv]; pass B
+// reuses S and z as R and r.
+void linear_backward_head(const float* q, const float* k, const float* v, const float* g, float* dq, float* dk,
+                          float* dv, int64_t N, int64_t Dh, int64_t Dv, double eps, bool causal, double* scratch) {
+  double* S = scratch;
+  double* z = S + Dh * Dv;
+  double* fq = z + Dh;
+  double* fk = fq + Dh;
+  double* t = fk + Dh;
+  double* inv_den = t + Dh;
+  double* dden = inv_den + N;
+  double* w = dden + N;
+
+  // ---- pass A: queries in order, state S, z as in the forward; dq.
+  std::memset(S, 0, sizeof(double) * static_cast<size_t>(Dh * Dv + Dh));
+  auto add_key = [&](int64_t j) {
+    elu1_row(k + j * Dh, fk, Dh);
+    const float* vj = v + j * Dv;
+    for (int64_t d = 0; d < Dh; ++d) {
+      double* Sd = S + d * Dv;
+      for (int64_t e = 0; e < Dv; ++e) Sd[e] += fk[d] * vj[e];
+      z[d] += fk[d];
+    }
+  };
+  if (!causal)
+    for (int64_t j = 0; j < N; ++j) add_key(j);
+  for (int64_t i = 0; i < N; ++i) {
+    if (causal) add_key(i);
+    const float* qi = q + i * Dh;
+    const float* gi = g + i * Dv;
+    elu1_row(qi, fq, Dh);
+    // t = S g_i (Dh); den = phi(q_i).z + eps; g_i . num_i = phi(q_i) . t.
+    double den = eps, g_num = 0.0;
+    for (int64_t d = 0; d < Dh; ++d) {
+      const double* Sd = S + d * Dv;
+      double acc = 0.0;
+      for (int64_t e = 0; e < Dv; ++e) acc += Sd[e] * gi[e];
+      t[d] = acc;
+      den += fq[d] * z[d];
+      g_num += fq[d] * acc;
+    }
+    const double r_den = 1.0 / den;
+    // -(g.num)/den^2 as two multiplications by 1/den: den^2 alone could underflow when
+    // eps = 0 and phi(q_i) is tiny, although the ratio is fine.
+    const double dd = -(g_num * r_den) * r_den;
+    inv_den[i] = r_den;
+    dden[i] = dd;
+    // dq = (S dnum_i + dden_i z) o phi'(q_i), with S dnum_i = t / den_i.
+    float* dqi = dq + i * Dh;
+    for (int64_t d = 0; d < Dh; ++d) dqi[d] = static_cast<float>((t[d] * r_den + dd * z[d]) * elu1_grad(qi[d]));
+  }
+
+  // ---- pass B: keys in reverse order, R = sum phi(q_i) dnum_i^T and r = sum dden_i phi(q_i)
+  // over the queries that see key j; dk and dv.
+  double* R = S;
+  double* r = z;
+  std::memset(R, 0, sizeof(double) * static_cast<size_t>(Dh * Dv + Dh));
+  auto add_query = [&](int64_t i) {
+    elu1_row(q + i * Dh, fq, Dh);
+    const float* gi = g + i * Dv;
+    for (int64_t d = 0; d < Dh; ++d) {
+      const double a = fq[d] * inv_den[i];  // phi(q_i)[d] / den_i: R += a g_i^T
+      double* Rd = R + d * Dv;
+      for (int64_t e = 0; e < Dv; ++e) Rd[e] += a * gi[e];
+      r[d] += dden[i] * fq[d];
+    }
+  };
+  if (!causal)
+    for (int64_t i = 0; i < N; ++i) add_query(i);
+  for (int64_t j = N - 1; j >= 0; --j) {
+    if (causal) add_query(j);  // R_j = sum over i >= j
+    const float* kj = k + j * Dh;
+    const float* vj = v + j * Dv;
+    elu1_row(kj, fk, Dh);
+    float* dkj = dk + j * Dh;
+    float* dvj = dv + j * Dv;
+    // dv_j = R^T phi(k_j), summed over d row by row of R (unit stride) into w.
+    for (int64_t e = 0; e < Dv; ++e) w[e] = 0.0;
+    for (int64_t d = 0; d < Dh; ++d) {
+      const double* Rd = R + d * Dv;
+      for (int64_t e = 0; e < Dv; ++e) w[e] += Rd[e] * fk[d];
+    }
+    for (int64_t e = 0; e < Dv; ++e) dvj[e] = static_cast<float>(w[e]);
+    // dk_j = (R v_j + r) o phi'(k_j).
+    for (int64_t d = 0; d < Dh; ++d) {
+      const double* Rd = R + d * Dv;
+      double acc = r[d];
+      for (int64_t e = 0; e < Dv; ++e) acc += Rd[e] * vj[e];
+      dkj[d] = static_cast<float>(acc * elu1_grad(kj[d]));
+    }
+  }
+}
+
+int64_t forward_scratch(const HeadDims& s) { return s.Dh * s.Dv + 3 * s.Dh + s.Dv; }
+int64_t backward_scratch(const HeadDims& s) { return s.Dh * s.Dv + 4 * s.Dh + 2 * s.N + s.Dv; }
+
+// Kept for backward: q, k, v (the inputs themselves, no copy). Nothing else: backward rebuilds
+// phi and the Dh x Dv (prefix) state from them in one pass, which also yields den_i, so no
+// per-row statistic needs saving. No N x N and no N copies of the state.
+struct LinearAttentionNode final : Node {
+  Saved q, k, v;
+  HeadDims dims;
+  double eps = 0.0;
+  bool causal = false;
+  const char* name() const override { return "linear_attention"; }
+  std::vector<Tensor> backward(const Tensor& grad_output) override {
+    const Tensor& Q = q.get();
+    const Tensor& K = k.get();
+    const Tensor& V = v.get();
+    SOFTLAB_ASSERT(grad_output.shape() == V.shape(), "linear attention backward: gradient ", grad_output.shape(),
+                   " for output ", V.shape());
+    Tensor dQ = empty(Q.shape()), dK = empty(K.shape()), dV = empty(V.shape());
+    const float *pq = Q.data(), *pk = K.data(), *pv = V.data(), *pg = grad_output.data();
+    float *pdq = dQ.mutable_data(), *pdk = dK.mutable_data(), *pdv = dV.mutable_data();
+    const int64_t N = dims.N, Dh = dims.Dh, Dv = dims.Dv;
+    detail::for_each_head(dims.heads(), backward_scratch(dims), [&](int64_t bh, double* scratch) {
+      const int64_t qo = bh * N * Dh, vo = bh * N * Dv;
+      linear_backward_head(pq + qo, pk + qo, pv + vo, pg + vo, pdq + qo, pdk + qo, pdv + vo, N, Dh, Dv, eps, causal,
+                           scratch);
+    });
+    return {dQ, dK, dV};
+  }
+};
+
+Tensor linear_attention(const Tensor& q, const Tensor& k, const Tensor& v, double eps, bool causal) {
+  const HeadDims dims = detail::check_qkv("linear", q, k, v);
+  Tensor o = empty(v.shape());
+  const float *pq = q.data(), *pk = k.data(), *pv = v.data();
+  float* po = o.mutable_data();
+  const int64_t N = dims.N, Dh = dims.Dh, Dv = dims.Dv;
+  detail::for_each_head(dims.heads(), forward_scratch(dims), [&](int64_t bh, double* scratch) {
+    const int64_t qo = bh * N * Dh, vo = bh * N * Dv;
+    linear_forward_head(pq + qo, pk + qo, pv + vo, po + vo, N, Dh, Dv, eps, causal, scratch);
+  });
+  if (needs_grad({&q, &k, &v})) {
+    auto node = std::make_shared<LinearAttentionNode>();
+    node->q = Saved(q);
+    node->k = Saved(k);
+    node->v = Saved(v);
+    node->dims = dims;
+    node->eps = eps;
+    node->causal = causal;
+    attach(o, node, {&q, &k, &v});
+  }
+  return o;
+}
+
+class LinearAttention final : public Attention {
+ public:
+  LinearAttention(double eps, bool causal) : eps_(eps), causal_(causal) {}
+  Tensor forward(const Tensor& q, const Tensor& k, const Tensor& v) override {
+    return linear_attention(q, k, v, eps_, causal_);
+  }
+
+ private:
+  double eps_;
+  bool causal_;
+};
+
+}  // namespace
+
+AttentionEntry linear_attention_entry() {
+  AttentionEntry e;
+  e.name = "linear";
+  e.help = "linear attention, phi(q)^T sum phi(k)v^T / (phi(q).sum phi(k) + eps), phi = elu+1 "
+           "(Katharopoulos et al. 2020)";
+  e.schema = {
+      {.name = "eps", .type = ParamType::Float, .default_value = 1e-6, .min = 0.0,
+       .help = "added to the denominator phi(q).sum phi(k)"},
+      {.name = "causal", .type = ParamType::Bool, .default_value = false, .help = "query i sees keys 0..i only"},
+  };
+  e.factory = [](const json& p, const AttentionContext&) -> std::unique_ptr<Attention> {
+    return std::make_unique<LinearAttention>(p["eps"].get<double>(), p["causal"].get<bool>());
+  };
+  return e;
+}
+
+}  // namespace softlab
