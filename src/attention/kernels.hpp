@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "softlab/attention.hpp"
+#include "softlab/error.hpp"
 #include "softlab/tensor.hpp"
 
 namespace softlab {
@@ -26,5 +27,24 @@ inline float configured_scale(const json& params) {
 inline float scale_for(float configured, const Tensor& q) {
   return configured > 0.0f ? configured : 1.0f / std::sqrt(static_cast<float>(q.shape()[-1]));
 }
+
+namespace detail {
+// The sizes of per-head q, k [B, H, N, Dh] and v [B, H, N, Dv].
+struct HeadDims {
+  int64_t B = 0, H = 0, N = 0, Dh = 0, Dv = 0;
+  int64_t heads() const { return B * H; }  // independent (b, h) problems
+};
+
+// Checks that q, k, v are per-head tensors of one attention call; names all three shapes.
+inline HeadDims check_qkv(const char* module, const Tensor& q, const Tensor& k, const Tensor& v) {
+  SOFTLAB_CHECK(q.defined() && k.defined() && v.defined(), module, ": q, k and v must be defined tensors");
+  SOFTLAB_CHECK(q.rank() == 4 && k.shape() == q.shape() && v.rank() == 4 && v.shape()[0] == q.shape()[0] &&
+                    v.shape()[1] == q.shape()[1] && v.shape()[2] == q.shape()[2],
+                module, ": q and k must be [B, H, N, Dh] and v [B, H, N, Dv] with the same B, H, N; got q ",
+                q.shape(), ", k ", k.shape(), ", v ", v.shape());
+  return {q.shape()[0], q.shape()[1], q.shape()[2], q.shape()[3], v.shape()[3]};
+}
+
+}  // namespace detail
 
 }  // namespace softlab

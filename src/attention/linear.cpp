@@ -13,7 +13,7 @@
 #include <cstring>
 #include <memory>
 
-#include "attention/feature_map.hpp"
+#include "attention/headwise_kernel.hpp"
 #include "softlab/attention.hpp"
 #include "softlab/autograd.hpp"
 
@@ -175,70 +175,20 @@ void linear_backward_head(const float* q, const float* k, const float* v, const 
   }
 }
 
-int64_t forward_scratch(const HeadDims& s) { return s.Dh * s.Dv + 3 * s.Dh + s.Dv; }
-int64_t backward_scratch(const HeadDims& s) { return s.Dh * s.Dv + 4 * s.Dh + 2 * s.N + s.Dv; }
-
-// Kept for backward: q, k, v (the inputs themselves, no copy). Nothing else: backward rebuilds
-// phi and the Dh x Dv (prefix) state from them in one pass, which also yields den_i, so no
-// per-row statistic needs saving. No N x N and no N copies of the state.
-struct LinearAttentionNode final : Node {
-  Saved q, k, v;
-  HeadDims dims;
+// The op's settings and its per-head kernels, for detail::headwise_attention; scratch
+// sizes are in doubles per thread.
+struct LinearKernel {
   double eps = 0.0;
   bool causal = false;
-  const char* name() const override { return "linear_attention"; }
-  std::vector<Tensor> backward(const Tensor& grad_output) override {
-    const Tensor& Q = q.get();
-    const Tensor& K = k.get();
-    const Tensor& V = v.get();
-    SOFTLAB_ASSERT(grad_output.shape() == V.shape(), "linear attention backward: gradient ", grad_output.shape(),
-                   " for output ", V.shape());
-    Tensor dQ = empty(Q.shape()), dK = empty(K.shape()), dV = empty(V.shape());
-    const float *pq = Q.data(), *pk = K.data(), *pv = V.data(), *pg = grad_output.data();
-    float *pdq = dQ.mutable_data(), *pdk = dK.mutable_data(), *pdv = dV.mutable_data();
-    const int64_t N = dims.N, Dh = dims.Dh, Dv = dims.Dv;
-    detail::for_each_head(dims.heads(), backward_scratch(dims), [&](int64_t bh, double* scratch) {
-      const int64_t qo = bh * N * Dh, vo = bh * N * Dv;
-      linear_backward_head(pq + qo, pk + qo, pv + vo, pg + vo, pdq + qo, pdk + qo, pdv + vo, N, Dh, Dv, eps, causal,
-                           scratch);
-    });
-    return {dQ, dK, dV};
+  int64_t forward_scratch(const HeadDims& s) const { return s.Dh * s.Dv + 3 * s.Dh + s.Dv; }
+  int64_t backward_scratch(const HeadDims& s) const { return s.Dh * s.Dv + 4 * s.Dh + 2 * s.N + s.Dv; }
+  void forward(const float* q, const float* k, const float* v, float* o, const HeadDims& d, double* scratch) const {
+    linear_forward_head(q, k, v, o, d.N, d.Dh, d.Dv, eps, causal, scratch);
   }
-};
-
-Tensor linear_attention(const Tensor& q, const Tensor& k, const Tensor& v, double eps, bool causal) {
-  const HeadDims dims = detail::check_qkv("linear", q, k, v);
-  Tensor o = empty(v.shape());
-  const float *pq = q.data(), *pk = k.data(), *pv = v.data();
-  float* po = o.mutable_data();
-  const int64_t N = dims.N, Dh = dims.Dh, Dv = dims.Dv;
-  detail::for_each_head(dims.heads(), forward_scratch(dims), [&](int64_t bh, double* scratch) {
-    const int64_t qo = bh * N * Dh, vo = bh * N * Dv;
-    linear_forward_head(pq + qo, pk + qo, pv + vo, po + vo, N, Dh, Dv, eps, causal, scratch);
-  });
-  if (needs_grad({&q, &k, &v})) {
-    auto node = std::make_shared<LinearAttentionNode>();
-    node->q = Saved(q);
-    node->k = Saved(k);
-    node->v = Saved(v);
-    node->dims = dims;
-    node->eps = eps;
-    node->causal = causal;
-    attach(o, node, {&q, &k, &v});
+  void backward(const float* q, const float* k, const float* v, const float* g, float* dq, float* dk, float* dv,
+                const HeadDims& d, double* scratch) const {
+    linear_backward_head(q, k, v, g, dq, dk, dv, d.N, d.Dh, d.Dv, eps, causal, scratch);
   }
-  return o;
-}
-
-class LinearAttention final : public Attention {
- public:
-  LinearAttention(double eps, bool causal) : eps_(eps), causal_(causal) {}
-  Tensor forward(const Tensor& q, const Tensor& k, const Tensor& v) override {
-    return linear_attention(q, k, v, eps_, causal_);
-  }
-
- private:
-  double eps_;
-  bool causal_;
 };
 
 }  // namespace
@@ -254,7 +204,8 @@ AttentionEntry linear_attention_entry() {
       {.name = "causal", .type = ParamType::Bool, .default_value = false, .help = "query i sees keys 0..i only"},
   };
   e.factory = [](const json& p, const AttentionContext&) -> std::unique_ptr<Attention> {
-    return std::make_unique<LinearAttention>(p["eps"].get<double>(), p["causal"].get<bool>());
+    return std::make_unique<detail::HeadwiseAttention<LinearKernel>>(
+        "linear_attention", LinearKernel{p["eps"].get<double>(), p["causal"].get<bool>()});
   };
   return e;
 }

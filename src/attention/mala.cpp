@@ -24,7 +24,7 @@
 #include <cstring>
 #include <memory>
 
-#include "attention/feature_map.hpp"
+#include "attention/headwise_kernel.hpp"
 #include "softlab/attention.hpp"
 #include "softlab/autograd.hpp"
 
@@ -209,73 +209,22 @@ void mala_backward_head(const float* q, const float* k, const float* v, const fl
   }
 }
 
-int64_t forward_scratch(const HeadDims& s) { return s.Dh * s.Dv + 3 * s.Dh + 2 * s.Dv; }
-int64_t backward_scratch(const HeadDims& s) { return s.Dh * s.Dv + 4 * s.Dh + 2 * s.Dv + 3 * s.N; }
-
-// Kept for backward: q, k, v (the inputs themselves, no copy). Nothing else: backward rebuilds
-// phi and the (prefix) sums SV, Kp, Vs from them in one pass, which also yields every per-row
-// statistic (c_i, den_i), so none needs saving. No N x N and no N copies of the state.
-struct MalaAttentionNode final : Node {
-  Saved q, k, v;
-  HeadDims dims;
-  double scale = 0.0, eps = 0.0;
+// The op's settings and its per-head kernels, for detail::headwise_attention; scratch
+// sizes are in doubles per thread.
+struct MalaKernel {
+  double scale = 0.0;  // <= 0: Dh^-1/2
+  double eps = 0.0;
   bool causal = false;
-  const char* name() const override { return "mala_attention"; }
-  std::vector<Tensor> backward(const Tensor& grad_output) override {
-    const Tensor& Q = q.get();
-    const Tensor& K = k.get();
-    const Tensor& V = v.get();
-    SOFTLAB_ASSERT(grad_output.shape() == V.shape(), "mala attention backward: gradient ", grad_output.shape(),
-                   " for output ", V.shape());
-    Tensor dQ = empty(Q.shape()), dK = empty(K.shape()), dV = empty(V.shape());
-    const float *pq = Q.data(), *pk = K.data(), *pv = V.data(), *pg = grad_output.data();
-    float *pdq = dQ.mutable_data(), *pdk = dK.mutable_data(), *pdv = dV.mutable_data();
-    const int64_t N = dims.N, Dh = dims.Dh, Dv = dims.Dv;
-    detail::for_each_head(dims.heads(), backward_scratch(dims), [&](int64_t bh, double* scratch) {
-      const int64_t qo = bh * N * Dh, vo = bh * N * Dv;
-      mala_backward_head(pq + qo, pk + qo, pv + vo, pg + vo, pdq + qo, pdk + qo, pdv + vo, N, Dh, Dv, scale, eps,
-                         causal, scratch);
-    });
-    return {dQ, dK, dV};
+  double s(const HeadDims& d) const { return scale > 0.0 ? scale : 1.0 / std::sqrt(static_cast<double>(d.Dh)); }
+  int64_t forward_scratch(const HeadDims& s) const { return s.Dh * s.Dv + 3 * s.Dh + 2 * s.Dv; }
+  int64_t backward_scratch(const HeadDims& s) const { return s.Dh * s.Dv + 4 * s.Dh + 2 * s.Dv + 3 * s.N; }
+  void forward(const float* q, const float* k, const float* v, float* o, const HeadDims& d, double* scratch) const {
+    mala_forward_head(q, k, v, o, d.N, d.Dh, d.Dv, s(d), eps, causal, scratch);
   }
-};
-
-// scale <= 0 means Dh^-1/2.
-Tensor mala_attention(const Tensor& q, const Tensor& k, const Tensor& v, double scale, double eps, bool causal) {
-  const HeadDims dims = detail::check_qkv("mala", q, k, v);
-  const double s = scale > 0.0 ? scale : 1.0 / std::sqrt(static_cast<double>(dims.Dh));
-  Tensor o = empty(v.shape());
-  const float *pq = q.data(), *pk = k.data(), *pv = v.data();
-  float* po = o.mutable_data();
-  const int64_t N = dims.N, Dh = dims.Dh, Dv = dims.Dv;
-  detail::for_each_head(dims.heads(), forward_scratch(dims), [&](int64_t bh, double* scratch) {
-    const int64_t qo = bh * N * Dh, vo = bh * N * Dv;
-    mala_forward_head(pq + qo, pk + qo, pv + vo, po + vo, N, Dh, Dv, s, eps, causal, scratch);
-  });
-  if (needs_grad({&q, &k, &v})) {
-    auto node = std::make_shared<MalaAttentionNode>();
-    node->q = Saved(q);
-    node->k = Saved(k);
-    node->v = Saved(v);
-    node->dims = dims;
-    node->scale = s;
-    node->eps = eps;
-    node->causal = causal;
-    attach(o, node, {&q, &k, &v});
+  void backward(const float* q, const float* k, const float* v, const float* g, float* dq, float* dk, float* dv,
+                const HeadDims& d, double* scratch) const {
+    mala_backward_head(q, k, v, g, dq, dk, dv, d.N, d.Dh, d.Dv, s(d), eps, causal, scratch);
   }
-  return o;
-}
-
-class MalaAttention final : public Attention {
- public:
-  MalaAttention(double scale, double eps, bool causal) : scale_(scale), eps_(eps), causal_(causal) {}
-  Tensor forward(const Tensor& q, const Tensor& k, const Tensor& v) override {
-    return mala_attention(q, k, v, scale_, eps_, causal_);
-  }
-
- private:
-  double scale_, eps_;
-  bool causal_;
 };
 
 }  // namespace
@@ -294,7 +243,8 @@ AttentionEntry mala_attention_entry() {
   };
   e.factory = [](const json& p, const AttentionContext&) -> std::unique_ptr<Attention> {
     const double s = p["scale"].is_null() ? 0.0 : p["scale"].get<double>();
-    return std::make_unique<MalaAttention>(s, p["eps"].get<double>(), p["causal"].get<bool>());
+    return std::make_unique<detail::HeadwiseAttention<MalaKernel>>(
+        "mala_attention", MalaKernel{s, p["eps"].get<double>(), p["causal"].get<bool>()});
   };
   return e;
 }

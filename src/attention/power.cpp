@@ -58,19 +58,6 @@ struct PowerMap {
   }
 };
 
-class PowerAttention final : public Attention {
- public:
-  PowerAttention(float scale, bool causal, const PowerMap& map) : scale_(scale), causal_(causal), map_(map) {}
-  Tensor forward(const Tensor& q, const Tensor& k, const Tensor& v) override {
-    return attention_kernel::row_attention("power_attention", q, k, v, scale_for(scale_, q), causal_, map_);
-  }
-
- private:
-  float scale_;
-  bool causal_;
-  PowerMap map_;
-};
-
 }  // namespace
 
 AttentionEntry power_attention_entry() {
@@ -90,7 +77,8 @@ AttentionEntry power_attention_entry() {
     map.power = p["p"].get<int>();
     SOFTLAB_CHECK(map.power % 2 == 0, "model.attention.p: Power-Softmax needs an even power, got ", map.power);
     map.eps = p["eps"].get<float>();
-    return std::make_unique<PowerAttention>(configured_scale(p), p["causal"].get<bool>(), map);
+    return std::make_unique<attention_kernel::RowMapAttention<PowerMap>>(
+        "power_attention", configured_scale(p), p["causal"].get<bool>(), map);
   };
   return e;
 }

@@ -22,18 +22,6 @@ struct ReluMap {
   }
 };
 
-class ReluAttention final : public Attention {
- public:
-  ReluAttention(float scale, bool causal) : scale_(scale), causal_(causal) {}
-  Tensor forward(const Tensor& q, const Tensor& k, const Tensor& v) override {
-    return attention_kernel::row_attention("relu_attention", q, k, v, scale_for(scale_, q), causal_, ReluMap{});
-  }
-
- private:
-  float scale_;
-  bool causal_;
-};
-
 }  // namespace
 
 AttentionEntry relu_attention_entry() {
@@ -42,7 +30,8 @@ AttentionEntry relu_attention_entry() {
   e.help = "ReLU attention scaled by the number of keys, relu(s QK^T) V / n (Wortsman et al. 2023)";
   e.schema = {scale_param(), causal_param()};
   e.factory = [](const json& p, const AttentionContext&) -> std::unique_ptr<Attention> {
-    return std::make_unique<ReluAttention>(configured_scale(p), p["causal"].get<bool>());
+    return std::make_unique<attention_kernel::RowMapAttention<ReluMap>>(
+        "relu_attention", configured_scale(p), p["causal"].get<bool>(), ReluMap{});
   };
   return e;
 }

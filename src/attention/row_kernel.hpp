@@ -26,10 +26,13 @@
 // dp_j = dO_i·v_j and d = dO_i·o_i. Maps are template arguments so their loops inline
 // into the kernel and vectorise.
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <limits>
 
+#include "attention/kernels.hpp"
+#include "softlab/attention.hpp"
 #include "softlab/autograd.hpp"
 #include "softlab/error.hpp"
 #include "softlab/parallel.hpp"
@@ -284,14 +287,12 @@ void backward(const float* q, const float* k, const float* v, const float* o, co
 }
 
 inline Dims check_qkv(const char* op, const Tensor& q, const Tensor& k, const Tensor& v) {
-  SOFTLAB_CHECK(q.defined() && k.defined() && v.defined(), op, ": q, k and v must be defined");
-  SOFTLAB_CHECK(q.rank() == 4 && q.shape() == k.shape() && q.shape() == v.shape(), op,
-                " attention: q, k, v must all be [B, H, N, Dh], got q ", q.shape(), ", k ", k.shape(), ", v ",
-                v.shape());
+  const detail::HeadDims hd = detail::check_qkv(op, q, k, v);
+  SOFTLAB_CHECK(hd.Dv == hd.Dh, op, ": v must have the head size of q and k, got q ", q.shape(), ", v ", v.shape());
   Dims dm;
-  dm.BH = q.shape()[0] * q.shape()[1];
-  dm.N = q.shape()[2];
-  dm.D = q.shape()[3];
+  dm.BH = hd.heads();
+  dm.N = hd.N;
+  dm.D = hd.Dh;
   return dm;
 }
 
@@ -333,5 +334,22 @@ Tensor row_attention(const char* op, const Tensor& q, const Tensor& k, const Ten
   }
   return o;
 }
+
+// The module around a row map: its scale (0 = Dh^-1/2 from q's shape) and causal flag.
+template <class Map>
+class RowMapAttention final : public Attention {
+ public:
+  RowMapAttention(const char* op, float scale, bool causal, const Map& map)
+      : op_(op), scale_(scale), causal_(causal), map_(map) {}
+  Tensor forward(const Tensor& q, const Tensor& k, const Tensor& v) override {
+    return row_attention(op_, q, k, v, scale_for(scale_, q), causal_, map_);
+  }
+
+ private:
+  const char* op_;
+  float scale_;
+  bool causal_;
+  Map map_;
+};
 
 }  // namespace softlab::attention_kernel

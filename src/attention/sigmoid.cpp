@@ -29,19 +29,6 @@ struct SigmoidMap {
   }
 };
 
-class SigmoidAttention final : public Attention {
- public:
-  SigmoidAttention(float scale, float bias, bool causal) : scale_(scale), causal_(causal) { map_.bias = bias; }
-  Tensor forward(const Tensor& q, const Tensor& k, const Tensor& v) override {
-    return attention_kernel::row_attention("sigmoid_attention", q, k, v, scale_for(scale_, q), causal_, map_);
-  }
-
- private:
-  float scale_;
-  bool causal_;
-  SigmoidMap map_;
-};
-
 }  // namespace
 
 AttentionEntry sigmoid_attention_entry() {
@@ -63,7 +50,8 @@ AttentionEntry sigmoid_attention_entry() {
     } else {
       bias = p["bias"].get<float>();
     }
-    return std::make_unique<SigmoidAttention>(configured_scale(p), bias, p["causal"].get<bool>());
+    return std::make_unique<attention_kernel::RowMapAttention<SigmoidMap>>(
+        "sigmoid_attention", configured_scale(p), p["causal"].get<bool>(), SigmoidMap{bias});
   };
   return e;
 }

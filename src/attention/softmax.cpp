@@ -24,18 +24,6 @@ struct SoftmaxMap {
   }
 };
 
-class SoftmaxAttention final : public Attention {
- public:
-  explicit SoftmaxAttention(const json& p) : scale_(configured_scale(p)), causal_(p["causal"].get<bool>()) {}
-  Tensor forward(const Tensor& q, const Tensor& k, const Tensor& v) override {
-    return softmax_attention(q, k, v, scale_for(scale_, q), causal_);
-  }
-
- private:
-  float scale_;
-  bool causal_;
-};
-
 }  // namespace
 
 Tensor softmax_attention(const Tensor& q, const Tensor& k, const Tensor& v, float scale, bool causal) {
@@ -48,7 +36,8 @@ AttentionEntry softmax_attention_entry() {
   e.help = "scaled dot-product attention, softmax(s QK^T) V (Vaswani et al. 2017)";
   e.schema = {scale_param(), causal_param()};
   e.factory = [](const json& p, const AttentionContext&) -> std::unique_ptr<Attention> {
-    return std::make_unique<SoftmaxAttention>(p);
+    return std::make_unique<attention_kernel::RowMapAttention<SoftmaxMap>>(
+        "softmax_attention", configured_scale(p), p["causal"].get<bool>(), SoftmaxMap{});
   };
   return e;
 }

@@ -60,19 +60,6 @@ struct SoftplusMap {
   }
 };
 
-class SoftplusAttention final : public Attention {
- public:
-  SoftplusAttention(float scale, bool causal, const SoftplusMap& map) : scale_(scale), causal_(causal), map_(map) {}
-  Tensor forward(const Tensor& q, const Tensor& k, const Tensor& v) override {
-    return attention_kernel::row_attention("softplus_attention", q, k, v, scale_for(scale_, q), causal_, map_);
-  }
-
- private:
-  float scale_;
-  bool causal_;
-  SoftplusMap map_;
-};
-
 }  // namespace
 
 AttentionEntry softplus_attention_entry() {
@@ -101,7 +88,8 @@ AttentionEntry softplus_attention_entry() {
       map.inv_log_train = 1.0f / std::log(static_cast<float>(ctx.seq_len));
     }
     map.power = p["p"].get<float>();
-    return std::make_unique<SoftplusAttention>(configured_scale(p), p["causal"].get<bool>(), map);
+    return std::make_unique<attention_kernel::RowMapAttention<SoftplusMap>>(
+        "softplus_attention", configured_scale(p), p["causal"].get<bool>(), map);
   };
   return e;
 }
