@@ -12,6 +12,7 @@ AttentionEntry relu_attention_entry();
 AttentionEntry power_attention_entry();
 AttentionEntry linear_attention_entry();
 AttentionEntry mala_attention_entry();
+AttentionEntry soft_attention_entry();
 
 const Registry<AttentionFactory>& attention_registry() {
   static const Registry<AttentionFactory> registry("attention module", {
@@ -23,6 +24,7 @@ const Registry<AttentionFactory>& attention_registry() {
       power_attention_entry(),
       linear_attention_entry(),
       mala_attention_entry(),
+      soft_attention_entry(),
   });
   return registry;
 }
