@@ -36,6 +36,9 @@ struct AttnCase {
   // Nonzero: add uniform(-0.5, 0.5) noise from this seed to every parameter after building,
   // so that zero-initialised parameters (temperatures, biases) are exercised off their init.
   uint64_t perturb_params = 0;
+  // Called on every freshly built module (after perturb_params): sets parameters to a
+  // chosen point, e.g. one where a module is well conditioned.
+  std::function<void(Attention&)> prepare;
 
   std::string name() const {
     std::ostringstream os;
@@ -68,6 +71,7 @@ inline std::unique_ptr<Attention> build(const AttnCase& c, Generator& init) {
       for (int64_t i = 0; i < r.numel(); ++i) d[i] += r.data()[i];
     }
   }
+  if (c.prepare) c.prepare(*m);
   return m;
 }
 
