@@ -30,6 +30,39 @@ inline void elu1_row(const float* x, double* out, int64_t n) {
   for (int64_t d = 0; d < n; ++d) out[d] = elu1(x[d]);
 }
 
+// Adds key j to the running state of a linear kernel: fk = phi(k_j), S += fk v_jᵀ
+// (Dh x Dv, row-major), z += fk, and vs += v_j unless vs is null.
+inline void add_key_to_state(const float* kj, const float* vj, int64_t Dh, int64_t Dv, double* fk, double* S,
+                             double* z, double* vs) {
+  elu1_row(kj, fk, Dh);
+  for (int64_t d = 0; d < Dh; ++d) {
+    double* Sd = S + d * Dv;
+    for (int64_t e = 0; e < Dv; ++e) Sd[e] += fk[d] * vj[e];
+    z[d] += fk[d];
+  }
+  if (vs)
+    for (int64_t e = 0; e < Dv; ++e) vs[e] += vj[e];
+}
+
+// The key-side gradients of a linear kernel from the (reverse-prefix) sums R (Dh x Dv) and
+// r (Dh) over the queries that see key j: dv_j = Rᵀ phi(k_j) + p (p may be null) and
+// dk_j = (R v_j + r) ∘ phi'(k_j). fk = phi(k_j); w is Dv doubles of scratch.
+inline void key_grads(const double* R, const double* r, const double* p, const double* fk, const float* kj,
+                      const float* vj, int64_t Dh, int64_t Dv, double* w, float* dkj, float* dvj) {
+  for (int64_t e = 0; e < Dv; ++e) w[e] = p ? p[e] : 0.0;
+  for (int64_t d = 0; d < Dh; ++d) {  // row by row of R: unit stride
+    const double* Rd = R + d * Dv;
+    for (int64_t e = 0; e < Dv; ++e) w[e] += Rd[e] * fk[d];
+  }
+  for (int64_t e = 0; e < Dv; ++e) dvj[e] = static_cast<float>(w[e]);
+  for (int64_t d = 0; d < Dh; ++d) {
+    const double* Rd = R + d * Dv;
+    double acc = r[d];
+    for (int64_t e = 0; e < Dv; ++e) acc += Rd[e] * vj[e];
+    dkj[d] = static_cast<float>(acc * elu1_grad(kj[d]));
+  }
+}
+
 // Calls f(bh, scratch) for every (b, h) in [0, B*H), in parallel: one thread slot per
 // contiguous range of heads, each slot owning `scratch_doubles` doubles of scratch that its
 // heads reuse (the kernels reset what they read). The scratch is one tensor, so

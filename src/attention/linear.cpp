@@ -38,15 +38,7 @@ void linear_forward_head(const float* q, const float* k, const float* v, float* 
   std::memset(S, 0, sizeof(double) * static_cast<size_t>(Dh * Dv + Dh));  // S and z
 
   // Adds token j to the state: S += phi(k_j) v_j^T, z += phi(k_j).
-  auto add_key = [&](int64_t j) {
-    elu1_row(k + j * Dh, fk, Dh);
-    const float* vj = v + j * Dv;
-    for (int64_t d = 0; d < Dh; ++d) {
-      double* Sd = S + d * Dv;
-      for (int64_t e = 0; e < Dv; ++e) Sd[e] += fk[d] * vj[e];
-      z[d] += fk[d];
-    }
-  };
+  auto add_key = [&](int64_t j) { detail::add_key_to_state(k + j * Dh, v + j * Dv, Dh, Dv, fk, S, z, nullptr); };
 
   // Bidirectional: every query sees the full sums. Causal: query i sees the prefix up to i,
   // so the state is advanced by one key just before row i is read.
@@ -97,15 +89,7 @@ void linear_backward_head(const float* q, const float* k, const float* v, const 
 
   // ---- pass A: queries in order, state S, z as in the forward; dq.
   std::memset(S, 0, sizeof(double) * static_cast<size_t>(Dh * Dv + Dh));
-  auto add_key = [&](int64_t j) {
-    elu1_row(k + j * Dh, fk, Dh);
-    const float* vj = v + j * Dv;
-    for (int64_t d = 0; d < Dh; ++d) {
-      double* Sd = S + d * Dv;
-      for (int64_t e = 0; e < Dv; ++e) Sd[e] += fk[d] * vj[e];
-      z[d] += fk[d];
-    }
-  };
+  auto add_key = [&](int64_t j) { detail::add_key_to_state(k + j * Dh, v + j * Dv, Dh, Dv, fk, S, z, nullptr); };
   if (!causal)
     for (int64_t j = 0; j < N; ++j) add_key(j);
   for (int64_t i = 0; i < N; ++i) {
@@ -156,22 +140,7 @@ void linear_backward_head(const float* q, const float* k, const float* v, const 
     const float* kj = k + j * Dh;
     const float* vj = v + j * Dv;
     elu1_row(kj, fk, Dh);
-    float* dkj = dk + j * Dh;
-    float* dvj = dv + j * Dv;
-    // dv_j = R^T phi(k_j), summed over d row by row of R (unit stride) into w.
-    for (int64_t e = 0; e < Dv; ++e) w[e] = 0.0;
-    for (int64_t d = 0; d < Dh; ++d) {
-      const double* Rd = R + d * Dv;
-      for (int64_t e = 0; e < Dv; ++e) w[e] += Rd[e] * fk[d];
-    }
-    for (int64_t e = 0; e < Dv; ++e) dvj[e] = static_cast<float>(w[e]);
-    // dk_j = (R v_j + r) o phi'(k_j).
-    for (int64_t d = 0; d < Dh; ++d) {
-      const double* Rd = R + d * Dv;
-      double acc = r[d];
-      for (int64_t e = 0; e < Dv; ++e) acc += Rd[e] * vj[e];
-      dkj[d] = static_cast<float>(acc * elu1_grad(kj[d]));
-    }
+    detail::key_grads(R, r, nullptr, fk, kj, vj, Dh, Dv, w, dk + j * Dh, dv + j * Dv);  // dv_j, dk_j
   }
 }
 

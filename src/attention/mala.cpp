@@ -50,16 +50,7 @@ void mala_forward_head(const float* q, const float* k, const float* v, float* o,
   std::memset(SV, 0, sizeof(double) * static_cast<size_t>(Dh * Dv + Dh + Dv));  // SV, Kp, Vs
 
   // Adds token j to the sums: SV += phi(k_j) v_j^T, Kp += phi(k_j), Vs += v_j.
-  auto add_key = [&](int64_t j) {
-    elu1_row(k + j * Dh, fk, Dh);
-    const float* vj = v + j * Dv;
-    for (int64_t d = 0; d < Dh; ++d) {
-      double* SVd = SV + d * Dv;
-      for (int64_t e = 0; e < Dv; ++e) SVd[e] += fk[d] * vj[e];
-      Kp[d] += fk[d];
-    }
-    for (int64_t e = 0; e < Dv; ++e) Vs[e] += vj[e];
-  };
+  auto add_key = [&](int64_t j) { detail::add_key_to_state(k + j * Dh, v + j * Dv, Dh, Dv, fk, SV, Kp, Vs); };
 
   // Bidirectional: the sums over all N tokens first. Causal: advance the prefix by one token
   // just before row i, so row i sees j <= i and n_i = i + 1.
@@ -122,16 +113,7 @@ void mala_backward_head(const float* q, const float* k, const float* v, const fl
 
   // ---- pass A: queries in order with the (prefix) sums; dq.
   std::memset(SV, 0, sizeof(double) * static_cast<size_t>(Dh * Dv + Dh + Dv));
-  auto add_key = [&](int64_t j) {
-    elu1_row(k + j * Dh, fk, Dh);
-    const float* vj = v + j * Dv;
-    for (int64_t d = 0; d < Dh; ++d) {
-      double* SVd = SV + d * Dv;
-      for (int64_t e = 0; e < Dv; ++e) SVd[e] += fk[d] * vj[e];
-      Kp[d] += fk[d];
-    }
-    for (int64_t e = 0; e < Dv; ++e) Vs[e] += vj[e];
-  };
+  auto add_key = [&](int64_t j) { detail::add_key_to_state(k + j * Dh, v + j * Dv, Dh, Dv, fk, SV, Kp, Vs); };
   if (!causal)
     for (int64_t j = 0; j < N; ++j) add_key(j);
   for (int64_t i = 0; i < N; ++i) {
@@ -190,22 +172,7 @@ void mala_backward_head(const float* q, const float* k, const float* v, const fl
     const float* kj = k + j * Dh;
     const float* vj = v + j * Dv;
     elu1_row(kj, fk, Dh);
-    // dv_j = R^T phi(k_j) + p, summed over d row by row of R (unit stride) into w.
-    for (int64_t e = 0; e < Dv; ++e) w[e] = p[e];
-    for (int64_t d = 0; d < Dh; ++d) {
-      const double* Rd = R + d * Dv;
-      for (int64_t e = 0; e < Dv; ++e) w[e] += Rd[e] * fk[d];
-    }
-    float* dvj = dv + j * Dv;
-    for (int64_t e = 0; e < Dv; ++e) dvj[e] = static_cast<float>(w[e]);
-    // dk_j = (R v_j + r) o phi'(k_j).
-    float* dkj = dk + j * Dh;
-    for (int64_t d = 0; d < Dh; ++d) {
-      const double* Rd = R + d * Dv;
-      double acc = r[d];
-      for (int64_t e = 0; e < Dv; ++e) acc += Rd[e] * vj[e];
-      dkj[d] = static_cast<float>(acc * elu1_grad(kj[d]));
-    }
+    detail::key_grads(R, r, p, fk, kj, vj, Dh, Dv, w, dk + j * Dh, dv + j * Dv);  // dv_j (+ p), dk_j
   }
 }
 
