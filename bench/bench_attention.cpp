@@ -96,7 +96,7 @@ void register_all() {
         if (soft && side * side != n) continue;
         b->Args({n, 1, 32});
       }
-      b->Unit(benchmark::kMillisecond)->UseRealTime();
+      b->Unit(benchmark::kMillisecond)->UseRealTime()->ComputeStatistics("min", softlab_bench::min_of);
     }
 }
 

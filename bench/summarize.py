@@ -175,8 +175,59 @@ def before_after(base, new):
     return "\n".join(lines) + "\n"
 
 
+def attention_tables(d):
+    """bench_attention: per module and shape, forward and forward+backward time (fastest
+    repetition, or the median when the run has no "min" statistic) and the peak tensor
+    memory of one call, against one B x H x N x N tensor."""
+    out = []
+    for fn in sorted(os.listdir(d)):
+        m = re.fullmatch(r"bench_attention\.t(\d+)\.json", fn)
+        if not m:
+            continue
+        with open(os.path.join(d, fn)) as f:
+            data = json.load(f)
+        rows = defaultdict(dict)  # (type, shape) -> values
+        for b in data["benchmarks"]:
+            if b.get("run_type") != "aggregate" or b["aggregate_name"] not in ("min", "median"):
+                continue
+            # Times: the fastest repetition when the run recorded it, else the median.
+            parts = re.sub(r"/real_time$", "", b["run_name"]).split("/")
+            typ, mode, shape = parts[0], parts[1], tuple(int(x) for x in parts[2:5])
+            scale = {"ns": 1e-6, "us": 1e-3, "ms": 1.0, "s": 1e3}[b["time_unit"]]
+            r = rows[(typ, shape)]
+            if b["aggregate_name"] == "min":
+                r[mode + "_ms"] = b["real_time"] * scale
+            else:
+                r.setdefault(mode + "_ms", b["real_time"] * scale)
+                r[mode + "_MB"] = b.get("peak_MB")
+                r["N2_MB"] = b.get("N2_MB")
+        types = []
+        for typ, _ in rows:
+            if typ not in types:
+                types.append(typ)
+        shapes = sorted({s for _, s in rows}, key=lambda s: (s[1] == 1, s[0]))
+        load = load_text(os.path.join(d, f"bench_attention.t{m.group(1)}.load"))
+        out.append(f"{m.group(1)} thread(s); load before / after: {' / '.join(load)}\n")
+        out.append("| module | N | B | Dh | fwd ms | fwd+bwd ms | fwd peak MB | fwd+bwd peak MB | one BxHxNxN MB |")
+        out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for typ in types:
+            for sh in shapes:
+                r = rows.get((typ, sh))
+                if not r:
+                    continue
+                out.append(f"| {typ} | {sh[0]} | {sh[1]} | {sh[2]} | {fmt(r.get('fwd_ms'), 2)} | "
+                           f"{fmt(r.get('fwd_bwd_ms'), 2)} | {fmt(r.get('fwd_MB'), 2)} | "
+                           f"{fmt(r.get('fwd_bwd_MB'), 2)} | {fmt(r.get('N2_MB'), 1)} |")
+        out.append("")
+    return "\n".join(out)
+
+
 def main():
     d = sys.argv[1]
+    at = attention_tables(d)
+    if at:
+        print("#### attention modules\n")
+        print(at)
     mm = collect(d, "bench_matmul")
     for t in sorted(mm):
         print(matmul_tables(mm[t][0], mm[t][1], mm[t][2], t))

@@ -9,6 +9,7 @@
 #include <limits>
 
 #include "attention_checks.hpp"
+#include "ops/fast_math.hpp"
 #include "softlab/ops.hpp"
 
 using namespace softlab;
@@ -244,6 +245,27 @@ TEST(SelectiveAttention, SwitchesDecideTheParameters) {
   EXPECT_TRUE(build(c, init)->parameters().empty());
   // With everything off it is softmax attention.
   expect_matches_reference(c, softmax_reference(false));
+}
+
+}  // namespace
+
+namespace {
+
+// softplus's log1p: relative error within a few float ulps of log1p over [0, 1], including
+// tiny arguments where log(1 + e) would lose everything.
+TEST(FastMath, Log1pUnitMatchesLog1p) {
+  double worst = 0.0;
+  for (int i = 0; i <= 100000; ++i) {
+    const float e = static_cast<float>(i) / 100000.0f;
+    const double ref = std::log1p(static_cast<double>(e));
+    const double got = detail::fast_log1p_unit(e);
+    if (ref > 0) worst = std::max(worst, std::fabs(got - ref) / ref);
+    else EXPECT_EQ(got, 0.0);
+  }
+  for (float e : {1e-38f, 1e-30f, 1e-20f, 1e-10f, 1e-7f})
+    worst = std::max(worst, std::fabs(detail::fast_log1p_unit(e) - std::log1p(static_cast<double>(e))) /
+                                std::log1p(static_cast<double>(e)));
+  EXPECT_LT(worst, 4e-7);
 }
 
 }  // namespace

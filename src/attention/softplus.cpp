@@ -19,9 +19,12 @@ namespace {
 
 enum class LengthScale { LogN, LogNOverLogTrain, None };
 
-// softplus(z) = max(z, 0) + log1p(e^-|z|): no overflow, no cancellation. fast_exp
-// saturates at ~1e-38 for |z| > 87, which keeps f > 0 and every denominator positive.
-inline float softplus_stable(float z) { return std::max(z, 0.0f) + std::log1p(detail::fast_exp(-std::fabs(z))); }
+// softplus(z) = max(z, 0) + log1p(e^-|z|): no overflow, no cancellation, and branch-free
+// so the row loops vectorise (with glibc's log1pf this module ran 10x slower than softmax).
+// fast_exp saturates at ~1e-38 for |z| > 87, which keeps f > 0 and every denominator positive.
+inline float softplus_stable(float z) {
+  return std::max(z, 0.0f) + detail::fast_log1p_unit(detail::fast_exp(-std::fabs(z)));
+}
 
 struct SoftplusMap {
   LengthScale length_scale = LengthScale::LogN;
