@@ -100,9 +100,7 @@ void linear_backward_head(const float* q, const float* k, const float* v, const 
     // t = S g_i (Dh); den = phi(q_i).z + eps; g_i . num_i = phi(q_i) . t.
     double den = eps, g_num = 0.0;
     for (int64_t d = 0; d < Dh; ++d) {
-      const double* Sd = S + d * Dv;
-      double acc = 0.0;
-      for (int64_t e = 0; e < Dv; ++e) acc += Sd[e] * gi[e];
+      const double acc = detail::dot(S + d * Dv, gi, Dv);
       t[d] = acc;
       den += fq[d] * z[d];
       g_num += fq[d] * acc;

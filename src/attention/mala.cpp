@@ -126,9 +126,7 @@ void mala_backward_head(const float* q, const float* k, const float* v, const fl
     // t = SV g_i (Dh), c = phi(q_i) . Kp, g.a = phi(q_i) . t.
     double c = 0.0, g_a = 0.0;
     for (int64_t d = 0; d < Dh; ++d) {
-      const double* SVd = SV + d * Dv;
-      double acc = 0.0;
-      for (int64_t e = 0; e < Dv; ++e) acc += SVd[e] * gi[e];
+      const double acc = detail::dot(SV + d * Dv, gi, Dv);
       t[d] = acc;
       c += fq[d] * Kp[d];
       g_a += fq[d] * acc;
