@@ -6,7 +6,8 @@
 //
 // "composed_softmax" is the same softmax attention built from primitive ops (matmul,
 // scale, softmax, matmul), the path the fused kernel replaced: it materialises the
-// B x H x N x N scores in both modes. SOFT gets an image grid: N = side², no class token.
+// B x H x N x N scores in both modes. SOFT gets an image grid: N = side², no class token,
+// and at N >= 256 a ratio of side/8 (64 landmarks).
 // The first two shapes of each series are the ViTs of configs/ at batch 128.
 // Counters: peak_MB, the peak of live tensor bytes above what existed before the call
 // (outputs, saved tensors, scratch, gradients); N2_MB, one B x H x N x N float tensor.
@@ -35,7 +36,9 @@ std::unique_ptr<Attention> make(const std::string& type, int64_t n, int64_t dh, 
   const auto side = static_cast<int64_t>(std::lround(std::sqrt(static_cast<double>(n))));
   if (side * side == n) ctx.grid_h = ctx.grid_w = side;
   json cfg = {{"type", type}};
-  if (type == "soft") cfg["ratio"] = std::max<int64_t>(1, side / 8);  // 64 landmarks at every N
+  // SOFT: the default ratio (2) at the ViT shapes; 64 landmarks (8 x 8) in the scaling
+  // series, so that its cost grows with N alone.
+  if (type == "soft" && n >= 256) cfg["ratio"] = side / 8;
   return make_attention(cfg, ctx);
 }
 
