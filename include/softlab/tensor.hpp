@@ -110,8 +110,7 @@ std::ostream& operator<<(std::ostream& os, const Tensor& t);
 class Generator;
 
 // Bytes held by live tensor storage (the requested sizes), now and at the peak since the
-// last reset. Kernels' scratch buffers are not Storage; benchmarks and the memory tests
-// count them separately where it matters.
+// last reset. The attention kernels allocate their scratch as tensors, so it is counted too.
 struct TensorMemory {
   int64_t live_bytes = 0, peak_bytes = 0;
 };

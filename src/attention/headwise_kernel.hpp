@@ -1,20 +1,14 @@
 #pragma once
 // What the linear-complexity attention kernels (linear.cpp, mala.cpp) share: the feature
-// map phi = elu + 1 and its derivative, the q/k/v shape check, the per-(b, h) parallel
-// loop, and the autograd node and module around a kernel that runs one (b, h) at a time.
-// Not part of the public API.
-#include <algorithm>
+// map phi = elu + 1 and its derivative, the walks over (prefix) state, the key-side
+// gradients, and HeadwiseOp, which makes a kernel that runs one (b, h) at a time a
+// FusedAttention op (kernels.hpp). Not part of the public API.
 #include <cmath>
 #include <cstdint>
 #include <cstring>
-
 #include <memory>
 
 #include "attention/kernels.hpp"
-#include "softlab/attention.hpp"
-#include "softlab/autograd.hpp"
-#include "softlab/error.hpp"
-#include "softlab/parallel.hpp"
 #include "softlab/tensor.hpp"
 
 namespace softlab::detail {
@@ -67,6 +61,61 @@ inline void add_key_to_state(const float* kj, const float* vj, int64_t Dh, int64
     for (int64_t e = 0; e < Dv; ++e) vs[e] += vj[e];
 }
 
+// What query i reads from the state: out = Sᵀ fq (Dv) and the return value
+// init + fq·z, summed in that order (fq = phi(q_i)).
+inline double read_state(const double* fq, const double* S, const double* z, int64_t Dh, int64_t Dv, double* out,
+                         double init) {
+  for (int64_t e = 0; e < Dv; ++e) out[e] = 0.0;
+  double c = init;
+  for (int64_t d = 0; d < Dh; ++d) {
+    const double* Sd = S + d * Dv;
+    for (int64_t e = 0; e < Dv; ++e) out[e] += fq[d] * Sd[e];
+    c += fq[d] * z[d];
+  }
+  return c;
+}
+
+// Backward's read of the state for query i with upstream gradient g_i: t = S g_i (Dh),
+// *g_dot = fq·t, and the return value init + fq·z.
+inline double read_state_grad(const double* fq, const double* S, const double* z, const float* gi, int64_t Dh,
+                              int64_t Dv, double* t, double init, double* g_dot) {
+  double c = init, gt = 0.0;
+  for (int64_t d = 0; d < Dh; ++d) {
+    t[d] = dot(S + d * Dv, gi, Dv);
+    c += fq[d] * z[d];
+    gt += fq[d] * t[d];
+  }
+  *g_dot = gt;
+  return c;
+}
+
+// Adds query i to backward's key-side sums: fq = phi(q_i), R += a fq g_iᵀ, r += b fq.
+inline void add_query_to_state(const float* qi, const float* gi, double a, double b, int64_t Dh, int64_t Dv,
+                               double* fq, double* R, double* r) {
+  elu1_row(qi, fq, Dh);
+  for (int64_t d = 0; d < Dh; ++d) {
+    const double x = fq[d] * a;
+    double* Rd = R + d * Dv;
+    for (int64_t e = 0; e < Dv; ++e) Rd[e] += x * gi[e];
+    r[d] += b * fq[d];
+  }
+}
+
+// The walk every linear kernel makes: visit(i) for i = 0 .. N-1, or N-1 .. 0 when reverse,
+// with add(j) called for each token the state at i includes: all N up front when
+// bidirectional; when causal, token i just before i is visited (a prefix sum walking
+// forward, a reverse prefix sum walking backward).
+template <class Add, class Visit>
+void walk_state(int64_t N, bool causal, bool reverse, const Add& add, const Visit& visit) {
+  if (!causal)
+    for (int64_t j = 0; j < N; ++j) add(j);
+  for (int64_t step = 0; step < N; ++step) {
+    const int64_t i = reverse ? N - 1 - step : step;
+    if (causal) add(i);
+    visit(i);
+  }
+}
+
 // The key-side gradients of a linear kernel from the (reverse-prefix) sums R (Dh x Dv) and
 // r (Dh) over the queries that see key j: dv_j = Rᵀ phi(k_j) + p (p may be null) and
 // dk_j = (R v_j + r) ∘ phi'(k_j). fk = phi(k_j); w is Dv doubles of scratch.
@@ -92,83 +141,57 @@ inline void key_grads(const double* R, const double* r, const double* p, const d
 template <class F>
 void for_each_head(int64_t heads, int64_t scratch_doubles, const F& f) {
   if (heads <= 0) return;
-  const int64_t slots = std::max<int64_t>(1, std::min<int64_t>(heads, num_threads()));
+  const int64_t slots = slots_for(heads);
   Tensor scratch = empty({slots, 2 * scratch_doubles});
   float* base = scratch.mutable_data();
-  parallel_for(0, slots, 1, [&](int64_t t0, int64_t t1) {
-    for (int64_t t = t0; t < t1; ++t) {
-      double* mine = reinterpret_cast<double*>(base + t * 2 * scratch_doubles);
-      for (int64_t bh = heads * t / slots; bh < heads * (t + 1) / slots; ++bh) f(bh, mine);
-    }
+  for_each_slot(heads, slots, [&](int64_t t, int64_t bh0, int64_t bh1) {
+    double* mine = reinterpret_cast<double*>(base + t * 2 * scratch_doubles);
+    for (int64_t bh = bh0; bh < bh1; ++bh) f(bh, mine);
   });
 }
 
-// A fused attention op computed one (b, h) at a time. Kernel is a small struct holding the
+// The FusedAttention op of a per-head kernel. Kernel is a small struct holding the
 // module's settings, with
 //   int64_t forward_scratch(const HeadDims&) const;   doubles of scratch per thread
 //   int64_t backward_scratch(const HeadDims&) const;
 //   void forward(q, k, v, o, const HeadDims&, double* scratch) const;          one head
 //   void backward(q, k, v, dO, dq, dk, dv, const HeadDims&, double* scratch) const;
-// where the pointers address that head's [N, Dh] or [N, Dv] rows.
-// Kept for backward: q, k and v only (the inputs themselves, no copy); the kernels rebuild
-// their (prefix) state and per-row statistics from them.
+// where the pointers address that head's [N, Dh] or [N, Dv] rows. The kernels rebuild
+// their (prefix) state and per-row statistics from q, k, v, so the output is not kept.
 template <class Kernel>
-struct HeadwiseAttentionNode final : Node {
-  Saved q, k, v;
-  HeadDims dims;
+struct HeadwiseOp {
   Kernel kernel;
-  const char* op = "";
-  const char* name() const override { return op; }
-  std::vector<Tensor> backward(const Tensor& g) override {
-    const Tensor &Q = q.get(), &K = k.get(), &V = v.get();
-    SOFTLAB_ASSERT(g.shape() == V.shape(), op, " backward: gradient ", g.shape(), " for output ", V.shape());
-    Tensor dQ = empty(Q.shape()), dK = empty(K.shape()), dV = empty(V.shape());
-    const float *pq = Q.data(), *pk = K.data(), *pv = V.data(), *pg = g.data();
-    float *pdq = dQ.mutable_data(), *pdk = dK.mutable_data(), *pdv = dV.mutable_data();
-    const int64_t qs = dims.N * dims.Dh, vs = dims.N * dims.Dv;
-    for_each_head(dims.heads(), kernel.backward_scratch(dims), [&](int64_t bh, double* scratch) {
-      kernel.backward(pq + bh * qs, pk + bh * qs, pv + bh * vs, pg + bh * vs, pdq + bh * qs, pdk + bh * qs,
-                      pdv + bh * vs, dims, scratch);
+  static constexpr bool kSavesOutput = false;
+
+  static HeadDims dims(const Tensor& q, const Tensor& v) {
+    return {q.shape()[0], q.shape()[1], q.shape()[2], q.shape()[3], v.shape()[3]};
+  }
+  void forward(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& o) const {
+    const HeadDims d = dims(q, v);
+    const float *pq = q.data(), *pk = k.data(), *pv = v.data();
+    float* po = o.mutable_data();
+    const int64_t qs = d.N * d.Dh, vs = d.N * d.Dv;
+    for_each_head(d.heads(), kernel.forward_scratch(d), [&](int64_t bh, double* scratch) {
+      kernel.forward(pq + bh * qs, pk + bh * qs, pv + bh * vs, po + bh * vs, d, scratch);
     });
-    return {dQ, dK, dV};
+  }
+  void backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor&, const Tensor& g, Tensor& dq,
+                Tensor& dk, Tensor& dv) const {
+    const HeadDims d = dims(q, v);
+    const float *pq = q.data(), *pk = k.data(), *pv = v.data(), *pg = g.data();
+    float *pdq = dq.mutable_data(), *pdk = dk.mutable_data(), *pdv = dv.mutable_data();
+    const int64_t qs = d.N * d.Dh, vs = d.N * d.Dv;
+    for_each_head(d.heads(), kernel.backward_scratch(d), [&](int64_t bh, double* scratch) {
+      kernel.backward(pq + bh * qs, pk + bh * qs, pv + bh * vs, pg + bh * vs, pdq + bh * qs, pdk + bh * qs,
+                      pdv + bh * vs, d, scratch);
+    });
   }
 };
 
+// The module of a per-head kernel.
 template <class Kernel>
-Tensor headwise_attention(const char* op, const Tensor& q, const Tensor& k, const Tensor& v, const Kernel& kernel) {
-  const HeadDims dims = check_qkv(op, q, k, v);
-  Tensor o = empty(v.shape());
-  const float *pq = q.data(), *pk = k.data(), *pv = v.data();
-  float* po = o.mutable_data();
-  const int64_t qs = dims.N * dims.Dh, vs = dims.N * dims.Dv;
-  for_each_head(dims.heads(), kernel.forward_scratch(dims), [&](int64_t bh, double* scratch) {
-    kernel.forward(pq + bh * qs, pk + bh * qs, pv + bh * vs, po + bh * vs, dims, scratch);
-  });
-  if (needs_grad({&q, &k, &v})) {
-    auto node = std::make_shared<HeadwiseAttentionNode<Kernel>>();
-    node->q = Saved(q);
-    node->k = Saved(k);
-    node->v = Saved(v);
-    node->dims = dims;
-    node->kernel = kernel;
-    node->op = op;
-    attach(o, node, {&q, &k, &v});
-  }
-  return o;
+std::unique_ptr<Attention> headwise_attention(const char* name, const Kernel& kernel) {
+  return std::make_unique<FusedAttention<HeadwiseOp<Kernel>>>(name, HeadwiseOp<Kernel>{kernel});
 }
-
-// The module: a name and a configured kernel.
-template <class Kernel>
-class HeadwiseAttention final : public Attention {
- public:
-  HeadwiseAttention(const char* op, const Kernel& kernel) : op_(op), kernel_(kernel) {}
-  Tensor forward(const Tensor& q, const Tensor& k, const Tensor& v) override {
-    return headwise_attention(op_, q, k, v, kernel_);
-  }
-
- private:
-  const char* op_;
-  Kernel kernel_;
-};
 
 }  // namespace softlab::detail

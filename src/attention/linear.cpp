@@ -15,7 +15,6 @@
 
 #include "attention/headwise_kernel.hpp"
 #include "softlab/attention.hpp"
-#include "softlab/autograd.hpp"
 
 namespace softlab {
 
@@ -40,25 +39,14 @@ void linear_forward_head(const float* q, const float* k, const float* v, float* 
   // Adds token j to the state: S += phi(k_j) v_j^T, z += phi(k_j).
   auto add_key = [&](int64_t j) { detail::add_key_to_state(k + j * Dh, v + j * Dv, Dh, Dv, fk, S, z, nullptr); };
 
-  // Bidirectional: every query sees the full sums. Causal: query i sees the prefix up to i,
-  // so the state is advanced by one key just before row i is read.
-  if (!causal)
-    for (int64_t j = 0; j < N; ++j) add_key(j);
-  for (int64_t i = 0; i < N; ++i) {
-    if (causal) add_key(i);
+  // Bidirectional: every query sees the full sums. Causal: query i sees the prefix up to i.
+  detail::walk_state(N, causal, false, add_key, [&](int64_t i) {
     elu1_row(q + i * Dh, fq, Dh);
     // num = phi(q_i)^T S (Dv), den = phi(q_i) . z + eps (> 0 since phi > 0).
-    for (int64_t e = 0; e < Dv; ++e) num[e] = 0.0;
-    double den = eps;
-    for (int64_t d = 0; d < Dh; ++d) {
-      const double* Sd = S + d * Dv;
-      for (int64_t e = 0; e < Dv; ++e) num[e] += fq[d] * Sd[e];
-      den += fq[d] * z[d];
-    }
-    const double inv_den = 1.0 / den;
+    const double inv_den = 1.0 / detail::read_state(fq, S, z, Dh, Dv, num, eps);
     float* oi = o + i * Dv;
     for (int64_t e = 0; e < Dv; ++e) oi[e] = static_cast<float>(num[e] * inv_den);
-  }
+  });
 }
 
 // ---- backward ---------------------------------------------------------------------------
@@ -90,21 +78,13 @@ void linear_backward_head(const float* q, const float* k, const float* v, const 
   // ---- pass A: queries in order, state S, z as in the forward; dq.
   std::memset(S, 0, sizeof(double) * static_cast<size_t>(Dh * Dv + Dh));
   auto add_key = [&](int64_t j) { detail::add_key_to_state(k + j * Dh, v + j * Dv, Dh, Dv, fk, S, z, nullptr); };
-  if (!causal)
-    for (int64_t j = 0; j < N; ++j) add_key(j);
-  for (int64_t i = 0; i < N; ++i) {
-    if (causal) add_key(i);
+  detail::walk_state(N, causal, false, add_key, [&](int64_t i) {
     const float* qi = q + i * Dh;
     const float* gi = g + i * Dv;
     elu1_row(qi, fq, Dh);
     // t = S g_i (Dh); den = phi(q_i).z + eps; g_i . num_i = phi(q_i) . t.
-    double den = eps, g_num = 0.0;
-    for (int64_t d = 0; d < Dh; ++d) {
-      const double acc = detail::dot(S + d * Dv, gi, Dv);
-      t[d] = acc;
-      den += fq[d] * z[d];
-      g_num += fq[d] * acc;
-    }
+    double g_num = 0.0;
+    const double den = detail::read_state_grad(fq, S, z, gi, Dh, Dv, t, eps, &g_num);
     const double r_den = 1.0 / den;
     // -(g.num)/den^2 as two multiplications by 1/den: den^2 alone could underflow when
     // eps = 0 and phi(q_i) is tiny, although the ratio is fine.
@@ -114,35 +94,26 @@ void linear_backward_head(const float* q, const float* k, const float* v, const 
     // dq = (S dnum_i + dden_i z) o phi'(q_i), with S dnum_i = t / den_i.
     float* dqi = dq + i * Dh;
     for (int64_t d = 0; d < Dh; ++d) dqi[d] = static_cast<float>((t[d] * r_den + dd * z[d]) * elu1_grad(qi[d]));
-  }
+  });
 
   // ---- pass B: keys in reverse order, R = sum phi(q_i) dnum_i^T and r = sum dden_i phi(q_i)
   // over the queries that see key j; dk and dv.
   double* R = S;
   double* r = z;
   std::memset(R, 0, sizeof(double) * static_cast<size_t>(Dh * Dv + Dh));
+  // R += phi(q_i) (g_i / den_i)^T, r += dden_i phi(q_i); R_j sums over the i >= j (causal).
   auto add_query = [&](int64_t i) {
-    elu1_row(q + i * Dh, fq, Dh);
-    const float* gi = g + i * Dv;
-    for (int64_t d = 0; d < Dh; ++d) {
-      const double a = fq[d] * inv_den[i];  // phi(q_i)[d] / den_i: R += a g_i^T
-      double* Rd = R + d * Dv;
-      for (int64_t e = 0; e < Dv; ++e) Rd[e] += a * gi[e];
-      r[d] += dden[i] * fq[d];
-    }
+    detail::add_query_to_state(q + i * Dh, g + i * Dv, inv_den[i], dden[i], Dh, Dv, fq, R, r);
   };
-  if (!causal)
-    for (int64_t i = 0; i < N; ++i) add_query(i);
-  for (int64_t j = N - 1; j >= 0; --j) {
-    if (causal) add_query(j);  // R_j = sum over i >= j
+  detail::walk_state(N, causal, true, add_query, [&](int64_t j) {
     const float* kj = k + j * Dh;
     const float* vj = v + j * Dv;
     elu1_row(kj, fk, Dh);
     detail::key_grads(R, r, nullptr, fk, kj, vj, Dh, Dv, w, dk + j * Dh, dv + j * Dv);  // dv_j, dk_j
-  }
+  });
 }
 
-// The op's settings and its per-head kernels, for detail::headwise_attention; scratch
+// The op's settings and its per-head kernels, for detail::HeadwiseOp; scratch
 // sizes are in doubles per thread.
 struct LinearKernel {
   double eps = 0.0;
@@ -171,7 +142,7 @@ AttentionEntry linear_attention_entry() {
       {.name = "causal", .type = ParamType::Bool, .default_value = false, .help = "query i sees keys 0..i only"},
   };
   e.factory = [](const json& p, const AttentionContext&) -> std::unique_ptr<Attention> {
-    return std::make_unique<detail::HeadwiseAttention<LinearKernel>>(
+    return detail::headwise_attention(
         "linear_attention", LinearKernel{p["eps"].get<double>(), p["causal"].get<bool>()});
   };
   return e;

@@ -26,7 +26,6 @@
 
 #include "attention/headwise_kernel.hpp"
 #include "softlab/attention.hpp"
-#include "softlab/autograd.hpp"
 
 namespace softlab {
 
@@ -54,28 +53,19 @@ void mala_forward_head(const float* q, const float* k, const float* v, float* o,
 
   // Bidirectional: the sums over all N tokens first. Causal: advance the prefix by one token
   // just before row i, so row i sees j <= i and n_i = i + 1.
-  if (!causal)
-    for (int64_t j = 0; j < N; ++j) add_key(j);
-  for (int64_t i = 0; i < N; ++i) {
-    if (causal) add_key(i);
+  detail::walk_state(N, causal, false, add_key, [&](int64_t i) {
     const double n = static_cast<double>(causal ? i + 1 : N);
     const double sn = s / n;
     elu1_row(q + i * Dh, fq, Dh);
     // a = SV^T phi(q_i) (Dv), c = phi(q_i) . Kp.
-    for (int64_t e = 0; e < Dv; ++e) a[e] = 0.0;
-    double c = 0.0;
-    for (int64_t d = 0; d < Dh; ++d) {
-      const double* SVd = SV + d * Dv;
-      for (int64_t e = 0; e < Dv; ++e) a[e] += fq[d] * SVd[e];
-      c += fq[d] * Kp[d];
-    }
+    const double c = detail::read_state(fq, SV, Kp, Dh, Dv, a, 0.0);
     const double den = c + eps * n / s;
     // o_i = (sn + 1/den) a - (sn c / n) Vs   (= w_i u_i - z_i vbar).
     const double alpha = sn + 1.0 / den;
     const double beta = sn * c / n;
     float* oi = o + i * Dv;
     for (int64_t e = 0; e < Dv; ++e) oi[e] = static_cast<float>(alpha * a[e] - beta * Vs[e]);
-  }
+  });
 }
 
 // ---- backward ---------------------------------------------------------------------------
@@ -114,23 +104,15 @@ void mala_backward_head(const float* q, const float* k, const float* v, const fl
   // ---- pass A: queries in order with the (prefix) sums; dq.
   std::memset(SV, 0, sizeof(double) * static_cast<size_t>(Dh * Dv + Dh + Dv));
   auto add_key = [&](int64_t j) { detail::add_key_to_state(k + j * Dh, v + j * Dv, Dh, Dv, fk, SV, Kp, Vs); };
-  if (!causal)
-    for (int64_t j = 0; j < N; ++j) add_key(j);
-  for (int64_t i = 0; i < N; ++i) {
-    if (causal) add_key(i);
+  detail::walk_state(N, causal, false, add_key, [&](int64_t i) {
     const double n = static_cast<double>(causal ? i + 1 : N);
     const double sn = s / n;
     const float* qi = q + i * Dh;
     const float* gi = g + i * Dv;
     elu1_row(qi, fq, Dh);
     // t = SV g_i (Dh), c = phi(q_i) . Kp, g.a = phi(q_i) . t.
-    double c = 0.0, g_a = 0.0;
-    for (int64_t d = 0; d < Dh; ++d) {
-      const double acc = detail::dot(SV + d * Dv, gi, Dv);
-      t[d] = acc;
-      c += fq[d] * Kp[d];
-      g_a += fq[d] * acc;
-    }
+    double g_a = 0.0;
+    const double c = detail::read_state_grad(fq, SV, Kp, gi, Dh, Dv, t, 0.0, &g_a);
     double g_vs = 0.0;  // g_i . Vs
     for (int64_t e = 0; e < Dv; ++e) g_vs += gi[e] * Vs[e];
     const double den = c + eps * n / s;
@@ -145,36 +127,28 @@ void mala_backward_head(const float* q, const float* k, const float* v, const fl
     // dq = (SV da_i + dc_i Kp) o phi'(q_i), with SV da_i = alpha_i t.
     float* dqi = dq + i * Dh;
     for (int64_t d = 0; d < Dh; ++d) dqi[d] = static_cast<float>((al * t[d] + dci * Kp[d]) * elu1_grad(qi[d]));
-  }
+  });
 
   // ---- pass B: keys in reverse order with R, r, p over the queries that see key j; dk, dv.
   double* R = SV;
   double* r = Kp;
   double* p = Vs;
   std::memset(R, 0, sizeof(double) * static_cast<size_t>(Dh * Dv + Dh + Dv));
+  // R += phi(q_i) (alpha_i g_i)^T, r += dc_i phi(q_i), p += beta_i g_i; sums over i >= j (causal).
   auto add_query = [&](int64_t i) {
-    elu1_row(q + i * Dh, fq, Dh);
     const float* gi = g + i * Dv;
-    for (int64_t d = 0; d < Dh; ++d) {
-      const double x = fq[d] * alpha[i];  // R += phi(q_i) (alpha_i g_i)^T
-      double* Rd = R + d * Dv;
-      for (int64_t e = 0; e < Dv; ++e) Rd[e] += x * gi[e];
-      r[d] += dc[i] * fq[d];
-    }
+    detail::add_query_to_state(q + i * Dh, gi, alpha[i], dc[i], Dh, Dv, fq, R, r);
     for (int64_t e = 0; e < Dv; ++e) p[e] += beta[i] * gi[e];
   };
-  if (!causal)
-    for (int64_t i = 0; i < N; ++i) add_query(i);
-  for (int64_t j = N - 1; j >= 0; --j) {
-    if (causal) add_query(j);  // sums over i >= j
+  detail::walk_state(N, causal, true, add_query, [&](int64_t j) {
     const float* kj = k + j * Dh;
     const float* vj = v + j * Dv;
     elu1_row(kj, fk, Dh);
     detail::key_grads(R, r, p, fk, kj, vj, Dh, Dv, w, dk + j * Dh, dv + j * Dv);  // dv_j (+ p), dk_j
-  }
+  });
 }
 
-// The op's settings and its per-head kernels, for detail::headwise_attention; scratch
+// The op's settings and its per-head kernels, for detail::HeadwiseOp; scratch
 // sizes are in doubles per thread.
 struct MalaKernel {
   double scale = 0.0;  // <= 0: Dh^-1/2
@@ -208,7 +182,7 @@ AttentionEntry mala_attention_entry() {
   };
   e.factory = [](const json& p, const AttentionContext&) -> std::unique_ptr<Attention> {
     const double s = p["scale"].is_null() ? 0.0 : p["scale"].get<double>();
-    return std::make_unique<detail::HeadwiseAttention<MalaKernel>>(
+    return detail::headwise_attention(
         "mala_attention", MalaKernel{s, p["eps"].get<double>(), p["causal"].get<bool>()});
   };
   return e;

@@ -34,7 +34,7 @@ struct PowerMap {
     for (int64_t j = 0; j < n; ++j) g += ipow(x[j] * inv, power);
     return g + (eps > 0.0f ? eps / std::pow(zmax, static_cast<float>(power)) : 0.0f);
   }
-  void forward(const float* x, float* p, int64_t n, int64_t, int64_t) const {
+  void forward(const float* x, float* p, int64_t n) const {
     float m = 0.0f;
     const float den = scale_and_den(x, n, &m);
     if (den == 0.0f || !std::isfinite(den)) {  // all logits 0 (or eps dominates beyond float range)
@@ -45,8 +45,7 @@ struct PowerMap {
     for (int64_t j = 0; j < n; ++j) p[j] = ipow(x[j] * inv, power) * inv_den;
   }
   // ∂a/∂z: dz_j = p z_j^(p-1) (dA_j − d) / (Σ z^p + eps) = p (z_j/m)^(p-1) / (m · den) (dA_j − d).
-  void backward(const float* x, const float*, const float* dp, float d, float* dx, int64_t n, int64_t,
-                int64_t) const {
+  void backward(const float* x, const float*, const float* dp, float d, float* dx, int64_t n) const {
     float m = 0.0f;
     const float den = scale_and_den(x, n, &m);
     if (den == 0.0f || !std::isfinite(den)) {
@@ -77,8 +76,8 @@ AttentionEntry power_attention_entry() {
     map.power = p["p"].get<int>();
     SOFTLAB_CHECK(map.power % 2 == 0, "model.attention.p: Power-Softmax needs an even power, got ", map.power);
     map.eps = p["eps"].get<float>();
-    return std::make_unique<attention_kernel::RowMapAttention<PowerMap>>(
-        "power_attention", configured_scale(p), p["causal"].get<bool>(), map);
+    return attention_kernel::row_map_attention("power_attention", configured_scale(p), p["causal"].get<bool>(),
+                                               map);
   };
   return e;
 }

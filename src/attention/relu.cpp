@@ -11,12 +11,11 @@ namespace softlab {
 namespace {
 
 struct ReluMap {
-  void forward(const float* x, float* p, int64_t n, int64_t, int64_t) const {
+  void forward(const float* x, float* p, int64_t n) const {
     const float inv = 1.0f / static_cast<float>(n);
     for (int64_t j = 0; j < n; ++j) p[j] = std::max(x[j], 0.0f) * inv;
   }
-  void backward(const float* x, const float*, const float* dp, float, float* dx, int64_t n, int64_t,
-                int64_t) const {
+  void backward(const float* x, const float*, const float* dp, float, float* dx, int64_t n) const {
     const float inv = 1.0f / static_cast<float>(n);
     for (int64_t j = 0; j < n; ++j) dx[j] = x[j] > 0.0f ? dp[j] * inv : 0.0f;
   }
@@ -30,8 +29,8 @@ AttentionEntry relu_attention_entry() {
   e.help = "ReLU attention scaled by the number of keys, relu(s QK^T) V / n (Wortsman et al. 2023)";
   e.schema = {scale_param(), causal_param()};
   e.factory = [](const json& p, const AttentionContext&) -> std::unique_ptr<Attention> {
-    return std::make_unique<attention_kernel::RowMapAttention<ReluMap>>(
-        "relu_attention", configured_scale(p), p["causal"].get<bool>(), ReluMap{});
+    return attention_kernel::row_map_attention("relu_attention", configured_scale(p), p["causal"].get<bool>(),
+                                               ReluMap{});
   };
   return e;
 }

@@ -13,27 +13,27 @@
 //
 // Nothing of size N x N is ever stored: a thread holds 8 rows each of logits and weights
 // (and in backward of dp and dx) plus Kᵀ and Vᵀ of its head, so memory is O(N·Dh) per
-// thread. Backward keeps only q, k, v and the output o (for d_i)
-// and recomputes the logits: one extra Q·Kᵀ pass instead of B·H·N² saved floats.
+// thread. Backward keeps only q, k, v and the output o (for d_i) and recomputes the
+// logits: one extra Q·Kᵀ pass instead of B·H·N² saved floats.
 // Causal rows see keys 0..i only: the map gets n = i + 1 and the loops stop there, so a
 // masked pair contributes exactly zero and costs nothing.
 //
 // A map is a small struct with
-//   void forward(const float* x, float* p, int64_t n, int64_t i, int64_t N) const;
+//   void forward(const float* x, float* p, int64_t n) const;
 //   void backward(const float* x, const float* p, const float* dp, float d, float* dx,
-//                 int64_t n, int64_t i, int64_t N) const;
-// where x holds the n visible logits s·q_i·k_j of row i (N keys in all), p the weights,
-// dp_j = dO_i·v_j and d = dO_i·o_i. Maps are template arguments so their loops inline
-// into the kernel and vectorise.
+//                 int64_t n) const;
+// where x holds the n logits s·q_i·k_j that row i sees, p the weights, dp_j = dO_i·v_j and
+// d = dO_i·o_i. Maps are template arguments so their loops inline into the kernel and
+// vectorise; RowOp<Map> makes one a FusedAttention op (kernels.hpp).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <memory>
 
 #include "attention/kernels.hpp"
 #include "softlab/attention.hpp"
-#include "softlab/autograd.hpp"
 #include "softlab/error.hpp"
 #include "softlab/parallel.hpp"
 #include "softlab/tensor.hpp"
@@ -74,7 +74,7 @@ inline void load_rows(const float* x, int64_t i0, int64_t rows, int64_t D, float
 
 // One kCols-wide register of floats. GCC/Clang vector extensions make the SIMD shape of
 // the three products below explicit: left to itself, GCC vectorised them across rows with
-// permutes and ran 6-10x slower than oneDNN. (Without AVX-512 the compiler splits a
+// permutes and the forward ran 5-6x slower (docs/attention.md). (Without AVX-512 the compiler splits a
 // vector into two AVX2 halves.)
 using vf = float __attribute__((vector_size(kCols * sizeof(float))));
 inline vf loadu(const float* p) {
@@ -163,16 +163,8 @@ inline void add_wt_times_rows(const float* w, int64_t ldw, const float* a, int64
   }
 }
 
-// Runs fn(t, item_begin, item_end) on one contiguous range of items per thread slot t, so
-// each slot can own a scratch area. The partition is fixed for a given thread count.
-template <class F>
-void for_each_slot(int64_t items, int64_t slots, const F& fn) {
-  parallel_for(0, slots, 1, [&](int64_t t0, int64_t t1) {
-    for (int64_t t = t0; t < t1; ++t) fn(t, items * t / slots, items * (t + 1) / slots);
-  });
-}
-
-inline int64_t slots_for(int64_t items) { return std::max<int64_t>(1, std::min<int64_t>(items, num_threads())); }
+// Keys query i sees: i + 1 when causal, else all N.
+inline int64_t visible(const Dims& dm, int64_t i) { return dm.causal ? i + 1 : dm.N; }
 
 // Row r of a block (query i = i0 + r) sees n_i keys; the map fills p[0, n_i) and the
 // block's products run to the block's widest row, so the rest of the row is zeroed.
@@ -181,8 +173,8 @@ void map_block(const Map& map, const float* x, float* p, int64_t ld, int64_t i0,
                const Dims& dm) {
   for (int64_t r = 0; r < kRows; ++r) {
     float* pr = p + r * ld;
-    const int64_t n = r < rows ? (dm.causal ? i0 + r + 1 : dm.N) : 0;
-    if (n > 0) map.forward(x + r * ld, pr, n, i0 + r, dm.N);
+    const int64_t n = r < rows ? visible(dm, i0 + r) : 0;
+    if (n > 0) map.forward(x + r * ld, pr, n);
     std::fill(pr + n, pr + width, 0.0f);
   }
 }
@@ -193,13 +185,13 @@ void forward(const float* q, const float* k, const float* v, float* o, const Dim
   const int64_t rows_per_item = kRows * kBlocksPerItem;
   const int64_t per_head = (N + rows_per_item - 1) / rows_per_item;
   const int64_t items = dm.BH * per_head;
-  const int64_t slots = slots_for(items);
+  const int64_t slots = detail::slots_for(items);
   // Per slot: Kᵀ of the current head (D x ld), a block of q rows and of outputs
   // (kRows x D each), and kRows rows of logits and of weights (kRows x ld each).
   const int64_t per_slot = D * ld + 2 * kRows * D + 2 * kRows * ld;
   Tensor scratch = empty({slots, per_slot});
   float* scr = scratch.mutable_data();
-  for_each_slot(items, slots, [&](int64_t t, int64_t it0, int64_t it1) {
+  detail::for_each_slot(items, slots, [&](int64_t t, int64_t it0, int64_t it1) {
     float* kt = scr + t * per_slot;
     float* qb = kt + D * ld;
     float* ob = qb + kRows * D;
@@ -235,12 +227,12 @@ void backward(const float* q, const float* k, const float* v, const float* o, co
   const int64_t N = dm.N, D = dm.D, ld = round_up(N, kCols);
   // Heads are independent; within a head dK and dV accumulate over queries, so one head
   // belongs to one thread and its query blocks run in order (deterministic sums).
-  const int64_t slots = slots_for(dm.BH);
+  const int64_t slots = detail::slots_for(dm.BH);
   // Kᵀ, Vᵀ (D x ld each); q, dO, dQ blocks (kRows x D); x, p, dp, dx rows (kRows x ld).
   const int64_t per_slot = 2 * D * ld + 3 * kRows * D + 4 * kRows * ld;
   Tensor scratch = empty({slots, per_slot});
   float* scr = scratch.mutable_data();
-  for_each_slot(dm.BH, slots, [&](int64_t t, int64_t bh0, int64_t bh1) {
+  detail::for_each_slot(dm.BH, slots, [&](int64_t t, int64_t bh0, int64_t bh1) {
     float* kt = scr + t * per_slot;
     float* vt = kt + D * ld;
     float* qb = vt + D * ld;
@@ -269,11 +261,11 @@ void backward(const float* q, const float* k, const float* v, const float* o, co
         rows_times_bt(gb, D, vt, ld, dp, ld, cols, 1.0f);  // dp = dO Vᵀ
         for (int64_t r = 0; r < kRows; ++r) {
           float* dxr = dx + r * ld;
-          const int64_t n = r < rows ? (dm.causal ? i0 + r + 1 : N) : 0;
+          const int64_t n = r < rows ? visible(dm, i0 + r) : 0;
           if (n > 0) {
             float d = 0.0f;  // d_i = dO_i·o_i
             for (int64_t c = 0; c < D; ++c) d += gb[r * D + c] * oh[(i0 + r) * D + c];
-            map.backward(x + r * ld, p + r * ld, dp + r * ld, d, dxr, n, i0 + r, N);
+            map.backward(x + r * ld, p + r * ld, dp + r * ld, d, dxr, n);
           }
           std::fill(dxr + n, dxr + width, 0.0f);
         }
@@ -286,70 +278,33 @@ void backward(const float* q, const float* k, const float* v, const float* o, co
   });
 }
 
-inline Dims check_qkv(const char* op, const Tensor& q, const Tensor& k, const Tensor& v) {
-  const detail::HeadDims hd = detail::check_qkv(op, q, k, v);
-  SOFTLAB_CHECK(hd.Dv == hd.Dh, op, ": v must have the head size of q and k, got q ", q.shape(), ", v ", v.shape());
-  Dims dm;
-  dm.BH = hd.heads();
-  dm.N = hd.N;
-  dm.D = hd.Dh;
-  return dm;
-}
-
+// The FusedAttention op of a row map (kernels.hpp): scale 0 means Dh^-1/2.
 template <class Map>
-struct RowAttentionNode final : Node {
-  Saved q, k, v, o;
-  Dims dims;
+struct RowOp {
+  float scale = 0.0f;
+  bool causal = false;
   Map map;
-  const char* op = "";
-  const char* name() const override { return op; }
-  std::vector<Tensor> backward(const Tensor& g) override {
-    const Tensor &Q = q.get(), &K = k.get(), &V = v.get(), &O = o.get();
-    Tensor dq = empty(Q.shape()), dk = empty(K.shape()), dv = empty(V.shape());
-    attention_kernel::backward(Q.data(), K.data(), V.data(), O.data(), g.data(), dq.mutable_data(),
-                               dk.mutable_data(), dv.mutable_data(), dims, map);
-    return {dq, dk, dv};
+  static constexpr bool kSavesOutput = true;  // d_i = dO_i·o_i
+
+  Dims dims(const Tensor& q, const Tensor& v) const {
+    SOFTLAB_CHECK(v.shape() == q.shape(), "attention: v must have the shape of q and k, got q ", q.shape(), ", v ",
+                  v.shape());
+    return {q.shape()[0] * q.shape()[1], q.shape()[2], q.shape()[3], scale_for(scale, q), causal};
+  }
+  void forward(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& o) const {
+    attention_kernel::forward(q.data(), k.data(), v.data(), o.mutable_data(), dims(q, v), map);
+  }
+  void backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o, const Tensor& g, Tensor& dq,
+                Tensor& dk, Tensor& dv) const {
+    attention_kernel::backward(q.data(), k.data(), v.data(), o.data(), g.data(), dq.mutable_data(),
+                               dk.mutable_data(), dv.mutable_data(), dims(q, v), map);
   }
 };
 
-// O = map(s Q Kᵀ) V for q, k, v [B, H, N, Dh], with the hand-written backward above.
+// The module of a row map.
 template <class Map>
-Tensor row_attention(const char* op, const Tensor& q, const Tensor& k, const Tensor& v, float scale, bool causal,
-                     const Map& map) {
-  Dims dm = check_qkv(op, q, k, v);
-  dm.scale = scale;
-  dm.causal = causal;
-  Tensor o = empty(q.shape());
-  forward(q.data(), k.data(), v.data(), o.mutable_data(), dm, map);
-  if (needs_grad({&q, &k, &v})) {
-    auto node = std::make_shared<RowAttentionNode<Map>>();
-    node->q = Saved(q);
-    node->k = Saved(k);
-    node->v = Saved(v);
-    node->o = Saved(o);
-    node->dims = dm;
-    node->map = map;
-    node->op = op;
-    attach(o, node, {&q, &k, &v});
-  }
-  return o;
+std::unique_ptr<Attention> row_map_attention(const char* name, float scale, bool causal, const Map& map) {
+  return std::make_unique<detail::FusedAttention<RowOp<Map>>>(name, RowOp<Map>{scale, causal, map});
 }
-
-// The module around a row map: its scale (0 = Dh^-1/2 from q's shape) and causal flag.
-template <class Map>
-class RowMapAttention final : public Attention {
- public:
-  RowMapAttention(const char* op, float scale, bool causal, const Map& map)
-      : op_(op), scale_(scale), causal_(causal), map_(map) {}
-  Tensor forward(const Tensor& q, const Tensor& k, const Tensor& v) override {
-    return row_attention(op_, q, k, v, scale_for(scale_, q), causal_, map_);
-  }
-
- private:
-  const char* op_;
-  float scale_;
-  bool causal_;
-  Map map_;
-};
 
 }  // namespace softlab::attention_kernel

@@ -41,12 +41,11 @@ class SelectiveAttention final : public Attention {
   }
 
   Tensor forward(const Tensor& q, const Tensor& k, const Tensor& v) override {
-    SOFTLAB_CHECK(q.rank() == 4 && q.shape() == k.shape() && q.shape() == v.shape(),
-                  "selective attention: q, k, v must all be [B, H, N, Dh], got q ", q.shape(), ", k ", k.shape(),
-                  ", v ", v.shape());
-    const int64_t H = q.shape()[1], N = q.shape()[2], Dh = q.shape()[3];
+    const detail::HeadDims dims = detail::check_qkv("selective attention", q, k, v);
+    const int64_t H = dims.H, N = dims.N, Dh = dims.Dh;
+    if (w_q_.defined() || w_v_.defined()) check_heads(H, Dh);
     Tensor qt = q, vt = v;
-    Tensor tau;  // [B or 1, H or 1, N, 1], the query temperature minus nothing: built up below
+    Tensor tau;  // the query temperature τ_q, [N, 1] or [B, H, N, 1], built up below
     if (beta_.defined()) {
       // τ_pos(i) = 1 + c log n_i with c = exp(−exp(β)): [N, 1]
       Tensor log_n = empty({N, 1});
@@ -54,15 +53,11 @@ class SelectiveAttention final : public Attention {
       tau = add_scalar(mul(exp(neg(exp(beta_))), log_n), 1.0f);
     }
     if (w_q_.defined()) {
-      check_heads(H, Dh);
       Tensor tok = tanh(token_logit(q, w_q_, b_q_, H, Dh));  // [B, H, N, 1]
       tau = tau.defined() ? add(tok, tau) : add_scalar(tok, 1.0f);
     }
     if (tau.defined()) qt = mul(q, tau);
-    if (w_v_.defined()) {
-      check_heads(H, Dh);
-      vt = mul(v, add_scalar(tanh(token_logit(v, w_v_, b_v_, H, Dh)), 1.0f));
-    }
+    if (w_v_.defined()) vt = mul(v, add_scalar(tanh(token_logit(v, w_v_, b_v_, H, Dh)), 1.0f));
     return softmax_attention(qt, k, vt, scale_for(scale_, q), causal_);
   }
 

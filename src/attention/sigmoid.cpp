@@ -18,13 +18,12 @@ namespace {
 
 struct SigmoidMap {
   float bias = 0.0f;
-  void forward(const float* x, float* p, int64_t n, int64_t, int64_t) const {
+  void forward(const float* x, float* p, int64_t n) const {
     // 1 / (1 + e^-u): fast_exp saturates instead of overflowing, so no branch is needed
     // for u << 0 and the loop vectorises.
     for (int64_t j = 0; j < n; ++j) p[j] = 1.0f / (1.0f + detail::fast_exp(-(x[j] + bias)));
   }
-  void backward(const float*, const float* p, const float* dp, float, float* dx, int64_t n, int64_t,
-                int64_t) const {
+  void backward(const float*, const float* p, const float* dp, float, float* dx, int64_t n) const {
     for (int64_t j = 0; j < n; ++j) dx[j] = p[j] * (1.0f - p[j]) * dp[j];
   }
 };
@@ -50,8 +49,8 @@ AttentionEntry sigmoid_attention_entry() {
     } else {
       bias = p["bias"].get<float>();
     }
-    return std::make_unique<attention_kernel::RowMapAttention<SigmoidMap>>(
-        "sigmoid_attention", configured_scale(p), p["causal"].get<bool>(), SigmoidMap{bias});
+    return attention_kernel::row_map_attention("sigmoid_attention", configured_scale(p), p["causal"].get<bool>(),
+                                               SigmoidMap{bias});
   };
   return e;
 }

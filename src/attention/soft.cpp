@@ -32,6 +32,7 @@
 #include <memory>
 
 #include "attention/gaussian_kernel.hpp"
+#include "attention/kernels.hpp"
 #include "attention/spd_inverse.hpp"
 #include "softlab/attention.hpp"
 #include "softlab/nn/layers.hpp"
@@ -73,11 +74,8 @@ class SoftAttention final : public Attention {
   }
 
   Tensor forward(const Tensor& q, const Tensor& k, const Tensor& v) override {
-    SOFTLAB_CHECK(q.rank() == 4 && q.shape() == k.shape() && v.rank() == 4 && v.shape()[0] == q.shape()[0] &&
-                      v.shape()[1] == q.shape()[1] && v.shape()[2] == q.shape()[2],
-                  "soft attention: q, k, v must be [B, H, N, Dh] with equal B, H, N, got q ", q.shape(), ", k ",
-                  k.shape(), ", v ", v.shape());
-    const int64_t N = q.shape()[2], D = q.shape()[3];
+    const detail::HeadDims dims = detail::check_qkv("soft attention", q, k, v);
+    const int64_t N = dims.N, D = dims.Dh;
     SOFTLAB_CHECK(D == dh_, "soft attention: q has head size ", D, " but the module was built for ", dh_);
     SOFTLAB_CHECK(N == prefix_ + gh_ * gw_, "soft attention: ", N, " tokens, but the context describes ", prefix_,
                   " prefix tokens and a ", gh_, "x", gw_, " grid (", prefix_ + gh_ * gw_, " tokens)");

@@ -12,14 +12,13 @@ namespace softlab {
 namespace {
 
 struct SoftmaxMap {
-  void forward(const float* x, float* p, int64_t n, int64_t, int64_t) const {
+  void forward(const float* x, float* p, int64_t n) const {
     const float m = attention_kernel::row_max(x, n);
     for (int64_t j = 0; j < n; ++j) p[j] = detail::fast_exp(x[j] - m);
     const float inv = 1.0f / attention_kernel::row_sum(p, n);  // >= 1: the maximal logit gives exp(0)
     for (int64_t j = 0; j < n; ++j) p[j] *= inv;
   }
-  void backward(const float*, const float* p, const float* dp, float d, float* dx, int64_t n, int64_t,
-                int64_t) const {
+  void backward(const float*, const float* p, const float* dp, float d, float* dx, int64_t n) const {
     for (int64_t j = 0; j < n; ++j) dx[j] = p[j] * (dp[j] - d);
   }
 };
@@ -27,7 +26,8 @@ struct SoftmaxMap {
 }  // namespace
 
 Tensor softmax_attention(const Tensor& q, const Tensor& k, const Tensor& v, float scale, bool causal) {
-  return attention_kernel::row_attention("softmax_attention", q, k, v, scale, causal, SoftmaxMap{});
+  return detail::fused_attention("softmax_attention", q, k, v,
+                                 attention_kernel::RowOp<SoftmaxMap>{scale, causal, SoftmaxMap{}});
 }
 
 AttentionEntry softmax_attention_entry() {
@@ -36,8 +36,8 @@ AttentionEntry softmax_attention_entry() {
   e.help = "scaled dot-product attention, softmax(s QK^T) V (Vaswani et al. 2017)";
   e.schema = {scale_param(), causal_param()};
   e.factory = [](const json& p, const AttentionContext&) -> std::unique_ptr<Attention> {
-    return std::make_unique<attention_kernel::RowMapAttention<SoftmaxMap>>(
-        "softmax_attention", configured_scale(p), p["causal"].get<bool>(), SoftmaxMap{});
+    return attention_kernel::row_map_attention("softmax_attention", configured_scale(p), p["causal"].get<bool>(),
+                                               SoftmaxMap{});
   };
   return e;
 }

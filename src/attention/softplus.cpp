@@ -39,7 +39,7 @@ struct SoftplusMap {
     }
     return 1.0f;
   }
-  void forward(const float* x, float* p, int64_t n, int64_t, int64_t) const {
+  void forward(const float* x, float* p, int64_t n) const {
     const float lam = lambda(n);
     for (int64_t j = 0; j < n; ++j) p[j] = softplus_stable(lam * x[j]);
     if (power != 1.0f) {
@@ -51,8 +51,7 @@ struct SoftplusMap {
   }
   // a = g / G, g = f^p:  ∂L/∂f_j = p (a_j / f_j)(dA_j − d),  ∂f/∂z = σ(z),  z = λ x.
   // a_j / f_j equals 1/Σf for p = 1; in general it needs no second pass over the row.
-  void backward(const float* x, const float* p, const float* dp, float d, float* dx, int64_t n, int64_t,
-                int64_t) const {
+  void backward(const float* x, const float* p, const float* dp, float d, float* dx, int64_t n) const {
     const float lam = lambda(n);
     for (int64_t j = 0; j < n; ++j) {
       const float z = lam * x[j];
@@ -91,8 +90,8 @@ AttentionEntry softplus_attention_entry() {
       map.inv_log_train = 1.0f / std::log(static_cast<float>(ctx.seq_len));
     }
     map.power = p["p"].get<float>();
-    return std::make_unique<attention_kernel::RowMapAttention<SoftplusMap>>(
-        "softplus_attention", configured_scale(p), p["causal"].get<bool>(), map);
+    return attention_kernel::row_map_attention("softplus_attention", configured_scale(p), p["causal"].get<bool>(),
+                                               map);
   };
   return e;
 }

@@ -2,7 +2,6 @@
 #include "softlab/tensor.hpp"
 
 #include <atomic>
-
 #include <cstdlib>
 #include <cstring>
 #include <iomanip>
