@@ -24,8 +24,11 @@ struct HeadContext {
 };
 
 struct HeadOutput {
-  Tensor scores;  // [B, C]
-  Tensor loss;    // scalar; undefined when no labels were given
+  // [B, C], for prediction and metrics. The loss is the differentiable output: heads whose
+  // scores are not the linear layer's output (zloss, ebv, fourier) return them without
+  // autograd history.
+  Tensor scores;
+  Tensor loss;  // scalar; undefined when no labels were given
 };
 
 class Head : public nn::Module {
@@ -33,6 +36,13 @@ class Head : public nn::Module {
   virtual HeadOutput forward(const Tensor& features, std::span<const int32_t> labels) = 0;
   // The head's decision rule; the default is arg-max with ties to the lowest index.
   virtual std::vector<int32_t> predict(const Tensor& scores) const;
+  // The head's probabilities over the C classes, [B, C], from its scores: softmax for the
+  // softmax-family heads, the Fourier head's density over its bins, StableMax's
+  // normalised s(z). Undefined for heads without a probability model (svm, zloss).
+  virtual Tensor probabilities(const Tensor& scores) const;
+  // Facts about fixed buffers worth logging (the EBV basis's largest pairwise |cos|);
+  // an empty object for most heads.
+  virtual json info() const { return json::object(); }
 };
 
 using HeadFactory = std::function<std::unique_ptr<Head>(const json& params, const HeadContext& ctx)>;
@@ -44,5 +54,21 @@ std::unique_ptr<Head> make_head(const json& cfg, const HeadContext& ctx, const s
 
 // Arg-max per row, ties to the lowest index.
 std::vector<int32_t> argmax_rows(const Tensor& scores);
+
+// The Equiangular Basis Vectors generator (spec/heads.md 4.1): C unit rows in R^d whose
+// pairwise |cos| is pushed below `threshold` by plain gradient descent on
+// sum_{i != j} relu(|cos_ij| - threshold), starting from seeded Gaussian rows.
+struct EbvBasis {
+  Tensor basis;           // [C, d], unit rows
+  double max_cos = 0.0;   // the largest off-diagonal |cos| reached
+  int64_t steps = 0;      // gradient steps taken (0 if the start already met the threshold)
+  bool converged = false; // max_cos <= threshold + 1e-4
+};
+EbvBasis generate_ebv_basis(int64_t classes, int64_t dim, double threshold, double lr, int64_t max_steps,
+                            uint64_t seed);
+// Largest off-diagonal |cos| between the rows of a [C, d] matrix.
+double max_pairwise_cos(const Tensor& rows);
+// The Welch bound sqrt((C - d) / (d (C - 1))) on max |cos| of C unit vectors in R^d (0 if d >= C).
+double welch_bound(int64_t classes, int64_t dim);
 
 }  // namespace softlab

@@ -54,6 +54,9 @@ Tensor log_softmax(const Tensor& x);
 // ---- normalisation ------------------------------------------------------------------------
 // Over the last axis; gamma and beta: [D] (either may be undefined: no affine part).
 Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps = 1e-5f);
+// x / max(||x||, eps) along the last axis (torch's F.normalize), fused with its backward
+// dx = (g - x_hat (x_hat . g)) / ||x|| (g / eps where the norm is clamped).
+Tensor l2_normalize(const Tensor& x, float eps = 1e-12f);
 
 // ---- shape --------------------------------------------------------------------------------
 Tensor reshape(const Tensor& x, std::vector<int64_t> dims);  // one dim may be -1; free (a view)

@@ -57,15 +57,22 @@ int cmd_predict(int argc, char** argv) {
     while (loader.next(b)) {
       HeadOutput out = m.model->forward(b.images);
       const auto pred = m.model->head->predict(out.scores);
+      const Tensor probs = as_json ? m.model->head->probabilities(out.scores) : Tensor();
       const int64_t C = out.scores.shape()[1];
       for (size_t i = 0; i < pred.size(); ++i, ++index) {
         const int32_t c = pred[i];
         const std::string name =
             c < static_cast<int32_t>(m.class_names.size()) ? m.class_names[static_cast<size_t>(c)] : std::to_string(c);
         const float score = out.scores.data()[static_cast<int64_t>(i) * C + c];
-        if (as_json)
-          std::cout << json{{"input", input}, {"index", index}, {"class", c}, {"name", name}, {"score", score}}.dump()
-                    << "\n";
+        if (as_json) {
+          json row = {{"input", input}, {"index", index}, {"class", c}, {"name", name}, {"score", score}};
+          // The head's probabilities over the classes (Fourier: its density over the bins).
+          if (probs.defined()) {
+            const float* pr = probs.data() + static_cast<int64_t>(i) * C;
+            row["probabilities"] = std::vector<float>(pr, pr + C);
+          }
+          std::cout << row.dump() << "\n";
+        }
         else
           std::cout << input << "\t" << index << "\t" << c << "\t" << name << "\t" << score << "\n";
       }

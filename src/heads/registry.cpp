@@ -1,15 +1,31 @@
 // The head table: one line per head. Each head's file defines its entry beside its code.
 #include "softlab/head.hpp"
 
+#include <cmath>
+
+#include "heads/row_loss.hpp"
+#include "softlab/ops.hpp"
 #include "softlab/parallel.hpp"
 
 namespace softlab {
 
 HeadEntry softmax_head_entry();
+HeadEntry svm_head_entry();
+HeadEntry zloss_head_entry();
+HeadEntry ebv_head_entry();
+HeadEntry fourier_head_entry();
+HeadEntry stablemax_head_entry();
+HeadEntry cosine_head_entry();
 
 const Registry<HeadFactory>& head_registry() {
   static const Registry<HeadFactory> registry("head", {
       softmax_head_entry(),
+      svm_head_entry(),
+      zloss_head_entry(),
+      ebv_head_entry(),
+      fourier_head_entry(),
+      stablemax_head_entry(),
+      cosine_head_entry(),
   });
   return registry;
 }
@@ -37,5 +53,28 @@ std::vector<int32_t> argmax_rows(const Tensor& scores) {
 }
 
 std::vector<int32_t> Head::predict(const Tensor& scores) const { return argmax_rows(scores); }
+
+Tensor Head::probabilities(const Tensor& scores) const {
+  NoGradGuard no_grad;
+  return softmax(scores);
+}
+
+heads::LinearInit heads::linear_init(const HeadContext& ctx, int64_t rows, const char* head, float div) {
+  SOFTLAB_CHECK(ctx.init, head, " head: no initialisation generator given");
+  SOFTLAB_CHECK(ctx.in_dim > 0 && ctx.num_classes > 0, head, " head: need in_dim > 0 and num_classes > 0, got ",
+                ctx.in_dim, " and ", ctx.num_classes);
+  // PyTorch's nn.Linear default (spec 0), weight first, then bias.
+  const float bound = 1.0f / std::sqrt(static_cast<float>(ctx.in_dim));
+  LinearInit l;
+  l.weight = uniform({rows, ctx.in_dim}, *ctx.init, -bound, bound);
+  l.bias = uniform({rows}, *ctx.init, -bound, bound);
+  if (div != 1.0f) {
+    for (Tensor* t : {&l.weight, &l.bias}) {
+      float* p = t->mutable_data();
+      for (int64_t i = 0; i < t->numel(); ++i) p[i] /= div;
+    }
+  }
+  return l;
+}
 
 }  // namespace softlab

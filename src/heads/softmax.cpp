@@ -3,7 +3,7 @@
 // In eval mode the loss is plain cross-entropy (no smoothing): the data term.
 #include <cmath>
 
-#include "softlab/head.hpp"
+#include "heads/row_loss.hpp"
 #include "softlab/ops.hpp"
 
 namespace softlab {
@@ -13,11 +13,9 @@ class SoftmaxHead final : public Head {
  public:
   SoftmaxHead(const HeadContext& ctx, float smoothing, float temperature)
       : smoothing_(smoothing), inv_t_(1.0f / temperature) {
-    SOFTLAB_CHECK(ctx.init, "softmax head: no initialisation generator given");
-    // PyTorch's nn.Linear default: U(-1/sqrt(D), 1/sqrt(D)) for weight and bias (spec 0).
-    const float bound = 1.0f / std::sqrt(static_cast<float>(ctx.in_dim));
-    w_ = register_parameter("weight", uniform({ctx.num_classes, ctx.in_dim}, *ctx.init, -bound, bound));
-    b_ = register_parameter("bias", uniform({ctx.num_classes}, *ctx.init, -bound, bound), false);
+    auto init = heads::linear_init(ctx, ctx.num_classes, "softmax");
+    w_ = register_parameter("weight", init.weight);
+    b_ = register_parameter("bias", init.bias, false);
   }
   HeadOutput forward(const Tensor& h, std::span<const int32_t> labels) override {
     HeadOutput out;

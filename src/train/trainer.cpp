@@ -178,6 +178,8 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
     progress.line(detail::cat("model ", cfg.model.type, " (attention ", cfg.model.attention.value("type", "?"),
                               ", head ", cfg.model.head.value("type", "?"), "): ", model->num_parameters(),
                               " parameters;", counts));
+    const json head_info = model->head->info();
+    if (!head_info.empty()) progress.line(detail::cat("head ", cfg.model.head.value("type", "?"), ": ", head_info.dump()));
   }
   if (opt.resume)
     progress.line(detail::cat("resuming ", run_dir, " at epoch ", pos.epoch + 1, ", batch ", pos.batch, ", step ",
@@ -323,6 +325,7 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
   json per_module = json::object();
   for (const auto& [n, c] : model->parameter_counts()) per_module[n] = c;
   summary["params_per_module"] = per_module;
+  if (const json head_info = model->head->info(); !head_info.empty()) summary["head_info"] = head_info;
   write_file_atomic(summary_path.string(), summary.dump(2) + "\n");
   progress.line(detail::cat("test accuracy ", fmt("%.2f%%", 100.0 * last_eval.accuracy), " (best ",
                             fmt("%.2f%%", 100.0 * summary["best_test_accuracy"].get<double>()), "), ",

@@ -1,0 +1,125 @@
+// ebv head: Equiangular Basis Vectors (Shen, Sun, Wei, CVPR 2023; spec/heads.md 4.2).
+//   v = h P^T + beta,  u = v / max(||v||, 1e-12),  cos_k = u . E_k   (E: fixed unit rows)
+//   l = CE(cos / tau, y; label_smoothing),  scores = cos,  prediction: the nearest E_k
+// E is generated once from gen_seed when the head is built (generate_ebv_basis), saved in
+// checkpoints as the buffer "basis" and restored from them exactly; its rows are
+// re-normalised on every forward, so a basis loaded from anywhere is used as unit rows.
+#include <cmath>
+
+#include "heads/row_loss.hpp"
+#include "softlab/ops.hpp"
+
+namespace softlab {
+
+namespace {
+
+struct EbvRule {
+  const float* E = nullptr;  // [C, d], unit rows
+  int64_t C = 0, d = 0;
+  double inv_tau = 1.0 / 0.07, eps = 0.0;
+  int64_t scratch() const { return d + 2 * C; }
+  double row(const float* v, int32_t y, float* scores, float* g, double* s) const {
+    double* u = s;          // [d]
+    double* lam = s + d;    // [C]: cos / tau
+    double* glam = lam + C; // [C]: dl/dlam
+    double n2 = 0.0;
+    for (int64_t j = 0; j < d; ++j) n2 += double{v[j]} * v[j];
+    const double norm = std::sqrt(n2);
+    const bool clamped = norm < 1e-12;  // as F.normalize: u = v / max(||v||, 1e-12)
+    const double inv = 1.0 / (clamped ? 1e-12 : norm);
+    for (int64_t j = 0; j < d; ++j) u[j] = v[j] * inv;
+    for (int64_t k = 0; k < C; ++k) {
+      double c = 0.0;
+      for (int64_t j = 0; j < d; ++j) c += u[j] * E[k * d + j];
+      scores[k] = static_cast<float>(c);
+      lam[k] = c * inv_tau;
+    }
+    if (y < 0) return 0.0;
+    const double l = heads::row_cross_entropy(lam, C, y, eps, g ? glam : nullptr);
+    if (g) {
+      // g_u = (dl/dlam / tau) E;  dl/dv = (g_u - u (u . g_u)) / ||v||  (no projection when clamped)
+      double ug = 0.0;
+      for (int64_t j = 0; j < d; ++j) {
+        double gu = 0.0;
+        for (int64_t k = 0; k < C; ++k) gu += glam[k] * E[k * d + j];
+        ug += u[j] * gu * inv_tau;
+        g[j] = static_cast<float>(gu * inv_tau);
+      }
+      for (int64_t j = 0; j < d; ++j)
+        g[j] = static_cast<float>(clamped ? g[j] * inv : (g[j] - u[j] * ug) * inv);
+    }
+    return l;
+  }
+};
+
+class EbvHead final : public Head {
+ public:
+  EbvHead(const HeadContext& ctx, int64_t dim, double tau, double smoothing, const EbvBasis& basis)
+      : C_(ctx.num_classes), d_(dim), tau_(tau), smoothing_(smoothing), steps_(basis.steps) {
+    auto init = heads::linear_init(ctx, dim, "ebv");
+    w_ = register_parameter("weight", init.weight);
+    b_ = register_parameter("bias", init.bias, false);
+    basis_ = register_buffer("basis", basis.basis);
+  }
+  HeadOutput forward(const Tensor& h, std::span<const int32_t> labels) override {
+    // Unit rows of the stored basis (a loaded basis need not be exactly normalised).
+    std::vector<float> e(basis_.data(), basis_.data() + basis_.numel());
+    for (int64_t k = 0; k < C_; ++k) {
+      double n2 = 0.0;
+      for (int64_t j = 0; j < d_; ++j) n2 += double{e[k * d_ + j]} * e[k * d_ + j];
+      const double inv = 1.0 / std::max(std::sqrt(n2), 1e-12);
+      for (int64_t j = 0; j < d_; ++j) e[k * d_ + j] = static_cast<float>(e[k * d_ + j] * inv);
+    }
+    EbvRule rule{e.data(), C_, d_, 1.0 / tau_, training() ? smoothing_ : 0.0};
+    return heads::row_loss("ebv", linear(h, w_, b_), C_, labels, rule);
+  }
+  Tensor probabilities(const Tensor& scores) const override { return softmax(scale(scores, static_cast<float>(1.0 / tau_))); }
+  json info() const override {
+    return {{"basis_max_cos", max_pairwise_cos(basis_)}, {"basis_dim", d_}, {"generator_steps", steps_}};
+  }
+
+ private:
+  int64_t C_, d_;
+  double tau_;
+  double smoothing_;
+  int64_t steps_;
+  Tensor w_, b_, basis_;
+};
+
+}  // namespace
+
+HeadEntry ebv_head_entry() {
+  HeadEntry e;
+  e.name = "ebv";
+  e.help = "Equiangular Basis Vectors (Shen et al.): cosine to a fixed, generated basis, with temperature";
+  e.schema = {
+      {.name = "dim", .type = ParamType::Int, .default_value = nullptr, .min = 2.0,
+       .help = "basis dimension d; null means the number of classes", .nullable = true},
+      {.name = "tau", .type = ParamType::Float, .default_value = 0.07, .min = 0.0, .min_exclusive = true,
+       .help = "temperature: logits = cos / tau"},
+      {.name = "label_smoothing", .type = ParamType::Float, .default_value = 0.0, .min = 0.0, .max = 1.0,
+       .max_exclusive = true, .help = "target = (1-eps) one-hot + eps/C (training loss only)"},
+      {.name = "threshold", .type = ParamType::Float, .default_value = 0.002, .min = 0.0, .min_exclusive = true,
+       .help = "generator target for max pairwise |cos|; must exceed the Welch bound when dim < C"},
+      {.name = "gen_lr", .type = ParamType::Float, .default_value = 1e-3, .min = 0.0, .min_exclusive = true,
+       .help = "generator step size (plain gradient descent)"},
+      {.name = "gen_max_steps", .type = ParamType::Int, .default_value = 100000, .min = 1.0,
+       .help = "generator step limit"},
+      {.name = "gen_seed", .type = ParamType::Int, .default_value = 42, .min = 0.0,
+       .help = "seed of the generator's Gaussian start"},
+  };
+  e.factory = [](const json& p, const HeadContext& ctx) -> std::unique_ptr<Head> {
+    const int64_t C = ctx.num_classes;
+    const int64_t dim = p["dim"].is_null() ? C : p["dim"].get<int64_t>();
+    const double threshold = p["threshold"].get<double>(), welch = welch_bound(C, dim);
+    SOFTLAB_CHECK(threshold > welch, "model.head.threshold: ", threshold, " cannot be reached by ", C,
+                  " unit vectors in ", dim, " dimensions (the Welch bound is ", welch,
+                  "); raise it or model.head.dim");
+    const EbvBasis basis = generate_ebv_basis(C, dim, threshold, p["gen_lr"].get<double>(),
+                                              p["gen_max_steps"].get<int64_t>(), p["gen_seed"].get<uint64_t>());
+    return std::make_unique<EbvHead>(ctx, dim, p["tau"].get<double>(), p["label_smoothing"].get<double>(), basis);
+  };
+  return e;
+}
+
+}  // namespace softlab
