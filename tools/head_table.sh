@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Trains configs/fmnist_vit.json once per head, changing only model.head, and prints the
+# Markdown table of docs/heads.md.
+#
+#   tools/head_table.sh [out-dir] [extra softlab train arguments...]
+#   env: HEADS="softmax svm ..." (default: the seven heads plus svm with Agarap's preset)
+#        SOFTLAB=<softlab binary> (default build-release/softlab)
+#        CONFIG=<config> (default configs/fmnist_vit.json)
+#
+# For MNIST: tools/get_mnist.sh, then add --set data.dataset=mnist --set data.path=<its DEST>.
+# Each run goes to <out-dir>/<label> (default out-dir: runs/head-table-<timestamp>); an
+# existing run directory is resumed, not overwritten (tools/variant_table.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-runs/head-table-$(date +%Y%m%d-%H%M%S)}
+shift || true
+variants=()
+for h in ${HEADS:-softmax svm svm_agarap2017 zloss ebv fourier stablemax cosine}; do
+  case $h in
+    svm_agarap2017) variants+=("$h=model.head.type=svm;model.head.preset=agarap2017") ;;
+    *) variants+=("$h=model.head.type=$h") ;;
+  esac
+done
+exec tools/variant_table.sh "$out" head "${variants[@]}" -- "$@"
