@@ -453,7 +453,15 @@ TEST(SoftAttention, Gradcheck) {
                                                   {"conv", "cholesky", 4, 4, 1},
                                                   {"avgpool", "newton", 4, 4, 1},
                                                   {"avgpool", "cholesky", 4, 4, 0}})
-    for (uint64_t seed : {5, 6}) expect_gradcheck(variant_case(v, 1, 2, 4, seed));
+    for (uint64_t seed : {5, 6}) {
+      // The step: avgpool landmarks are smooth in the inputs, so a larger step only removes
+      // float32 rounding noise (about ulp * cond / eps): the worst error falls from 4e-3 at
+      // eps 1e-3 (at the tolerance, and over it at -O1) to 3e-4 at eps 1e-2. Conv landmarks
+      // pass through LayerNorm and GELU, whose curvature needs the small step.
+      GradcheckOptions o;
+      if (v.landmark == "avgpool") o.eps = 1e-2f;
+      expect_gradcheck(variant_case(v, 1, 2, 4, seed), o);
+    }
 }
 
 // Spec 5: "with landmarks = tokens it is exact". avgpool with ratio 1 makes L = q~ (no class
