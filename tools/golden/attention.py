@@ -17,6 +17,8 @@ reads them into float32 tensors, evaluates the module at exactly the same point.
 Each case gets its own torch seed (CRC-32 of its name), so adding or removing a case leaves
 the others unchanged, and the script rewrites every file byte for byte the same on a
 given torch build. Files in tests/golden/attention/ that no case produces are deleted.
+The seeding, the float32 rounding, the output format, the idempotent writing and the command
+line are shared with tools/golden/heads.py and live in tools/golden/common.py.
 
 The float32 self-check evaluates the same formulas in float32 (SOFT's m x m inverse in
 float64, as spec section 5 recommends for the C++ code) and reports, per case, the worst
@@ -24,18 +26,17 @@ float64, as spec section 5 recommends for the C++ code) and reports, per case, t
 straightforward float32 implementation passes the C++ test's tolerance; it is how the
 default tolerance (atol 1e-5, rtol 1e-4) was checked to be achievable for each case.
 """
-import argparse
-import json
 import math
-import os
 import sys
-import zlib
 
 import torch
 import torch.nn.functional as F
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-OUT_DIR = os.path.join(ROOT, "tests", "golden", "attention")
+import common
+from common import case_generator, f32_warning, fmt_list, fmt_object, fmt_tensor, header_lines, to_f32_values, \
+    tolerance_ratio
+
+OUT_DIR = common.golden_dir("attention")
 DEFAULT_TOL = {"atol": 1e-5, "rtol": 1e-4}
 
 
@@ -399,11 +400,6 @@ CASES = [
 ]
 
 
-def to_f32_values(t):
-    """float64 tensor holding exactly float32-representable values."""
-    return t.float().double()
-
-
 def make_params(c, gen):
     """Parameter values (float32-representable float64), by the C++ module's parameter names."""
     cfg = c["config"]
@@ -427,7 +423,7 @@ def make_params(c, gen):
 
 
 def make_inputs(c):
-    gen = torch.Generator().manual_seed(zlib.crc32(c["name"].encode()))
+    gen = case_generator(c["name"])
     shape = c["shape"]
     q, k, v, dout = (to_f32_values(torch.randn(*shape, dtype=torch.float64, generator=gen)) for _ in range(4))
     return {"q": q, "k": k, "v": v, "dout": dout}, make_params(c, gen)
@@ -454,12 +450,6 @@ def evaluate(c, inputs, params, dtype):
     }
 
 
-def tolerance_ratio(a, b, tol):
-    """max over elements of |a - b| / (atol + rtol |b|)."""
-    a, b = a.double().flatten(), b.double().flatten()
-    return ((a - b).abs() / (tol["atol"] + tol["rtol"] * b.abs())).max().item() if a.numel() else 0.0
-
-
 # ------------------------------------------------------------------------------------------
 # Self-tests of the reference (--selftest): finite differences against the autograd
 # gradients, and second forms of some forwards written independently of the first.
@@ -471,9 +461,7 @@ def gradcheck_case(c, inputs, params):
     def f(q, k, v, *pvals):
         return fn(c["config"], c["context"], q, k, v, dict(zip(names, pvals)))
 
-    args = [inputs[n].clone().requires_grad_(True) for n in ("q", "k", "v")]
-    args += [params[n].clone().requires_grad_(True) for n in names]
-    return torch.autograd.gradcheck(f, args, eps=1e-6, atol=1e-7, rtol=1e-6)
+    return common.gradcheck(f, [inputs[n] for n in ("q", "k", "v")] + [params[n] for n in names])
 
 
 def linear_recurrent(cfg, q, k, v):
@@ -559,44 +547,19 @@ def selftest():
                 ok &= good
                 msgs.append("second form %s (max diff %.1e)" % ("ok" if good else "FAILED", err))
         print("%-36s %s" % (c["name"], ", ".join(msgs)))
-    print("selftest", "passed" if ok else "FAILED")
-    return 0 if ok else 1
+    return ok
 
 
 # ------------------------------------------------------------------------------------------
-# Output: compact JSON, numbers with 10 significant digits.
-
-def fmt_number(x):
-    x = float(x)
-    if not math.isfinite(x):
-        raise ValueError("non-finite value in golden data")
-    return "%.10g" % x
-
-
-def fmt_list(t):
-    return "[" + ", ".join(fmt_number(x) for x in t.detach().flatten().tolist()) + "]"
-
+# Output (format in tests/golden/README.md; the shared pieces are in common.py)
 
 def render(c, inputs, params, res, tol):
-    lines = ["{"]
-    lines.append('  "case": %s,' % json.dumps(c["name"]))
-    lines.append('  "config": %s,' % json.dumps(c["config"]))
-    lines.append('  "context": %s,' % json.dumps(c["context"]))
-    lines.append('  "shape": %s,' % json.dumps(c["shape"]))
-    if tol is not None:
-        lines.append('  "tolerance": %s,' % json.dumps(tol))
+    lines = header_lines(c, tol)
     for key in ("q", "k", "v", "dout"):
         lines.append('  "%s": %s,' % (key, fmt_list(inputs[key])))
     for key in ("out", "dq", "dk", "dv"):
         lines.append('  "%s": %s,' % (key, fmt_list(res[key])))
-    plines = []
-    for name, value in params.items():
-        plines.append('    %s: {"shape": %s, "value": %s, "grad": %s}' % (
-            json.dumps(name), json.dumps(list(value.shape)), fmt_list(value), fmt_list(res["params"][name])))
-    if plines:
-        lines.append('  "params": {\n' + ",\n".join(plines) + "\n  }")
-    else:
-        lines.append('  "params": {}')
+    lines.append(fmt_object("params", [fmt_tensor(n, v, res["params"][n]) for n, v in params.items()], last=True))
     lines.append("}")
     return "\n".join(lines) + "\n"
 
@@ -623,56 +586,38 @@ CASE_TOLERANCE = {
 }
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--check", action="store_true", help="print the float32 self-check and diagnostics per case")
-    ap.add_argument("--selftest", action="store_true",
-                    help="check the reference itself (finite differences, second forms) and write nothing")
-    ap.add_argument("--out", default=OUT_DIR, help="output directory (default tests/golden/attention)")
-    args = ap.parse_args()
+def generate(c):
+    inputs, params = make_inputs(c)
+    res = evaluate(c, inputs, params, torch.float64)
+    tol = CASE_TOLERANCE.get(c["name"])
+    return render(c, inputs, params, res, tol), (inputs, params, res, tol)
 
-    torch.set_num_threads(1)  # deterministic reductions
-    if args.selftest:
-        return selftest()
-    os.makedirs(args.out, exist_ok=True)
-    names = [c["name"] for c in CASES]
-    assert len(set(names)) == len(names), "duplicate case names"
-    worst_f32 = 0.0
-    for c in CASES:
-        inputs, params = make_inputs(c)
-        res = evaluate(c, inputs, params, torch.float64)
-        tol = CASE_TOLERANCE.get(c["name"])
-        text = render(c, inputs, params, res, tol)
-        path = os.path.join(args.out, c["name"] + ".json")
-        old = open(path).read() if os.path.exists(path) else None
-        if old != text:
-            with open(path + ".tmp", "w") as f:
-                f.write(text)
-            os.replace(path + ".tmp", path)
-        status = "unchanged" if old == text else ("updated" if old is not None else "written")
-        line = "%-36s %6d bytes  %s" % (c["name"] + ".json", len(text), status)
-        if args.check:
-            r32 = evaluate(c, inputs, params, torch.float32)
-            t = tol or DEFAULT_TOL
-            ratio = max([tolerance_ratio(r32[key], res[key], t) for key in ("out", "dq", "dk", "dv")] +
-                        [tolerance_ratio(r32["params"][n], res["params"][n], t) for n in params])
-            worst_f32 = max(worst_f32, ratio)
-            line += "  f32/tol %.3f%s" % (ratio, "  WARNING: float32 needs more than half the tolerance" if ratio > 0.5 else "")
-            if c["config"]["type"] == "soft":
-                resid, cond = soft_newton_residual(c["config"], c["context"], inputs["q"], params)
-                line += "  |I-PW|max %.2e  cond(P) %.1f" % (resid, cond)
-            if c["config"]["type"] in ("relu", "power"):
-                s = logit_scale(c["config"], c["shape"][3])
-                z = s * inputs["q"] @ inputs["k"].transpose(-1, -2)
-                line += "  min|logit| %.2e" % z.abs().min().item()
-        print(line)
-    for f in sorted(os.listdir(args.out)):
-        if f.endswith(".json") and f[:-5] not in names:
-            os.remove(os.path.join(args.out, f))
-            print("removed stale", f)
-    if args.check:
-        print("worst float32/float64 ratio to tolerance: %.3f" % worst_f32)
-    return 0
+
+def check(c, state):
+    """float32 evaluation of the same formulas: worst ratio to the tolerance, and the line's
+    diagnostics (SOFT's Newton residual and cond(P), the smallest |logit| at relu/power kinks)."""
+    inputs, params, res, tol = state
+    r32 = evaluate(c, inputs, params, torch.float32)
+    t = tol or DEFAULT_TOL
+    ratio = max([tolerance_ratio(r32[key], res[key], t) for key in ("out", "dq", "dk", "dv")] +
+                [tolerance_ratio(r32["params"][n], res["params"][n], t) for n in params])
+    line = "  f32/tol %.3f%s" % (ratio, f32_warning(ratio))
+    if c["config"]["type"] == "soft":
+        resid, cond = soft_newton_residual(c["config"], c["context"], inputs["q"], params)
+        line += "  |I-PW|max %.2e  cond(P) %.1f" % (resid, cond)
+    if c["config"]["type"] in ("relu", "power"):
+        s = logit_scale(c["config"], c["shape"][3])
+        z = s * inputs["q"] @ inputs["k"].transpose(-1, -2)
+        line += "  min|logit| %.2e" % z.abs().min().item()
+    return ratio, line
+
+
+def main():
+    return common.main(
+        __doc__, OUT_DIR, CASES, generate, check, selftest,
+        check_help="print the float32 self-check and diagnostics per case",
+        selftest_help="check the reference itself (finite differences, second forms) and write nothing",
+        name_width=36)
 
 
 if __name__ == "__main__":

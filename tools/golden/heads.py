@@ -22,24 +22,25 @@ within 1e-3 of a kink (hinge arguments, Crammer-Singer's worst wrong class, Stab
 z = 0) or of a decision tie (top-two scores; zero scores under sign_argmax), or when a case
 asks for a property the draw lacks (the agarap2017 case needs sign_argmax to differ from
 argmax on one row and a row without a positive score).
+The seeding, the float32 rounding, the output format, the idempotent writing and the command
+line are shared with tools/golden/attention.py and live in tools/golden/common.py.
 
 The float32 self-check evaluates the same formulas in float32 and reports, per case, the
 worst |a32 - a64| / (atol + rtol |a64|) over scores, both losses, dfeatures and every
 parameter gradient. A value below 1 means that a straightforward float32 implementation
 passes the C++ test's tolerance (default atol 1e-6, rtol 1e-4, spec section 7).
 """
-import argparse
-import json
 import math
-import os
 import sys
-import zlib
 
 import torch
 import torch.nn.functional as F
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-OUT_DIR = os.path.join(ROOT, "tests", "golden", "heads")
+import common
+from common import case_generator, f32_warning, fmt_ints, fmt_list, fmt_number, fmt_object, fmt_tensor, \
+    header_lines, to_f32_values, tolerance_ratio
+
+OUT_DIR = common.golden_dir("heads")
 DEFAULT_TOL = {"atol": 1e-6, "rtol": 1e-4}
 KINK = 1e-3  # minimum distance of hinge arguments / decision gaps from their kinks and ties
 
@@ -396,11 +397,6 @@ CASES = [
 ]
 
 
-def to_f32_values(t):
-    """float64 tensor holding exactly float32-representable values."""
-    return t.float().double()
-
-
 def ebv_generate(c, d, alpha, lr, max_steps, gen):
     """The authors' generator (spec 4.1) in float64 from a draw of `gen`: row-normalise,
     stop when max off-diagonal |cos| <= alpha + 1e-4, else one SGD step on
@@ -486,7 +482,7 @@ def draw_problems(c, r, h, y, params, buffers):
 
 
 def make_inputs(c):
-    gen = torch.Generator().manual_seed(zlib.crc32(c["name"].encode()))
+    gen = case_generator(c["name"])
     r = dict(resolve(c["config"], c["context"]), num_classes=c["shape"][2])
     for attempt in range(10000):
         h, y, params, buffers = draw(c, gen, r)
@@ -513,12 +509,6 @@ def evaluate(c, r, inputs, params, buffers, dtype):
     }
 
 
-def tolerance_ratio(a, b, tol):
-    """max over elements of |a - b| / (atol + rtol |b|)."""
-    a, b = a.double().flatten(), b.double().flatten()
-    return ((a - b).abs() / (tol["atol"] + tol["rtol"] * b.abs())).max().item() if a.numel() else 0.0
-
-
 # ------------------------------------------------------------------------------------------
 # Self-tests of the reference (--selftest)
 
@@ -536,8 +526,7 @@ def gradcheck_case(c, r, inputs, params, buffers):
     def f(h, *pvals):
         return fn(r, h, inputs["labels"], dict(zip(names, pvals)), buffers)
 
-    args = [inputs["features"].clone().requires_grad_(True)] + [params[n].clone().requires_grad_(True) for n in names]
-    return torch.autograd.gradcheck(f, args, eps=1e-6, atol=1e-7, rtol=1e-6)
+    return common.gradcheck(f, [inputs["features"]] + [params[n] for n in names])
 
 
 def linear_backprop(g_o, h, w):
@@ -863,36 +852,14 @@ def selftest():
         ok &= good
         print("%-36s %s (%s)" % ("(global)", label + (" ok" if good else " FAILED"),
                                  "%.1e" % detail if isinstance(detail, float) else detail))
-    print("selftest", "passed" if ok else "FAILED")
-    return 0 if ok else 1
+    return ok
 
 
 # ------------------------------------------------------------------------------------------
-# Output: compact JSON, numbers with 10 significant digits.
-
-def fmt_number(x):
-    x = float(x)
-    if not math.isfinite(x):
-        raise ValueError("non-finite value in golden data")
-    return "%.10g" % x
-
-
-def fmt_list(t):
-    return "[" + ", ".join(fmt_number(x) for x in t.detach().flatten().tolist()) + "]"
-
-
-def fmt_ints(t):
-    return "[" + ", ".join(str(int(x)) for x in t.flatten().tolist()) + "]"
-
+# Output (format in tests/golden/README.md; the shared pieces are in common.py)
 
 def render(c, inputs, params, buffers, res, pred, tol):
-    lines = ["{"]
-    lines.append('  "case": %s,' % json.dumps(c["name"]))
-    lines.append('  "config": %s,' % json.dumps(c["config"]))
-    lines.append('  "context": %s,' % json.dumps(c["context"]))
-    lines.append('  "shape": %s,' % json.dumps(c["shape"]))
-    if tol is not None:
-        lines.append('  "tolerance": %s,' % json.dumps(tol))
+    lines = header_lines(c, tol)
     lines.append('  "features": %s,' % fmt_list(inputs["features"]))
     lines.append('  "labels": %s,' % fmt_ints(inputs["labels"]))
     lines.append('  "scores": %s,' % fmt_list(res["scores"]))
@@ -900,12 +867,8 @@ def render(c, inputs, params, buffers, res, pred, tol):
     lines.append('  "loss_eval": %s,' % fmt_number(res["loss_eval"]))
     lines.append('  "predict": %s,' % fmt_ints(pred))
     lines.append('  "dfeatures": %s,' % fmt_list(res["dfeatures"]))
-    plines = ['    %s: {"shape": %s, "value": %s, "grad": %s}' % (
-        json.dumps(n), json.dumps(list(v.shape)), fmt_list(v), fmt_list(res["params"][n])) for n, v in params.items()]
-    lines.append('  "params": {\n' + ",\n".join(plines) + "\n  },")
-    blines = ['    %s: {"shape": %s, "value": %s}' % (json.dumps(n), json.dumps(list(v.shape)), fmt_list(v))
-              for n, v in buffers.items()]
-    lines.append('  "buffers": {\n' + ",\n".join(blines) + "\n  }" if blines else '  "buffers": {}')
+    lines.append(fmt_object("params", [fmt_tensor(n, v, res["params"][n]) for n, v in params.items()], last=False))
+    lines.append(fmt_object("buffers", [fmt_tensor(n, v) for n, v in buffers.items()], last=True))
     lines.append("}")
     return "\n".join(lines) + "\n"
 
@@ -918,62 +881,36 @@ def render(c, inputs, params, buffers, res, pred, tol):
 CASE_TOLERANCE = {}
 
 
-def check_line(c, r, inputs, params, buffers, res, pred, tol):
-    """float32 evaluation of the same formulas: worst ratio to the tolerance, and whether the
-    float32 scores give the same decisions."""
+def generate(c):
+    r, inputs, params, buffers, redraws = make_inputs(c)
+    res = evaluate(c, r, inputs, params, buffers, torch.float64)
+    pred = predict(r, c["config"]["type"], res["scores"])
+    tol = CASE_TOLERANCE.get(c["name"])
+    return render(c, inputs, params, buffers, res, pred, tol), (r, inputs, params, buffers, redraws, res, pred, tol)
+
+
+def check(c, state):
+    """float32 evaluation of the same formulas: worst ratio to the tolerance (and where), whether
+    the float32 scores give the same decisions, and how often the draw was redrawn."""
+    r, inputs, params, buffers, redraws, res, pred, tol = state
     r32 = evaluate(c, r, inputs, params, buffers, torch.float32)
     t = tol or DEFAULT_TOL
     parts = {key: tolerance_ratio(r32[key], res[key], t) for key in ("scores", "loss", "loss_eval", "dfeatures")}
     for n in params:
         parts["d" + n] = tolerance_ratio(r32["params"][n], res["params"][n], t)
     worst_key = max(parts, key=parts.get)
+    ratio = parts[worst_key]
     same = bool((predict(r, c["config"]["type"], r32["scores"]) == pred).all())
-    return parts[worst_key], worst_key, same
+    return ratio, "  f32/tol %.3f (%s)%s  redraws %d%s" % (
+        ratio, worst_key, "" if same else "  PREDICT DIFFERS", redraws, f32_warning(ratio))
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--check", action="store_true", help="print the float32 self-check per case")
-    ap.add_argument("--selftest", action="store_true",
-                    help="check the reference itself (finite differences, closed forms, invariants); writes nothing")
-    ap.add_argument("--out", default=OUT_DIR, help="output directory (default tests/golden/heads)")
-    args = ap.parse_args()
-
-    torch.set_num_threads(1)  # deterministic reductions
-    if args.selftest:
-        return selftest()
-    os.makedirs(args.out, exist_ok=True)
-    names = [c["name"] for c in CASES]
-    assert len(set(names)) == len(names), "duplicate case names"
-    worst_f32 = 0.0
-    for c in CASES:
-        r, inputs, params, buffers, redraws = make_inputs(c)
-        res = evaluate(c, r, inputs, params, buffers, torch.float64)
-        pred = predict(r, c["config"]["type"], res["scores"])
-        tol = CASE_TOLERANCE.get(c["name"])
-        text = render(c, inputs, params, buffers, res, pred, tol)
-        path = os.path.join(args.out, c["name"] + ".json")
-        old = open(path).read() if os.path.exists(path) else None
-        if old != text:
-            with open(path + ".tmp", "w") as f:
-                f.write(text)
-            os.replace(path + ".tmp", path)
-        status = "unchanged" if old == text else ("updated" if old is not None else "written")
-        line = "%-40s %6d bytes  %-9s" % (c["name"] + ".json", len(text), status)
-        if args.check:
-            ratio, key, same = check_line(c, r, inputs, params, buffers, res, pred, tol)
-            worst_f32 = max(worst_f32, ratio)
-            line += "  f32/tol %.3f (%s)%s  redraws %d%s" % (
-                ratio, key, "" if same else "  PREDICT DIFFERS", redraws,
-                "  WARNING: float32 needs more than half the tolerance" if ratio > 0.5 else "")
-        print(line)
-    for f in sorted(os.listdir(args.out)):
-        if f.endswith(".json") and f[:-5] not in names:
-            os.remove(os.path.join(args.out, f))
-            print("removed stale", f)
-    if args.check:
-        print("worst float32/float64 ratio to tolerance: %.3f" % worst_f32)
-    return 0
+    return common.main(
+        __doc__, OUT_DIR, CASES, generate, check, selftest,
+        check_help="print the float32 self-check per case",
+        selftest_help="check the reference itself (finite differences, closed forms, invariants); writes nothing",
+        name_width=40, status_width=9)
 
 
 if __name__ == "__main__":
