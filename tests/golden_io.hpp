@@ -119,6 +119,12 @@ inline void load_golden_tensors(const char* kind, const json& file_tensors, cons
   }
 }
 
+// The file's "tolerance" {"atol", "rtol"} if it has one, else the defaults.
+inline std::pair<double, double> golden_tolerance(const json& g, double atol, double rtol) {
+  if (!g.contains("tolerance")) return {atol, rtol};
+  return {g["tolerance"].at("atol").get<double>(), g["tolerance"].at("rtol").get<double>()};
+}
+
 inline nn::NamedTensors named_parameters(const nn::Module& m) {
   nn::NamedTensors out;
   for (const auto& p : m.parameters()) out.emplace_back(p.name, p.tensor);

@@ -60,11 +60,7 @@ TEST_P(AttentionGolden, Matches) {
   ctx.prefix_tokens = cx.at("prefix_tokens").get<int64_t>();
   ctx.init = &init;
 
-  double atol = kDefaultAtol, rtol = kDefaultRtol;
-  if (g.contains("tolerance")) {
-    atol = g["tolerance"].at("atol").get<double>();
-    rtol = g["tolerance"].at("rtol").get<double>();
-  }
+  const auto [atol, rtol] = golden_tolerance(g, kDefaultAtol, kDefaultRtol);
 
   std::unique_ptr<Attention> module;
   try {

@@ -42,11 +42,7 @@ TEST_P(HeadGolden, Matches) {
   ctx.init = &init;
   ASSERT_EQ(ctx.in_dim, D);
   ASSERT_EQ(ctx.num_classes, C);
-  double atol = kDefaultAtol, rtol = kDefaultRtol;
-  if (g.contains("tolerance")) {
-    atol = g["tolerance"].at("atol").get<double>();
-    rtol = g["tolerance"].at("rtol").get<double>();
-  }
+  const auto [atol, rtol] = golden_tolerance(g, kDefaultAtol, kDefaultRtol);
   std::unique_ptr<Head> head;
   try {
     head = make_head(cfg, ctx);
