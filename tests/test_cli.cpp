@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -81,6 +82,13 @@ TEST_F(CliTest, TrainEvalPredictEndToEnd) {
   const json pred = json::parse(pj.out);
   EXPECT_GE(pred["class"].get<int>(), 0);
   EXPECT_LT(pred["class"].get<int>(), 10);
+  // The head's probabilities (softmax here): one per class, summing to 1, largest at the class.
+  const auto probs = pred.at("probabilities").get<std::vector<float>>();
+  ASSERT_EQ(probs.size(), 10u);
+  double total = 0.0;
+  for (float q : probs) total += q;
+  EXPECT_NEAR(total, 1.0, 1e-5);
+  EXPECT_EQ(std::max_element(probs.begin(), probs.end()) - probs.begin(), pred["class"].get<int>());
 }
 
 TEST_F(CliTest, BadInputExitsTwoNamingTheProblem) {
