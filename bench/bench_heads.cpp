@@ -30,13 +30,13 @@ void run(benchmark::State& state, const json& cfg) {
   h.set_requires_grad(true);
   std::vector<int32_t> labels;
   for (int64_t n = 0; n < batch; ++n) labels.push_back(static_cast<int32_t>(gen.below(static_cast<uint64_t>(classes))));
-  const auto params = head->parameters();
+  auto params = head->parameters();
   for (auto _ : state) {
     Tensor loss = linear_only ? sum(head->forward(h, {}).scores) : head->forward(h, labels).loss;
     loss.backward();
     benchmark::DoNotOptimize(loss.data());
     h.zero_grad();
-    for (const auto& p : params) p.tensor.zero_grad();
+    for (auto& p : params) p.tensor.zero_grad();
   }
   state.counters["examples_per_s"] = benchmark::Counter(static_cast<double>(batch), benchmark::Counter::kIsRate);
 }
