@@ -101,6 +101,10 @@ TEST_F(CliTest, BadInputExitsTwoNamingTheProblem) {
   write(root + "/syntax.json", "{\"seed\": 1,\n \"data\": }");
   expect_bad({"train", root + "/syntax.json"}, "syntax.json");
   expect_bad({"train", config, "--set", "train.optimizer.lrr=0.1"}, "train.optimizer.lrr");
+  // Arguments no option takes are errors, not silently dropped (a "--" before --set once
+  // made a whole table train on the wrong data set).
+  expect_bad({"train", config, "--", "--set", "data.dataset=mnist"}, "unexpected argument '--set'");
+  expect_bad({"validate", config, config}, "unexpected argument");
   expect_bad({"train", config, "--set", "model.heads=3"}, "model.heads");
   expect_bad({"train", config, "--set", "model.attention.type=nope"}, "nope");
   expect_bad({"train", config, "--set", "train.epochs=-1"}, "train.epochs");

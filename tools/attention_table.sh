@@ -12,6 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-runs/attention-table-$(date +%Y%m%d-%H%M%S)}
 shift || true
+[ "${1:-}" = "--" ] && shift  # "DIR -- --set ..." as for variant_table.sh
 variants=()
 for t in ${TYPES:-softmax sigmoid linear mala soft selective softplus relu power}; do
   variants+=("$t=model.attention.type=$t")

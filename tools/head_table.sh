@@ -14,6 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-runs/head-table-$(date +%Y%m%d-%H%M%S)}
 shift || true
+[ "${1:-}" = "--" ] && shift  # "DIR -- --set ..." as for variant_table.sh
 variants=()
 for h in ${HEADS:-softmax svm svm_agarap2017 zloss ebv fourier stablemax cosine}; do
   case $h in

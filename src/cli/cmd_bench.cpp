@@ -84,7 +84,7 @@ int cmd_bench(int argc, char** argv) {
       "warmup", "untimed steps first", cxxopts::value<int>()->default_value("3"))(
       "threads", "threads (0 = physical cores)", cxxopts::value<int>()->default_value("0"))(
       "json", "print the result as JSON only")("h,help", "show this help");
-  auto r = opts.parse(argc, argv);
+  auto r = parse_args(opts, argc, argv);
   if (r.count("help")) {
     std::cout << opts.help() << "\n";
     return 0;

@@ -21,7 +21,7 @@ int cmd_eval(int argc, char** argv) {
       "batch-size", "evaluation batch size", cxxopts::value<int64_t>()->default_value("256"))(
       "threads", "threads (0 = physical cores)", cxxopts::value<int>()->default_value("0"))("h,help", "show this help");
   opts.parse_positional({"run_dir"});
-  auto r = opts.parse(argc, argv);
+  auto r = parse_args(opts, argc, argv);
   if (r.count("help")) {
     std::cout << opts.help() << "\n";
     return 0;

@@ -37,7 +37,7 @@ void list(const char* title, const R& reg) {
 int cmd_info(int argc, char** argv) {
   cxxopts::Options opts("softlab info", "Version, build flags, threads, attention modules and heads");
   opts.add_options()("h,help", "show this help");
-  auto r = opts.parse(argc, argv);
+  auto r = parse_args(opts, argc, argv);
   if (r.count("help")) {
     std::cout << opts.help() << "\n";
     return 0;

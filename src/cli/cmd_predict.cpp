@@ -22,7 +22,7 @@ int cmd_predict(int argc, char** argv) {
       "json", "print one JSON object per image")("threads", "threads (0 = physical cores)",
                                                   cxxopts::value<int>()->default_value("0"))("h,help", "show this help");
   opts.parse_positional({"inputs"});
-  auto r = opts.parse(argc, argv);
+  auto r = parse_args(opts, argc, argv);
   if (r.count("help")) {
     std::cout << opts.help() << "\n";
     return 0;

@@ -32,7 +32,7 @@ int cmd_train(int argc, char** argv) {
       "overfit-batch", "train and evaluate on the first batch only (debugging)")(
       "progress", "progress output: auto, live or plain", cxxopts::value<std::string>()->default_value("auto"))(
       "q,quiet", "no progress output")("h,help", "show this help");
-  auto r = opts.parse(argc, argv);
+  auto r = parse_args(opts, argc, argv);
   if (r.count("help")) {
     std::cout << opts.help() << "\n";
     return 0;

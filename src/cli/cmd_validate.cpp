@@ -14,7 +14,7 @@ int cmd_validate(int argc, char** argv) {
   cxxopts::Options opts("softlab validate", "Check a config and print it resolved (defaults filled in)");
   add_config_options(opts);
   opts.add_options()("h,help", "show this help");
-  auto r = opts.parse(argc, argv);
+  auto r = parse_args(opts, argc, argv);
   if (r.count("help")) {
     std::cout << opts.help() << "\n";
     return 0;

@@ -18,6 +18,10 @@ int cmd_bench(int argc, char** argv);
 void configure_openmp_env(char** argv);
 std::string openmp_wait_description();
 
+// opts.parse, plus an error (exit 2) for arguments no option took: a second config file, or
+// anything after "--", would otherwise be dropped without a word.
+cxxopts::ParseResult parse_args(cxxopts::Options& opts, int argc, char** argv);
+
 // The CONFIG positional and --set options shared by train, validate and bench.
 void add_config_options(cxxopts::Options& opts);
 // Loads the config named by those options; `extra` overrides come after the user's.

@@ -4,6 +4,13 @@
 
 namespace softlab::cli {
 
+cxxopts::ParseResult parse_args(cxxopts::Options& opts, int argc, char** argv) {
+  auto r = opts.parse(argc, argv);
+  SOFTLAB_CHECK(r.unmatched().empty(), opts.program(), ": unexpected argument '", r.unmatched().front(),
+                "' (one config file per run; options go before any '--')");
+  return r;
+}
+
 void add_config_options(cxxopts::Options& opts) {
   opts.positional_help("CONFIG");
   opts.add_options()("config", "config file", cxxopts::value<std::string>())(
