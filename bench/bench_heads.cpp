@@ -38,7 +38,6 @@ void run(benchmark::State& state, const json& cfg) {
     h.zero_grad();
     for (auto& p : params) p.tensor.zero_grad();
   }
-  state.counters["examples_per_s"] = benchmark::Counter(static_cast<double>(batch), benchmark::Counter::kIsRate);
 }
 
 void register_all() {

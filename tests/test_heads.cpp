@@ -24,6 +24,7 @@ struct HeadCase {
   int64_t B = 7, D = 6, C = 5;
   float weight_scale = 1.0f;  // multiplies the initial weights (the Fourier init is 1/100 of the default)
 };
+void PrintTo(const HeadCase& c, std::ostream* os) { *os << c.name << " " << c.config.dump(); }
 
 std::vector<HeadCase> head_cases() {
   return {

@@ -21,6 +21,7 @@ struct TrainCase {
   json head;
   int epochs = 5;
 };
+void PrintTo(const TrainCase& c, std::ostream* os) { *os << c.name; }  // readable test listings
 
 std::vector<TrainCase> train_cases() {
   std::vector<TrainCase> cases;

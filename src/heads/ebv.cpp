@@ -13,45 +13,6 @@ namespace softlab {
 
 namespace {
 
-struct EbvRule {
-  const float* E = nullptr;  // [C, d], unit rows
-  int64_t C = 0, d = 0;
-  double inv_tau = 1.0 / 0.07, eps = 0.0;
-  int64_t scratch() const { return d + 2 * C; }
-  double row(const float* v, int32_t y, float* scores, float* g, double* s) const {
-    double* u = s;          // [d]
-    double* lam = s + d;    // [C]: cos / tau
-    double* glam = lam + C; // [C]: dl/dlam
-    double n2 = 0.0;
-    for (int64_t j = 0; j < d; ++j) n2 += double{v[j]} * v[j];
-    const double norm = std::sqrt(n2);
-    const bool clamped = norm < 1e-12;  // as F.normalize: u = v / max(||v||, 1e-12)
-    const double inv = 1.0 / (clamped ? 1e-12 : norm);
-    for (int64_t j = 0; j < d; ++j) u[j] = v[j] * inv;
-    for (int64_t k = 0; k < C; ++k) {
-      double c = 0.0;
-      for (int64_t j = 0; j < d; ++j) c += u[j] * E[k * d + j];
-      scores[k] = static_cast<float>(c);
-      lam[k] = c * inv_tau;
-    }
-    if (y < 0) return 0.0;
-    const double l = heads::row_cross_entropy(lam, C, y, eps, g ? glam : nullptr);
-    if (g) {
-      // g_u = (dl/dlam / tau) E;  dl/dv = (g_u - u (u . g_u)) / ||v||  (no projection when clamped)
-      double ug = 0.0;
-      for (int64_t j = 0; j < d; ++j) {
-        double gu = 0.0;
-        for (int64_t k = 0; k < C; ++k) gu += glam[k] * E[k * d + j];
-        ug += u[j] * gu * inv_tau;
-        g[j] = static_cast<float>(gu * inv_tau);
-      }
-      for (int64_t j = 0; j < d; ++j)
-        g[j] = static_cast<float>(clamped ? g[j] * inv : (g[j] - u[j] * ug) * inv);
-    }
-    return l;
-  }
-};
-
 class EbvHead final : public Head {
  public:
   EbvHead(const HeadContext& ctx, int64_t dim, double tau, double smoothing, const EbvBasis& basis)
@@ -62,18 +23,23 @@ class EbvHead final : public Head {
     basis_ = register_buffer("basis", basis.basis);
   }
   HeadOutput forward(const Tensor& h, std::span<const int32_t> labels) override {
-    // Unit rows of the stored basis (a loaded basis need not be exactly normalised).
-    std::vector<float> e(basis_.data(), basis_.data() + basis_.numel());
-    for (int64_t k = 0; k < C_; ++k) {
-      double n2 = 0.0;
-      for (int64_t j = 0; j < d_; ++j) n2 += double{e[k * d_ + j]} * e[k * d_ + j];
-      const double inv = 1.0 / std::max(std::sqrt(n2), 1e-12);
-      for (int64_t j = 0; j < d_; ++j) e[k * d_ + j] = static_cast<float>(e[k * d_ + j] * inv);
+    // Fused pieces with hand-written backwards: l2_normalize, a oneDNN matmul against the
+    // unit rows of the stored basis (a loaded basis need not be exactly normalised; it
+    // needs no gradient), cross_entropy. A GEMM, so the cost stays that of a linear layer
+    // at any C.
+    const Tensor cos = matmul(l2_normalize(linear(h, w_, b_)), l2_normalize(basis_), false, true);
+    HeadOutput out;
+    out.scores = cos;
+    if (!labels.empty()) {
+      heads::check_labels("ebv", labels, cos.shape()[0], C_);
+      out.loss = cross_entropy(scale(cos, static_cast<float>(1.0 / tau_)), labels,
+                               training() ? static_cast<float>(smoothing_) : 0.0f);
     }
-    EbvRule rule{e.data(), C_, d_, 1.0 / tau_, training() ? smoothing_ : 0.0};
-    return heads::row_loss("ebv", linear(h, w_, b_), C_, labels, rule);
+    return out;
   }
-  Tensor probabilities(const Tensor& scores) const override { return softmax(scale(scores, static_cast<float>(1.0 / tau_))); }
+  Tensor probabilities(const Tensor& scores) const override {
+    return softmax(scale(scores, static_cast<float>(1.0 / tau_)));
+  }
   json info() const override {
     return {{"basis_max_cos", max_pairwise_cos(basis_)}, {"basis_dim", d_}, {"generator_steps", steps_}};
   }
