@@ -452,8 +452,11 @@ TEST(Svm, SignArgmaxIsAgarapsDecisionRule) {
   EXPECT_EQ(b.head->predict(s), (std::vector<int32_t>{1, 2, 0}));
   EXPECT_EQ(argmax_rows(s), (std::vector<int32_t>{2, 2, 2}));
   // The preset's penalty replaces weight decay on W.
-  for (const auto& p : b.head->parameters())
-    if (p.name == "weight") EXPECT_FALSE(p.decay);
+  for (const auto& p : b.head->parameters()) {
+    if (p.name == "weight") {
+      EXPECT_FALSE(p.decay);
+    }
+  }
 }
 
 TEST(Stablemax, FiniteWhereSoftmaxOverflows) {
