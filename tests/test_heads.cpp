@@ -501,6 +501,24 @@ TEST(Stablemax, MatchesSoftmaxOrderAndCannotCollapse) {
   EXPECT_EQ(cross_entropy(from_vector({1, 2}, {5e3f, -5e3f}), y).item(), 0.0f);
 }
 
+TEST(Heads, TopKCountsTheLabelsRankWithTheArgmaxTieRule) {
+  const Tensor s = from_vector({4, 4}, {0.1f, 0.9f, 0.5f, 0.3f,    // label 2: rank 1
+                                        0.2f, 0.2f, 0.2f, 0.9f,    // label 2: 0.9 higher, two equal at lower index: rank 3
+                                        0.7f, 0.1f, 0.1f, 0.1f,    // label 0: rank 0
+                                        0.4f, 0.3f, 0.2f, 0.1f});  // label 3: rank 3
+  const std::vector<int32_t> y = {2, 2, 0, 3};
+  EXPECT_EQ(topk_correct(s, y, 1), 1);
+  EXPECT_EQ(topk_correct(s, y, 2), 2);
+  EXPECT_EQ(topk_correct(s, y, 3), 2);
+  EXPECT_EQ(topk_correct(s, y, 4), 4);
+  EXPECT_EQ(topk_correct(s, y, 9), 4);
+  // k = 1 agrees with arg-max, ties included.
+  const auto am = argmax_rows(s);
+  int64_t hits = 0;
+  for (size_t n = 0; n < y.size(); ++n) hits += am[n] == y[n];
+  EXPECT_EQ(topk_correct(s, y, 1), hits);
+}
+
 // ---- EBV generator --------------------------------------------------------------------
 
 TEST(EbvBasis, ReachesTheThresholdWithUnitRows) {

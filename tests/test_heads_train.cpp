@@ -51,6 +51,14 @@ TEST_P(HeadTrain, LearnsAndReloads) {
   std::printf("[ head %s ] test accuracy %.3f after %d epochs\n", GetParam().name.c_str(),
               r.summary["test_accuracy"].get<double>(), GetParam().epochs);
   EXPECT_TRUE(std::isfinite(r.summary["test_loss"].get<double>()));
+  // Top-k from the scores: never below top-1 of the scores, so for the arg-max heads never
+  // below the accuracy, and non-decreasing in k.
+  const double top3 = r.summary["test_top3_accuracy"].get<double>(), top5 = r.summary["test_top5_accuracy"].get<double>();
+  if (GetParam().name != "svm_agarap2017") {  // sign_argmax is not the scores' arg-max
+    EXPECT_GE(top3, r.summary["test_accuracy"].get<double>());
+  }
+  EXPECT_GE(top5, top3);
+  EXPECT_LE(top5, 1.0);
   EXPECT_EQ(r.summary["head"]["type"], GetParam().head["type"]);
   if (GetParam().head["type"] == "ebv") {
     ASSERT_TRUE(r.summary.contains("head_info")) << r.summary.dump();

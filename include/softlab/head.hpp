@@ -54,6 +54,9 @@ std::unique_ptr<Head> make_head(const json& cfg, const HeadContext& ctx, const s
 
 // Arg-max per row, ties to the lowest index.
 std::vector<int32_t> argmax_rows(const Tensor& scores);
+// Rows whose label is among the k highest scores: its rank counts the classes scoring
+// higher, and equal scores at a lower index (the arg-max tie rule), so k = 1 is argmax_rows.
+int64_t topk_correct(const Tensor& scores, std::span<const int32_t> labels, int64_t k);
 
 // The Equiangular Basis Vectors generator (spec/heads.md 4.1): C unit rows in R^d whose
 // pairwise |cos| is pushed below `threshold` by plain gradient descent on

@@ -34,7 +34,8 @@ struct TrainResult {
 TrainResult train(const Config& cfg, const TrainOptions& opt);
 
 struct EvalResult {
-  double loss = 0.0, accuracy = 0.0;
+  double loss = 0.0, accuracy = 0.0;  // accuracy: the head's own decision rule
+  double top3 = 0.0, top5 = 0.0;      // label among the 3 / 5 highest scores (1 when C <= k)
   int64_t count = 0;
 };
 EvalResult evaluate(nn::ViT& model, const Dataset& ds, const Normalization& norm, int64_t batch_size);

@@ -41,7 +41,8 @@ int cmd_eval(int argc, char** argv) {
   DataSplit data = load_dataset(m.config.data.dataset, path);
   EvalResult e = evaluate(*m.model, data.test, m.norm, r["batch-size"].as<int64_t>());
   json out = {{"checkpoint", ckpt}, {"dataset", m.config.data.dataset}, {"examples", e.count},
-              {"test_loss", e.loss}, {"test_accuracy", e.accuracy}};
+              {"test_loss", e.loss}, {"test_accuracy", e.accuracy}, {"test_top3_accuracy", e.top3},
+              {"test_top5_accuracy", e.top5}};
   std::cout << out.dump(2) << "\n";
   return 0;
 }

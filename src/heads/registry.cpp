@@ -52,6 +52,23 @@ std::vector<int32_t> argmax_rows(const Tensor& scores) {
   return out;
 }
 
+int64_t topk_correct(const Tensor& scores, std::span<const int32_t> labels, int64_t k) {
+  SOFTLAB_CHECK(scores.rank() == 2 && scores.shape()[0] == static_cast<int64_t>(labels.size()),
+                "topk_correct: scores ", scores.shape(), " for ", labels.size(), " labels");
+  const int64_t B = scores.shape()[0], C = scores.shape()[1];
+  const float* s = scores.data();
+  int64_t hits = 0;
+  for (int64_t n = 0; n < B; ++n) {
+    const int32_t y = labels[static_cast<size_t>(n)];
+    SOFTLAB_CHECK(y >= 0 && y < C, "topk_correct: label ", y, " outside [0, ", C, ")");
+    const float sy = s[n * C + y];
+    int64_t rank = 0;
+    for (int64_t c = 0; c < C; ++c) rank += s[n * C + c] > sy || (s[n * C + c] == sy && c < y);
+    hits += rank < k;
+  }
+  return hits;
+}
+
 std::vector<int32_t> Head::predict(const Tensor& scores) const { return argmax_rows(scores); }
 
 Tensor Head::probabilities(const Tensor& scores) const {

@@ -30,7 +30,7 @@ EvalResult evaluate(nn::ViT& model, const Dataset& ds, const Normalization& norm
   loader.start_epoch(0);
   EvalResult r;
   double loss_sum = 0.0;
-  int64_t correct = 0;
+  int64_t correct = 0, top3 = 0, top5 = 0;
   Batch b;
   while (loader.next(b)) {
     HeadOutput out = model.forward(b.images, b.labels);
@@ -38,12 +38,16 @@ EvalResult evaluate(nn::ViT& model, const Dataset& ds, const Normalization& norm
     const int64_t n = static_cast<int64_t>(b.labels.size());
     loss_sum += static_cast<double>(out.loss.item()) * static_cast<double>(n);
     for (int64_t i = 0; i < n; ++i) correct += pred[static_cast<size_t>(i)] == b.labels[static_cast<size_t>(i)];
+    top3 += topk_correct(out.scores, b.labels, 3);
+    top5 += topk_correct(out.scores, b.labels, 5);
     r.count += n;
   }
   model.train(was_training);
   if (r.count) {
     r.loss = loss_sum / static_cast<double>(r.count);
     r.accuracy = static_cast<double>(correct) / static_cast<double>(r.count);
+    r.top3 = static_cast<double>(top3) / static_cast<double>(r.count);
+    r.top5 = static_cast<double>(top5) / static_cast<double>(r.count);
   }
   return r;
 }
