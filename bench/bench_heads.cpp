@@ -62,11 +62,4 @@ void register_all() {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  softlab_bench::setup_run();
-  register_all();
-  benchmark::Initialize(&argc, argv);
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
-}
+SOFTLAB_BENCH_MAIN()

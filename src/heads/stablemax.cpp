@@ -14,20 +14,22 @@ namespace {
 
 double log_s(double x) { return x >= 0.0 ? std::log1p(x) : -std::log1p(-x); }
 
+// log s(z_k) of one row into ls[C]; returns log sum_j s(z_j) (a log-sum-exp of the ls).
+double log_s_row(const float* z, int64_t C, double* ls) {
+  double m = -INFINITY;
+  for (int64_t k = 0; k < C; ++k) m = std::max(m, ls[k] = log_s(z[k]));
+  double sum = 0.0;
+  for (int64_t k = 0; k < C; ++k) sum += std::exp(ls[k] - m);
+  return m + std::log(sum);
+}
+
 struct StablemaxRule {
   int64_t C = 0;
   int64_t scratch() const { return C; }
   double row(const float* z, int32_t y, float* scores, float* g, double* ls) const {
     for (int64_t k = 0; k < C; ++k) scores[k] = z[k];
     if (y < 0) return 0.0;
-    double m = -INFINITY;
-    for (int64_t k = 0; k < C; ++k) {
-      ls[k] = log_s(z[k]);
-      m = std::max(m, ls[k]);
-    }
-    double sum = 0.0;
-    for (int64_t k = 0; k < C; ++k) sum += std::exp(ls[k] - m);
-    const double lse = m + std::log(sum);
+    const double lse = log_s_row(z, C, ls);
     if (g)  // dl/dz_k = (P_k - [k = y]) s'(z_k)/s(z_k), and s'/s = 1 / (1 + |z|)
       for (int64_t k = 0; k < C; ++k)
         g[k] = static_cast<float>((std::exp(ls[k] - lse) - (k == y ? 1.0 : 0.0)) / (1.0 + std::abs(double{z[k]})));
@@ -56,10 +58,8 @@ class StablemaxHead final : public Head {
     float* p = out.mutable_data();
     std::vector<double> ls(static_cast<size_t>(C_));
     for (int64_t n = 0; n < B; ++n) {
-      double m = -INFINITY, sum = 0.0;
-      for (int64_t k = 0; k < C_; ++k) m = std::max(m, ls[static_cast<size_t>(k)] = log_s(z[n * C_ + k]));
-      for (int64_t k = 0; k < C_; ++k) sum += std::exp(ls[static_cast<size_t>(k)] - m);
-      for (int64_t k = 0; k < C_; ++k) p[n * C_ + k] = static_cast<float>(std::exp(ls[static_cast<size_t>(k)] - m) / sum);
+      const double lse = log_s_row(z + n * C_, C_, ls.data());
+      for (int64_t k = 0; k < C_; ++k) p[n * C_ + k] = static_cast<float>(std::exp(ls[static_cast<size_t>(k)] - lse));
     }
     return out;
   }
