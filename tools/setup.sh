@@ -5,7 +5,9 @@ set -euo pipefail
 
 packages=(
   g++ make cmake
-  libeigen3-dev libdnnl-dev libcxxopts-dev nlohmann-json3-dev zlib1g-dev
+  # ocl-icd-opencl-dev: libdnnl-dev only recommends it, but its CMake config
+  # (find_package(dnnl)) fails without the OpenCL headers.
+  libeigen3-dev libdnnl-dev ocl-icd-opencl-dev libcxxopts-dev nlohmann-json3-dev zlib1g-dev
   libgtest-dev libbenchmark-dev
   dataset-fashion-mnist
 )
