@@ -297,8 +297,11 @@ TEST(ConfigResolve, AcceptsCifarSyntheticAndNullableKeys) {
   cifar["model"]["patch_size"] = 4;
   cifar["data"]["path"] = "/tmp/cifar";
   EXPECT_EQ(parse_config(cifar).data.path.value(), "/tmp/cifar");
-  const json seq = json::parse(R"({"data": {"dataset": "synthetic:copy"}, "model": {"type": "seq"}})");
+  const json seq = json::parse(R"({"data": {"dataset": "synthetic:recall"}, "model": {"type": "seq"}})");
   EXPECT_EQ(resolve_config(seq)["model"]["type"], "seq");
+  // The tasks are listed by name: a typo is caught with a suggestion.
+  expect_error([&] { resolve_config(with(seq, "/data/dataset", "synthetic:recal")); },
+               {"data.dataset", "did you mean 'synthetic:recall'"});
 }
 
 // ---- errors: each names the JSON path --------------------------------------------------
@@ -343,7 +346,7 @@ TEST(ConfigErrors, BadChoiceListsChoices) {
   expect_error([&] { resolve_config(with(example(), "/train/optimizer/type", "adam")); },
                {"train.optimizer.type", "did you mean 'adamw'"});
   expect_error([&] { resolve_config(with(example(), "/data/dataset", "fashion_mnist")); },
-               {"data.dataset", "did you mean 'fashion-mnist'", "synthetic:<task>"});
+               {"data.dataset", "did you mean 'fashion-mnist'", "synthetic:recall", "synthetic:modadd"});
   expect_error([&] { resolve_config(json::object()); }, {"data.dataset: missing required key"});
 }
 

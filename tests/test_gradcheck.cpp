@@ -331,6 +331,10 @@ void add_shape_rows(std::vector<Row>& rows) {
   const std::vector<int32_t> tok = {5, 0, 5, 1, 1, 5};
   rows.push_back({"embedding_6x4_tokens2x3",
                   [tok](const std::vector<Tensor>& x) { return embedding(x[0], tok, Shape{2, 3}); }, {{{6, 4}}}});
+  // A small theta so that every pair turns by a sizeable angle over 5 positions.
+  rows.push_back({"rope_2x3x5x4_theta10",
+                  [](const std::vector<Tensor>& x) { return rope(x[0], 10.0f); }, {{{2, 3, 5, 4}}}});
+  rows.push_back({"rope_7x6", [](const std::vector<Tensor>& x) { return rope(x[0]); }, {{{7, 6}}}});
 }
 
 void add_dropout_rows(std::vector<Row>& rows) {
@@ -456,7 +460,7 @@ TEST(OpGradcheckTable, CoversEveryOp) {
                        "scale",   "add_scalar", "exp",  "log",        "sqrt",        "tanh",       "sigmoid",
                        "softplus", "relu",   "elu",     "gelu_tanh",  "gelu_exact",  "sum",        "mean",
                        "max",     "softmax", "log_softmax", "layer_norm", "reshape", "transpose",  "permute",
-                       "slice",   "concat",  "index_select", "embedding", "cross_entropy", "dropout"};
+                       "slice",   "concat",  "index_select", "embedding", "rope", "cross_entropy", "dropout"};
   for (const char* op : ops) {
     const std::string p = op;
     const bool found = std::any_of(table().begin(), table().end(),

@@ -36,6 +36,12 @@ struct Config {
     std::string dataset;
     std::optional<std::string> path;
     Augment augment;
+    // Synthetic tasks (0: the task's default).
+    int64_t train_length = 0, train_size = 0, test_size = 0;
+    std::vector<int64_t> eval_lengths;
+    int64_t keys = 128, values = 16, bins = 50, modulus = 97;
+    bool permute_labels = false;
+    double train_fraction = 0.4;
   } data;
   struct Model {
     std::string type = "vit";
@@ -44,6 +50,10 @@ struct Config {
     double mlp_ratio = 2.0;
     double dropout = 0.0;
     std::string pool = "cls";  // cls | mean
+    std::string positions = "rope";  // seq: rope | learned | none
+    double rope_theta = 10000.0;     // seq
+    bool causal = true;              // seq
+    std::string target = "all";      // seq: all | last
     bool qk_norm = false;      // LayerNorm over Dh on q and k before the attention module
     double layer_scale = 0.0;  // initial per-channel residual scale; 0: off
     int64_t num_classes = 0;   // 0: from the data set
@@ -92,6 +102,9 @@ Config parse_config(const json& resolved);
 // read_json_file + apply_overrides + resolve_config + parse_config. A config without "name"
 // gets the file's stem (before the overrides, so --set name=... still wins).
 Config load_config(const std::string& path, const std::vector<std::string>& overrides = {});
+
+// The synthetic task a config's data section describes ("synthetic:<task>" and its keys).
+SyntheticOptions synthetic_options(const Config& cfg);
 
 // The whole config schema as JSON, with types, defaults, ranges and help lines, for
 // `softlab info` and the docs: objects are {"type": "object", "help", "keys": {...}}, leaves

@@ -7,6 +7,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "softlab/tensor.hpp"
@@ -21,11 +22,28 @@ struct Dataset {
   std::vector<int32_t> labels;  // size, in [0, num_classes)
   std::vector<std::string> class_names;  // may be empty
   int64_t image_bytes() const { return channels * height * width; }
+
+  // Sequence data sets (synthetic tasks) instead of images: `size` sequences of `seq_len`
+  // tokens in [0, vocab); targets are per position, -1 where nothing is predicted (labels
+  // stays empty). Batches carry the token ids as floats [B, N] (exact below 2^24) in
+  // Batch::images and the targets, flattened [B*N], in Batch::labels.
+  int64_t seq_len = 0, vocab = 0;
+  std::vector<int32_t> tokens;   // size * seq_len
+  std::vector<int32_t> targets;  // size * seq_len
+  // Optional, for tasks with one target per sequence drawn from a known distribution over
+  // the classes (synthetic:bins): size * num_classes probabilities, for the KL metric.
+  std::vector<float> target_density;
+  // Optional: where each class lies on the ordered axis (synthetic:bins with permuted labels);
+  // empty means class k is at k. For the mean |predicted bin - true bin| metric.
+  std::vector<int32_t> class_position;
+  bool is_sequence() const { return seq_len > 0; }
 };
 
 struct DataSplit {
   Dataset train, test;
   std::string dir;  // where it was found
+  // Synthetic tasks: test sets at further lengths (data.eval_lengths), by length.
+  std::vector<std::pair<int64_t, Dataset>> test_at_length;
 };
 
 // ---- readers: every malformed file is a softlab::Error naming the file and what was expected
@@ -46,6 +64,29 @@ Dataset read_cifar(const std::vector<std::string>& files, bool cifar100,
 std::string find_dataset_dir(const std::string& dataset, const std::optional<std::string>& path);
 DataSplit load_dataset(const std::string& dataset, const std::optional<std::string>& path);
 std::vector<std::string> known_datasets();
+
+// ---- synthetic sequence tasks (src/data/synthetic.cpp, docs/synthetic.md), generated from
+// `seed` alone: "synthetic:recall" (multi-query associative recall), "synthetic:bins" (an
+// ordered, continuous target quantised into bins), "synthetic:modadd" ((a + b) mod p).
+// Parameters come from the config's data section; bad ones are errors naming the key.
+struct SyntheticOptions {
+  std::string task;  // recall | bins | modadd
+  int64_t train_length = 0, train_size = 0, test_size = 0;  // 0: the task's default
+  std::vector<int64_t> eval_lengths;
+  int64_t keys = 128, values = 16, bins = 50, modulus = 97;
+  bool permute_labels = false;
+  double train_fraction = 0.4;
+};
+bool is_synthetic(const std::string& dataset);  // "synthetic:..."
+DataSplit make_synthetic(const SyntheticOptions& opt, uint64_t seed);
+// What a model for the task needs to know before seeing data: tokens in the vocabulary, the
+// training length (0 resolved to the task's default) and the longest length evaluated.
+int64_t synthetic_vocab(const SyntheticOptions& opt);
+int64_t synthetic_classes(const SyntheticOptions& opt);
+int64_t synthetic_train_length(const SyntheticOptions& opt);
+int64_t synthetic_max_length(const SyntheticOptions& opt);
+// One split of a task at one length (`split` 0 = train, 1.. = test sets; each its own stream).
+Dataset make_synthetic_split(const SyntheticOptions& opt, int64_t length, int64_t count, uint64_t seed, int split);
 
 // ---- batches
 struct Normalization {

@@ -75,6 +75,11 @@ Tensor index_select(const Tensor& x, std::span<const int32_t> index, const Shape
 // Embedding lookup: weight [V, D], tokens of any shape -> tokens.shape + [D].
 Tensor embedding(const Tensor& weight, std::span<const int32_t> tokens, const Shape& tokens_shape);
 
+// ---- positions ----------------------------------------------------------------------------
+// Rotary position embedding of x [..., N, Dh] (Dh even): channels (j, j + Dh/2) of position n
+// turn by n * theta^(-2j/Dh) (the GPT-NeoX / Llama layout).
+Tensor rope(const Tensor& x, float theta = 10000.0f);
+
 // ---- losses -------------------------------------------------------------------------------
 // Mean over the batch of -log softmax(logits)[label], logits [N, C], labels in [0, C).
 // With label smoothing eps the target is (1-eps) one-hot + eps/C (as torch).

@@ -3,12 +3,14 @@
 // config.json (resolved config), metrics.jsonl (one line per evaluation, append-only),
 // summary.json, last.ckpt and best.ckpt (atomic). A run resumed from last.ckpt continues
 // exactly where it stopped (same batches, same dropout masks, same optimiser state).
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "softlab/config.hpp"
 #include "softlab/data.hpp"
+#include "softlab/nn/seq.hpp"
 #include "softlab/nn/vit.hpp"
 
 namespace softlab {
@@ -36,17 +38,22 @@ TrainResult train(const Config& cfg, const TrainOptions& opt);
 struct EvalResult {
   double loss = 0.0, accuracy = 0.0;  // accuracy: the head's own decision rule
   double top3 = 0.0, top5 = 0.0;      // label among the 3 / 5 highest scores (1 when C <= k)
-  int64_t count = 0;
+  int64_t count = 0;                  // scored targets (images, or sequence positions)
+  // Data sets with a known target distribution (synthetic:bins), for heads with probabilities:
+  // "kl" = mean KL(true || predicted) over the bins, "bin_mae" = mean |predicted bin - true bin|
+  // on the ordered axis, "tv" = mean total variation sum_k |p_k+1 - p_k| of the prediction.
+  std::map<std::string, double> extra;
 };
-EvalResult evaluate(nn::ViT& model, const Dataset& ds, const Normalization& norm, int64_t batch_size);
+EvalResult evaluate(nn::Model& model, const Dataset& ds, const Normalization& norm, int64_t batch_size);
 
-// The model a config describes (the number of classes and training-set size come from the data).
-std::unique_ptr<nn::ViT> build_model(const Config& cfg, int64_t num_classes, int64_t train_size);
+// The model a config describes (the number of classes and training-set size come from the
+// data; a sequence model's vocabulary and lengths from the config's synthetic task).
+std::unique_ptr<nn::Model> build_model(const Config& cfg, int64_t num_classes, int64_t train_size);
 
 // A model restored from a checkpoint, with its config and the normalisation it was trained with.
 struct LoadedModel {
   Config config;
-  std::unique_ptr<nn::ViT> model;
+  std::unique_ptr<nn::Model> model;
   Normalization norm;
   int64_t num_classes = 0;
   std::vector<std::string> class_names;

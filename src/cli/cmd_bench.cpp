@@ -11,7 +11,7 @@
 #include <iostream>
 #include <map>
 
-#include <cxxopts.hpp>
+#include "cli/options.hpp"
 
 #include "cli/commands.hpp"
 #include "ops/gemm.hpp"
@@ -38,6 +38,16 @@ struct Inputs {
 Inputs random_inputs(const Config& cfg, int64_t batch, int64_t classes, uint64_t seed) {
   Generator g(seed);
   Inputs in;
+  if (cfg.model.type == "seq") {  // random token ids at the training length, a target at every position
+    const SyntheticOptions so = synthetic_options(cfg);
+    const int64_t N = synthetic_train_length(so), V = synthetic_vocab(so);
+    in.images = empty({batch, N});
+    for (int64_t i = 0; i < batch * N; ++i) {
+      in.images.mutable_data()[i] = static_cast<float>(g.below(static_cast<uint64_t>(V)));
+      in.labels.push_back(static_cast<int32_t>(g.below(static_cast<uint64_t>(classes))));
+    }
+    return in;
+  }
   in.images = randn({batch, cfg.model.channels, cfg.model.image_size, cfg.model.image_size}, g);
   for (int64_t i = 0; i < batch; ++i) in.labels.push_back(static_cast<int32_t>(g.below(static_cast<uint64_t>(classes))));
   return in;
@@ -97,6 +107,7 @@ int cmd_bench(int argc, char** argv) {
   set_num_threads(r["threads"].as<int>());
   const int64_t classes = cfg.model.num_classes > 0 ? cfg.model.num_classes
                           : cfg.data.dataset == "cifar100"  ? 100
+                          : is_synthetic(cfg.data.dataset)  ? synthetic_classes(synthetic_options(cfg))
                                                             : 10;
   auto model = build_model(cfg, classes, 50000);
   json out = {{"config", cfg.name}, {"mode", mode}, {"threads", num_threads()}, {"openmp_wait", openmp_wait_description()},

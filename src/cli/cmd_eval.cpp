@@ -3,7 +3,7 @@
 #include <filesystem>
 #include <iostream>
 
-#include <cxxopts.hpp>
+#include "cli/options.hpp"
 
 #include "cli/commands.hpp"
 #include "softlab/softlab.hpp"
@@ -38,11 +38,19 @@ int cmd_eval(int argc, char** argv) {
   set_num_threads(r["threads"].as<int>());
   LoadedModel m = load_model(ckpt);
   const auto path = r.count("data-path") ? std::optional<std::string>(r["data-path"].as<std::string>()) : m.config.data.path;
-  DataSplit data = load_dataset(m.config.data.dataset, path);
-  EvalResult e = evaluate(*m.model, data.test, m.norm, r["batch-size"].as<int64_t>());
+  // A synthetic task is regenerated from the run's config and seed: the same test sets.
+  DataSplit data = is_synthetic(m.config.data.dataset) ? make_synthetic(synthetic_options(m.config), m.config.seed)
+                                                       : load_dataset(m.config.data.dataset, path);
+  const int64_t bs = r["batch-size"].as<int64_t>();
+  EvalResult e = evaluate(*m.model, data.test, m.norm, bs);
   json out = {{"checkpoint", ckpt}, {"dataset", m.config.data.dataset}, {"examples", e.count},
               {"test_loss", e.loss}, {"test_accuracy", e.accuracy}, {"test_top3_accuracy", e.top3},
               {"test_top5_accuracy", e.top5}};
+  for (const auto& [k, v] : e.extra) out["test_" + k] = v;
+  for (const auto& [len, ds] : data.test_at_length) {
+    const EvalResult el = evaluate(*m.model, ds, m.norm, bs);
+    out["test_by_length"][std::to_string(len)] = {{"accuracy", el.accuracy}, {"loss", el.loss}};
+  }
   std::cout << out.dump(2) << "\n";
   return 0;
 }

@@ -4,7 +4,7 @@
 #include <algorithm>
 #include <iostream>
 
-#include <cxxopts.hpp>
+#include "cli/options.hpp"
 
 #include "cli/commands.hpp"
 #include "softlab/image_io.hpp"
@@ -31,6 +31,8 @@ int cmd_predict(int argc, char** argv) {
   SOFTLAB_CHECK(r.count("inputs"), "predict: no input files given");
   set_num_threads(r["threads"].as<int>());
   LoadedModel m = load_model(r["checkpoint"].as<std::string>());
+  SOFTLAB_CHECK(m.config.model.type == "vit", "predict: classifies image files, but ", r["checkpoint"].as<std::string>(),
+                " holds a '", m.config.model.type, "' model; evaluate sequence models with softlab eval");
   const int64_t limit = r["limit"].as<int64_t>();
   const bool as_json = r.count("json") > 0;
   NoGradGuard no_grad;

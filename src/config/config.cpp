@@ -109,6 +109,16 @@ Config parse_config(const json& cfg) {
   if (!d["path"].is_null()) c.data.path = d["path"].get<std::string>();
   c.data.augment.random_crop = d["augment"]["random_crop"].get<int>();
   c.data.augment.hflip = d["augment"]["hflip"].get<bool>();
+  c.data.train_length = d["train_length"].get<int64_t>();
+  c.data.eval_lengths = d["eval_lengths"].get<std::vector<int64_t>>();
+  c.data.train_size = d["train_size"].get<int64_t>();
+  c.data.test_size = d["test_size"].get<int64_t>();
+  c.data.keys = d["keys"].get<int64_t>();
+  c.data.values = d["values"].get<int64_t>();
+  c.data.bins = d["bins"].get<int64_t>();
+  c.data.permute_labels = d["permute_labels"].get<bool>();
+  c.data.modulus = d["modulus"].get<int64_t>();
+  c.data.train_fraction = d["train_fraction"].get<double>();
 
   const json& m = r["model"];
   c.model.type = m["type"].get<std::string>();
@@ -121,6 +131,10 @@ Config parse_config(const json& cfg) {
   c.model.mlp_ratio = m["mlp_ratio"].get<double>();
   c.model.dropout = m["dropout"].get<double>();
   c.model.pool = m["pool"].get<std::string>();
+  c.model.positions = m["positions"].get<std::string>();
+  c.model.rope_theta = m["rope_theta"].get<double>();
+  c.model.causal = m["causal"].get<bool>();
+  c.model.target = m["target"].get<std::string>();
   c.model.qk_norm = m["qk_norm"].get<bool>();
   c.model.layer_scale = m["layer_scale"].is_null() ? 0.0 : m["layer_scale"].get<double>();
   c.model.num_classes = m["num_classes"].get<int64_t>();
@@ -172,6 +186,24 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
   } catch (const Error& e) {
     throw Error(detail::cat(path, ": ", e.what()), e.kind());
   }
+}
+
+SyntheticOptions synthetic_options(const Config& cfg) {
+  const auto& d = cfg.data;
+  SOFTLAB_CHECK(is_synthetic(d.dataset), "data.dataset '", d.dataset, "' is not a synthetic:<task> data set");
+  SyntheticOptions o;
+  o.task = d.dataset.substr(std::string("synthetic:").size());
+  o.train_length = d.train_length;
+  o.train_size = d.train_size;
+  o.test_size = d.test_size;
+  o.eval_lengths = d.eval_lengths;
+  o.keys = d.keys;
+  o.values = d.values;
+  o.bins = d.bins;
+  o.permute_labels = d.permute_labels;
+  o.modulus = d.modulus;
+  o.train_fraction = d.train_fraction;
+  return o;
 }
 
 }  // namespace softlab

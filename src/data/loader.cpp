@@ -150,7 +150,26 @@ struct BatchLoader::Impl {
     return v;
   }
 
+  // Sequences: token ids as floats [B, N], targets flattened [B*N]; no augmentation.
+  void prepare_sequences(int64_t b, const std::vector<int64_t>& ord, Batch& out) const {
+    const int64_t N = ds.seq_len;
+    const int64_t begin = b * opt.batch_size;
+    const int64_t count = std::min(opt.batch_size, ds.size - begin);
+    out.index = b;
+    out.images = empty(Shape{count, N});
+    out.labels.resize(static_cast<size_t>(count * N));
+    float* dst = out.images.mutable_data();
+    for (int64_t i = 0; i < count; ++i) {
+      const int64_t k = ord[begin + i];
+      for (int64_t t = 0; t < N; ++t) {
+        dst[i * N + t] = static_cast<float>(ds.tokens[k * N + t]);
+        out.labels[i * N + t] = ds.targets[k * N + t];
+      }
+    }
+  }
+
   void prepare(int64_t e, int64_t b, const std::vector<int64_t>& ord, Batch& out) const {
+    if (ds.is_sequence()) return prepare_sequences(b, ord, out);
     const int64_t C = ds.channels, H = ds.height, W = ds.width, img = ds.image_bytes();
     const int64_t begin = b * opt.batch_size;
     const int64_t count = std::min(opt.batch_size, ds.size - begin);
@@ -207,6 +226,15 @@ BatchLoader::BatchLoader(const Dataset& ds, Options opt) : impl_(std::make_uniqu
   SOFTLAB_CHECK(o.batch_size > 0, "BatchLoader: batch_size is ", o.batch_size, ", expected > 0");
   SOFTLAB_CHECK(o.augment.random_crop >= 0, "BatchLoader: augment.random_crop is ",
                 o.augment.random_crop, ", expected >= 0");
+  if (ds.is_sequence()) {
+    SOFTLAB_CHECK(ds.tokens.size() == static_cast<size_t>(ds.size * ds.seq_len) &&
+                      ds.targets.size() == ds.tokens.size(),
+                  "BatchLoader: sequence data set '", ds.name, "' is inconsistent: ", ds.size, " sequences of ",
+                  ds.seq_len, " tokens but ", ds.tokens.size(), " tokens and ", ds.targets.size(), " targets");
+    im.num_batches = o.drop_last ? ds.size / o.batch_size : (ds.size + o.batch_size - 1) / o.batch_size;
+    if (o.prefetch) im.worker = std::thread([&im] { im.run(); });
+    return;
+  }
   SOFTLAB_CHECK(ds.size >= 0 && ds.channels > 0 && ds.height > 0 && ds.width > 0 &&
                     ds.images.size() == static_cast<size_t>(ds.size * ds.image_bytes()) &&
                     ds.labels.size() == static_cast<size_t>(ds.size),

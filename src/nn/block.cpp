@@ -7,8 +7,8 @@
 namespace softlab::nn {
 
 SelfAttention::SelfAttention(int64_t dim, int64_t heads, std::unique_ptr<Attention> a, Generator& init,
-                             bool qk_norm)
-    : dim_(dim), heads_(heads) {
+                             bool qk_norm, float rope_theta)
+    : dim_(dim), heads_(heads), rope_theta_(rope_theta) {
   SOFTLAB_CHECK(heads > 0 && dim % heads == 0, "model.dim (", dim, ") must be divisible by model.heads (", heads, ")");
   qkv = register_module("qkv", std::make_unique<Linear>(dim, 3 * dim, init));
   if (qk_norm) {
@@ -30,6 +30,10 @@ Tensor SelfAttention::forward(const Tensor& x) {
     q = q_norm->forward(q);
     k = k_norm->forward(k);
   }
+  if (rope_theta_ > 0.0f) {
+    q = rope(q, rope_theta_);
+    k = rope(k, rope_theta_);
+  }
   Tensor o = attn->forward(q, k, v);
   return proj->forward(reshape(permute(o, {0, 2, 1, 3}), {B, N, dim_}));
 }
@@ -38,7 +42,8 @@ Block::Block(const BlockOptions& opt, std::unique_ptr<Attention> a, Generator& i
     : dropout_(opt.dropout), dropout_gen_(dropout_gen) {
   norm1 = register_module("norm1", std::make_unique<LayerNorm>(opt.dim));
   attn = register_module("attn",
-                         std::make_unique<SelfAttention>(opt.dim, opt.heads, std::move(a), init, opt.qk_norm));
+                         std::make_unique<SelfAttention>(opt.dim, opt.heads, std::move(a), init, opt.qk_norm,
+                                                                opt.rope_theta));
   norm2 = register_module("norm2", std::make_unique<LayerNorm>(opt.dim));
   mlp = register_module("mlp", std::make_unique<Mlp>(opt.dim, opt.mlp_hidden, init));
   if (opt.layer_scale > 0.0f) {

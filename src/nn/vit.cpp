@@ -7,7 +7,7 @@
 namespace softlab::nn {
 
 ViT::ViT(const Config::Model& cfg, int64_t num_classes, int64_t train_size, uint64_t seed)
-    : cfg_(cfg), dropout_gen_(seed ^ 0xd1b54a32d192ed03ULL) {
+    : Model(seed ^ 0xd1b54a32d192ed03ULL), cfg_(cfg) {
   SOFTLAB_CHECK(cfg.type == "vit", "model.type: '", cfg.type, "' is not a vision transformer");
   SOFTLAB_CHECK(num_classes > 0, "model.num_classes must be positive, got ", num_classes);
   Generator init(seed);  // the initialisation stream

@@ -1,10 +1,13 @@
 // The training loop: data, model, optimiser, schedule, evaluation, checkpoints, metrics.
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
 #include <csignal>
 #include <filesystem>
 #include <fstream>
+
+#include <sys/resource.h>
 
 #include "softlab/autograd.hpp"
 #include "softlab/checkpoint.hpp"
@@ -75,9 +78,49 @@ void check_resume_config(const json& saved, const json& now, const std::string& 
 }
 
 json data_meta(const DataSplit& d, const Normalization& n, const std::string& name) {
-  return {{"dataset", name}, {"num_classes", d.train.num_classes}, {"mean", n.mean}, {"std", n.std},
-          {"class_names", d.train.class_names}, {"train_size", d.train.size}, {"channels", d.train.channels},
-          {"height", d.train.height}, {"width", d.train.width}};
+  json m = {{"dataset", name}, {"num_classes", d.train.num_classes}, {"mean", n.mean}, {"std", n.std},
+            {"class_names", d.train.class_names}, {"train_size", d.train.size}, {"channels", d.train.channels},
+            {"height", d.train.height}, {"width", d.train.width}};
+  if (d.train.is_sequence()) {
+    m["seq_len"] = d.train.seq_len;
+    m["vocab"] = d.train.vocab;
+  }
+  return m;
+}
+
+// Images from files, or a synthetic task generated from the run's seed.
+DataSplit load_data(const Config& cfg) {
+  if (is_synthetic(cfg.data.dataset)) return make_synthetic(synthetic_options(cfg), cfg.seed);
+  DataSplit data = load_dataset(cfg.data.dataset, cfg.data.path);
+  SOFTLAB_CHECK(data.train.channels == cfg.model.channels && data.train.height == cfg.model.image_size &&
+                    data.train.width == cfg.model.image_size,
+                "the data set ", cfg.data.dataset, " holds ", data.train.channels, "x", data.train.height, "x",
+                data.train.width, " images but model.channels = ", cfg.model.channels, " and model.image_size = ",
+                cfg.model.image_size);
+  return data;
+}
+
+// Loss and accuracy at every evaluation length (synthetic tasks with data.eval_lengths), the
+// training length included; an empty object otherwise.
+json evaluate_lengths(nn::Model& model, const DataSplit& data, const EvalResult& main, int64_t batch_size) {
+  json by = json::object();
+  if (data.test_at_length.empty()) return by;
+  std::vector<std::pair<int64_t, json>> rows;
+  rows.emplace_back(data.test.seq_len, json{{"accuracy", main.accuracy}, {"loss", main.loss}});
+  for (const auto& [len, ds] : data.test_at_length) {
+    const EvalResult e = evaluate(model, ds, {}, batch_size);
+    rows.emplace_back(len, json{{"accuracy", e.accuracy}, {"loss", e.loss}});
+  }
+  std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  for (auto& [len, v] : rows) by[std::to_string(len)] = v;
+  return by;
+}
+
+// The process's peak resident memory so far (Linux reports ru_maxrss in KiB).
+double peak_rss_mb() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_maxrss) / 1024.0;
 }
 
 std::string fmt(const char* f, double v) {
@@ -110,13 +153,8 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
   }
 
   detail::Progress progress(opt.progress, opt.quiet);
-  DataSplit data = load_dataset(cfg.data.dataset, cfg.data.path);
-  SOFTLAB_CHECK(data.train.channels == cfg.model.channels && data.train.height == cfg.model.image_size &&
-                    data.train.width == cfg.model.image_size,
-                "the data set ", cfg.data.dataset, " holds ", data.train.channels, "x", data.train.height, "x",
-                data.train.width, " images but model.channels = ", cfg.model.channels, " and model.image_size = ",
-                cfg.model.image_size);
-  const Normalization norm = compute_normalization(data.train);
+  DataSplit data = load_data(cfg);
+  const Normalization norm = data.train.is_sequence() ? Normalization{} : compute_normalization(data.train);
   auto model = build_model(cfg, data.train.num_classes, data.train.size);
   const auto params = model->parameters();
   auto optimizer = make_optimizer(cfg.train.optimizer, params);
@@ -154,7 +192,11 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
     const int64_t n = std::min<int64_t>(cfg.train.batch_size, data.train.size);
     overfit.size = n;
     overfit.images.resize(static_cast<size_t>(n * data.train.image_bytes()));
-    overfit.labels.resize(static_cast<size_t>(n));
+    overfit.labels.resize(static_cast<size_t>(overfit.labels.empty() ? 0 : n));
+    overfit.tokens.resize(static_cast<size_t>(n * data.train.seq_len));
+    overfit.targets.resize(static_cast<size_t>(n * data.train.seq_len));
+    if (!overfit.target_density.empty())
+      overfit.target_density.resize(static_cast<size_t>(n * data.train.num_classes));
   }
   const Dataset& eval_set = opt.overfit_batch ? overfit : data.test;
 
@@ -188,6 +230,7 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
   TrainResult result;
   result.run_dir = run_dir;
   EvalResult last_eval{};
+  json last_by_length = json::object();
   bool have_eval = false;
   auto session_start = Clock::now();
   const double seconds_before = pos.train_seconds;
@@ -198,7 +241,7 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
   while (!pos.done && pos.epoch < epochs && pos.step < total_steps) {
     loader.start_epoch(opt.overfit_batch ? 0 : pos.epoch, opt.overfit_batch ? 0 : pos.batch);
     const auto epoch_start = Clock::now();
-    const int64_t epoch_images_before = pos.seen;
+    const int64_t epoch_images_before = pos.images;  // examples (images or sequences), for the rate
     Batch b;
     while (pos.batch < batches && pos.step < total_steps) {
       if (opt.overfit_batch) loader.start_epoch(0, 0);
@@ -222,17 +265,18 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
       optimizer->step(lr);
       optimizer->zero_grad();
       const auto pred = model->head->predict(out.scores);
-      const int64_t n = static_cast<int64_t>(b.labels.size());
-      for (int64_t i = 0; i < n; ++i) pos.correct += pred[static_cast<size_t>(i)] == b.labels[static_cast<size_t>(i)];
+      const std::vector<int32_t> labels = model->scored_labels(b.images, b.labels);
+      const int64_t n = static_cast<int64_t>(labels.size());
+      for (int64_t i = 0; i < n; ++i) pos.correct += pred[static_cast<size_t>(i)] == labels[static_cast<size_t>(i)];
       pos.loss_sum += static_cast<double>(loss) * static_cast<double>(n);
-      pos.seen += n;
-      pos.images += n;
+      pos.seen += n;  // scored targets: one per image, one per target position of a sequence
+      pos.images += b.images.shape()[0];
       pos.grad_norm_sum += gnorm;
       ++pos.epoch_steps;
       ++pos.step;
       ++pos.batch;
       const double es = seconds_since(epoch_start);
-      const double ips = static_cast<double>(pos.seen - epoch_images_before) / std::max(es, 1e-9);
+      const double ips = static_cast<double>(pos.images - epoch_images_before) / std::max(es, 1e-9);
       const double eta = static_cast<double>(total_steps - pos.step) * static_cast<double>(cfg.train.batch_size) /
                          std::max(ips, 1e-9);
       progress.step(pos.epoch + 1, epochs, pos.batch, batches, pos.loss_sum / static_cast<double>(pos.seen),
@@ -255,6 +299,7 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
     const bool eval_now = finished || (epoch_done && (pos.epoch + 1) % cfg.train.eval_every == 0);
     if (eval_now) {
       last_eval = evaluate(*model, eval_set, norm, cfg.train.eval_batch_size);
+      if (!opt.overfit_batch) last_by_length = evaluate_lengths(*model, data, last_eval, cfg.train.eval_batch_size);
       have_eval = true;
       json m = {{"epoch", pos.epoch + 1},
                 {"step", pos.step},
@@ -267,10 +312,12 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
                 {"test_top3_accuracy", last_eval.top3},
                 {"test_top5_accuracy", last_eval.top5},
                 {"grad_norm", pos.epoch_steps ? pos.grad_norm_sum / static_cast<double>(pos.epoch_steps) : 0.0},
-                {"images_per_sec", static_cast<double>(pos.seen) / std::max(epoch_seconds, 1e-9)},
+                {"images_per_sec", static_cast<double>(pos.images - epoch_images_before) / std::max(epoch_seconds, 1e-9)},
                 {"epoch_seconds", epoch_seconds},
                 {"seconds", train_seconds()},
                 {"wall_time", seconds_since(wall_start)}};
+      for (const auto& [k, v] : last_eval.extra) m["test_" + k] = v;
+      if (!last_by_length.empty()) m["by_length"] = last_by_length;
       {
         std::ofstream mf(metrics_path, std::ios::app);
         mf << m.dump() << "\n";
@@ -303,6 +350,7 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
 
   if (!have_eval) {  // resumed a finished run, or nothing to train: report the current model
     last_eval = evaluate(*model, eval_set, norm, cfg.train.eval_batch_size);
+    if (!opt.overfit_batch) last_by_length = evaluate_lengths(*model, data, last_eval, cfg.train.eval_batch_size);
   }
   const double secs = pos.train_seconds;
   json summary = {{"name", cfg.name},
@@ -317,7 +365,10 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
                   {"epochs", pos.epoch},
                   {"steps", pos.step},
                   {"params", model->num_parameters()},
+                  {"tokens", model->tokens()},
                   {"train_seconds", secs},
+                  {"seconds_per_step", pos.step > 0 ? secs / static_cast<double>(pos.step) : 0.0},
+                  {"peak_rss_mb", peak_rss_mb()},
                   {"train_images_per_sec", secs > 0 ? static_cast<double>(pos.images) / secs : 0.0},
                   {"attention", cfg.model.attention},
                   {"head", cfg.model.head},
@@ -326,6 +377,8 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
                   {"openmp_wait", opt.openmp_wait},
                   {"version", version()},
                   {"build", build_info()}};
+  for (const auto& [k, v] : last_eval.extra) summary["test_" + k] = v;
+  if (!last_by_length.empty()) summary["test_by_length"] = last_by_length;
   json per_module = json::object();
   for (const auto& [n, c] : model->parameter_counts()) per_module[n] = c;
   summary["params_per_module"] = per_module;

@@ -12,8 +12,9 @@ namespace softlab::nn {
 
 class SelfAttention : public Module {
  public:
+  // rope_theta > 0: rotary position embedding of q and k (after QK-norm) with that base.
   SelfAttention(int64_t dim, int64_t heads, std::unique_ptr<Attention> attn, Generator& init,
-                bool qk_norm = false);
+                bool qk_norm = false, float rope_theta = 0.0f);
   Tensor forward(const Tensor& x);  // [B, N, D] -> [B, N, D]
   Linear* qkv;
   // QK-norm (sigmoid attention's released configs, spec/attention.md 2): LayerNorm over Dh,
@@ -25,6 +26,7 @@ class SelfAttention : public Module {
 
  private:
   int64_t dim_, heads_;
+  float rope_theta_;
 };
 
 struct BlockOptions {
@@ -32,6 +34,7 @@ struct BlockOptions {
   float dropout = 0.0f;
   bool qk_norm = false;
   float layer_scale = 0.0f;  // initial γ of LayerScale (Touvron et al. 2021); 0: off
+  float rope_theta = 0.0f;   // RoPE base for q and k; 0: off (the ViT's learned positions)
 };
 
 class Block : public Module {

@@ -8,30 +8,26 @@
 #include "softlab/config.hpp"
 #include "softlab/head.hpp"
 #include "softlab/nn/block.hpp"
+#include "softlab/nn/model.hpp"
 
 namespace softlab::nn {
 
-class ViT : public Module {
+class ViT : public Model {
  public:
   // train_size: examples in the training set (passed to the head's context).
   ViT(const Config::Model& cfg, int64_t num_classes, int64_t train_size, uint64_t seed);
   Tensor features(const Tensor& images);  // [B, C, H, W] -> pooled [B, D]
-  HeadOutput forward(const Tensor& images, std::span<const int32_t> labels = {});
-  // Dropout masks come from this stream; the trainer reseeds it per step, so a resumed run
-  // draws the same masks as an uninterrupted one.
-  Generator& dropout_generator() { return dropout_gen_; }
-  int64_t tokens() const { return tokens_; }
+  HeadOutput forward(const Tensor& images, std::span<const int32_t> labels = {}) override;
+  int64_t tokens() const override { return tokens_; }
 
   PatchEmbed* patch_embed;
   std::vector<Block*> blocks;
   LayerNorm* norm;
-  Head* head;
   Tensor cls_token, pos_embed;
 
  private:
   Config::Model cfg_;
   int64_t tokens_;
-  Generator dropout_gen_;
 };
 
 }  // namespace softlab::nn

@@ -1,0 +1,130 @@
+// SeqModel: tokens -> embedding (+ learned positions) -> blocks (RoPE inside attention) ->
+// norm -> the rows that have targets -> head.
+#include "softlab/nn/seq.hpp"
+
+#include <algorithm>
+
+#include "softlab/error.hpp"
+#include "softlab/ops.hpp"
+
+namespace softlab::nn {
+
+namespace {
+// model.causal is the one switch: it replaces the attention module's own "causal" key,
+// and a module without a causal form (SOFT's landmark pooling) cannot be causal.
+json attention_config(const Config::Model& cfg) {
+  json a = cfg.attention;
+  const std::string type = a.value("type", "softmax");
+  const auto* entry = attention_registry().find(type);
+  SOFTLAB_CHECK(entry, "model.attention.type: unknown attention module '", type, "'");
+  const bool has_causal = std::any_of(entry->schema.begin(), entry->schema.end(),
+                                      [](const ParamSpec& p) { return p.name == "causal"; });
+  if (has_causal) {
+    a["causal"] = cfg.causal;  // the resolved config always holds the module's default here
+  } else {
+    SOFTLAB_CHECK(!cfg.causal, "model.causal is true but attention '", type,
+                  "' has no causal form; set model.causal to false or pick another module");
+  }
+  return a;
+}
+}  // namespace
+
+SeqModel::SeqModel(const Config::Model& cfg, int64_t vocab, int64_t num_classes, int64_t train_length,
+                   int64_t max_length, int64_t train_size, uint64_t seed)
+    : Model(seed ^ 0xd1b54a32d192ed03ULL), cfg_(cfg), vocab_(vocab), train_length_(train_length),
+      max_length_(std::max(max_length, train_length)) {
+  SOFTLAB_CHECK(cfg.type == "seq", "model.type: '", cfg.type, "' is not a sequence model");
+  SOFTLAB_CHECK(vocab > 0 && num_classes > 0 && train_length > 0, "a sequence model needs a vocabulary (", vocab,
+                "), classes (", num_classes, ") and a training length (", train_length, ")");
+  SOFTLAB_CHECK(cfg.positions != "rope" || (cfg.dim / cfg.heads) % 2 == 0, "model.positions 'rope' needs an even "
+                "head size (dim/heads = ", cfg.dim / cfg.heads, "): channels turn in pairs");
+  Generator init(seed);
+  tok_embed = register_parameter("tok_embed", trunc_normal({vocab, cfg.dim}, init, 0.02f), false);
+  if (cfg.positions == "learned")
+    pos_embed = register_parameter("pos_embed", trunc_normal({1, max_length_, cfg.dim}, init, 0.02f), false);
+  AttentionContext actx;
+  actx.dim = cfg.dim;
+  actx.heads = cfg.heads;
+  actx.head_dim = cfg.dim / cfg.heads;
+  actx.seq_len = train_length;
+  actx.init = &init;
+  BlockOptions bo;
+  bo.dim = cfg.dim;
+  bo.heads = cfg.heads;
+  bo.mlp_hidden = static_cast<int64_t>(cfg.mlp_ratio * static_cast<double>(cfg.dim) + 0.5);
+  bo.dropout = static_cast<float>(cfg.dropout);
+  bo.qk_norm = cfg.qk_norm;
+  bo.layer_scale = static_cast<float>(cfg.layer_scale);
+  bo.rope_theta = cfg.positions == "rope" ? static_cast<float>(cfg.rope_theta) : 0.0f;
+  const json attn = attention_config(cfg);
+  for (int64_t i = 0; i < cfg.depth; ++i)
+    blocks.push_back(register_module(
+        "blocks." + std::to_string(i),
+        std::make_unique<Block>(bo, make_attention(attn, actx), init, &dropout_gen_)));
+  norm = register_module("norm", std::make_unique<LayerNorm>(cfg.dim));
+  HeadContext hctx;
+  hctx.in_dim = cfg.dim;
+  hctx.num_classes = num_classes;
+  hctx.train_size = train_size;
+  hctx.seed = seed;
+  hctx.init = &init;
+  head = register_module("head", make_head(cfg.head, hctx));
+}
+
+Tensor SeqModel::features(const Tensor& tokens) {
+  SOFTLAB_CHECK(tokens.rank() == 2, "SeqModel: expected token ids [B, N], got shape ", tokens.shape());
+  const int64_t B = tokens.shape()[0], N = tokens.shape()[1];
+  SOFTLAB_CHECK(!pos_embed.defined() || N <= max_length_, "SeqModel: a sequence of ", N,
+                " tokens is longer than the learned position table (", max_length_,
+                "); list the length in data.eval_lengths before training, or use model.positions 'rope' or 'none'");
+  std::vector<int32_t> ids(static_cast<size_t>(B * N));
+  const float* t = tokens.data();
+  for (int64_t i = 0; i < B * N; ++i) {
+    const float v = t[i];
+    SOFTLAB_CHECK(v >= 0.0f && v < static_cast<float>(vocab_) && v == static_cast<float>(static_cast<int32_t>(v)),
+                  "SeqModel: token ", v, " at position ", i % N, " of sequence ", i / N,
+                  " is not an id in [0, ", vocab_, ")");
+    ids[static_cast<size_t>(i)] = static_cast<int32_t>(v);
+  }
+  Tensor x = embedding(tok_embed, ids, Shape{B, N});  // [B, N, D]
+  if (pos_embed.defined()) x = add(x, slice(pos_embed, 1, 0, N));
+  if (training() && cfg_.dropout > 0) x = dropout(x, static_cast<float>(cfg_.dropout), dropout_gen_);
+  for (Block* b : blocks) x = b->forward(x);
+  return norm->forward(x);
+}
+
+std::vector<int32_t> SeqModel::scored_rows(std::span<const int32_t> labels, int64_t B, int64_t N) const {
+  std::vector<int32_t> rows;
+  if (labels.empty()) {
+    for (int64_t b = 0; b < B; ++b) rows.push_back(static_cast<int32_t>(b * N + N - 1));
+    return rows;
+  }
+  SOFTLAB_CHECK(static_cast<int64_t>(labels.size()) == B * N, "SeqModel: ", labels.size(),
+                " labels for a batch of ", B, " sequences of ", N, " tokens (expected one per position)");
+  const bool last_only = cfg_.target == "last";
+  for (int64_t i = 0; i < B * N; ++i)
+    if (labels[static_cast<size_t>(i)] >= 0 && (!last_only || i % N == N - 1)) rows.push_back(static_cast<int32_t>(i));
+  return rows;
+}
+
+std::vector<int32_t> SeqModel::scored_labels(const Tensor& tokens, std::span<const int32_t> labels) const {
+  std::vector<int32_t> r;
+  for (int32_t row : scored_rows(labels, tokens.shape()[0], tokens.shape()[1])) r.push_back(labels[static_cast<size_t>(row)]);
+  return r;
+}
+
+HeadOutput SeqModel::forward(const Tensor& tokens, std::span<const int32_t> labels) {
+  Tensor x = features(tokens);
+  const int64_t B = x.shape()[0], N = x.shape()[1], D = x.shape()[2];
+  const std::vector<int32_t> rows = scored_rows(labels, B, N);
+  SOFTLAB_CHECK(!rows.empty(), "SeqModel: this batch has no position with a target",
+                cfg_.target == "last" ? " at the last position (model.target is 'last')" : "");
+  Tensor h = index_select(reshape(x, {B * N, D}), rows, Shape{static_cast<int64_t>(rows.size())});
+  if (labels.empty()) return head->forward(h, {});
+  std::vector<int32_t> kept;
+  kept.reserve(rows.size());
+  for (int32_t r : rows) kept.push_back(labels[static_cast<size_t>(r)]);
+  return head->forward(h, kept);
+}
+
+}  // namespace softlab::nn
