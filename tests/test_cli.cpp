@@ -13,34 +13,16 @@
 
 #include "softlab/image_io.hpp"
 #include "softlab/softlab.hpp"
+#include "cli_run.hpp"
 #include "train_fixtures.hpp"
 
 using namespace softlab;
 namespace fs = std::filesystem;
 
 namespace {
-struct CliRun {
-  int code = -1;
-  std::string out, err;
-};
-
-std::string slurp(const std::string& p) {
-  std::ifstream in(p);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
-// Runs softlab with arguments; captures stdout and stderr through files.
-CliRun softlab_cli(const std::vector<std::string>& args, const std::string& dir) {
-  std::string cmd = std::string("'") + SOFTLAB_CLI_PATH + "'";
-  for (const auto& a : args) cmd += " '" + a + "'";
-  cmd += " >'" + dir + "/out.txt' 2>'" + dir + "/err.txt' </dev/null";
-  const int st = std::system(cmd.c_str());
-  CliRun r;
-  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  r.out = slurp(dir + "/out.txt");
-  r.err = slurp(dir + "/err.txt");
-  return r;
-}
+using test::CliRun;
+using test::slurp;
+using test::softlab_cli;
 
 void write(const std::string& path, const std::string& text) { std::ofstream(path) << text; }
 

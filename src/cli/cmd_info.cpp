@@ -2,7 +2,7 @@
 // head with its parameters and defaults (read from the same schemas the validator uses).
 #include <iostream>
 
-#include <cxxopts.hpp>
+#include "cli/options.hpp"
 
 #include "cli/commands.hpp"
 #include "softlab/attention.hpp"

@@ -2,7 +2,7 @@
 #include <csignal>
 #include <iostream>
 
-#include <cxxopts.hpp>
+#include "cli/options.hpp"
 
 #include "cli/commands.hpp"
 #include "softlab/softlab.hpp"

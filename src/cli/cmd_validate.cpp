@@ -2,7 +2,7 @@
 // training (config and model construction) and prints the resolved config.
 #include <iostream>
 
-#include <cxxopts.hpp>
+#include "cli/options.hpp"
 
 #include "cli/commands.hpp"
 #include "softlab/softlab.hpp"

@@ -3,7 +3,7 @@
 // lets softlab::Error propagate to main.cpp, which maps it to exit code 2 (bad input) or 1.
 #include <string>
 
-#include <cxxopts.hpp>
+#include "cli/options.hpp"
 
 #include "softlab/config.hpp"
 
@@ -14,6 +14,8 @@ int cmd_predict(int argc, char** argv);
 int cmd_validate(int argc, char** argv);
 int cmd_info(int argc, char** argv);
 int cmd_bench(int argc, char** argv);
+int cmd_sweep(int argc, char** argv);
+int cmd_report(int argc, char** argv);
 // Sets OpenMP's wait policy from the machine's load and re-executes the process (once).
 void configure_openmp_env(char** argv);
 std::string openmp_wait_description();

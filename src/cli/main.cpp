@@ -4,7 +4,7 @@
 #include <iostream>
 #include <string>
 
-#include <cxxopts.hpp>
+#include "cli/options.hpp"
 
 #include "cli/commands.hpp"
 #include "softlab/softlab.hpp"
@@ -19,6 +19,9 @@ void usage(std::ostream& os) {
         "                          test loss and accuracy of a trained model\n"
         "  predict --checkpoint FILE INPUT...\n"
         "                          classify PGM/PPM images, IDX image files or CIFAR record files\n"
+        "  sweep SWEEP.json [--jobs N]\n"
+        "                          run a grid of configs x seeds; results.csv, .json and .md\n"
+        "  report SWEEP_DIR        tables and SVG plots of a sweep's results\n"
         "  validate CONFIG [--set KEY=VALUE]...\n"
         "                          check a config and print it resolved\n"
         "  bench CONFIG [--mode train|infer]\n"
@@ -51,7 +54,9 @@ int main(int argc, char** argv) {
                                                 {"predict", softlab::cli::cmd_predict},
                                                 {"validate", softlab::cli::cmd_validate},
                                                 {"info", softlab::cli::cmd_info},
-                                                {"bench", softlab::cli::cmd_bench}};
+                                                {"bench", softlab::cli::cmd_bench},
+                                                {"sweep", softlab::cli::cmd_sweep},
+                                                {"report", softlab::cli::cmd_report}};
     for (const auto& [name, fn] : verbs)
       if (verb == name) return fn(argc - 1, argv + 1);
     std::cerr << "softlab: unknown verb '" << verb << "'\n\n";
