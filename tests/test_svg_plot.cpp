@@ -315,6 +315,22 @@ TEST(SvgPlot, ColoursCycleAndDashesTakeOverBeyondThePalette) {
   EXPECT_EQ(texts(svg, "legend-label").size(), 12u);
 }
 
+// A report's titles are long ("Claim 5: ... : accuracy against evaluation length"): the
+// title starts at the left edge and widens the canvas instead of being clipped on both sides.
+TEST(SvgPlot, LongTitleStartsAtTheLeftAndWidensTheCanvas) {
+  PlotSpec spec;
+  spec.title = std::string(150, 'T');
+  const std::string svg = svg_line_plot(spec, {{"s", {0, 1}, {0, 1}, {}}});
+  expect_document(svg);
+  const auto title = elements(svg, "text", "title");
+  ASSERT_EQ(title.size(), 1u);
+  EXPECT_EQ(attr(title[0], "text-anchor"), "start");
+  const double x = std::stod(attr(title[0], "x"));
+  EXPECT_GE(x, 0.0);
+  const double width = std::stod(attr(svg.substr(0, svg.find('>')), "width"));
+  EXPECT_GT(width - x, 150 * 0.55 * 14);
+}
+
 TEST(SvgPlot, LegendWidensTheCanvasForLongLabels) {
   PlotSpec spec;
   const std::string label(120, 'W');

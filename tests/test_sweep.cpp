@@ -165,7 +165,7 @@ TEST_F(SweepTest, ResultsTablesAggregateOverSeeds) {
   // softmax: 91.00 ± 1.41 (sample std of 90 and 92); sigmoid: one of two runs finished.
   EXPECT_NE(md.find("| softmax | 2 | 91.00 ± 1.41 |"), std::string::npos) << md;
   EXPECT_NE(md.find("| sigmoid | 1/2 | 50.00 |"), std::string::npos) << md;
-  EXPECT_NE(md.find("kl"), std::string::npos) << md;
+  EXPECT_NE(md.find("| accuracy (%) | best accuracy (%) | loss | train seconds | kl |"), std::string::npos) << md;
   EXPECT_NE(md.find("accuracy@16 (%)"), std::string::npos) << md;
   const std::string csv = test::slurp(root + "/out/results.csv");
   EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 5);  // header + 4 rows

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "nn/trunk.hpp"
 #include "softlab/error.hpp"
 #include "softlab/ops.hpp"
 
@@ -42,19 +43,8 @@ SeqModel::SeqModel(const Config::Model& cfg, int64_t vocab, int64_t num_classes,
   tok_embed = register_parameter("tok_embed", trunc_normal({vocab, cfg.dim}, init, 0.02f), false);
   if (cfg.positions == "learned")
     pos_embed = register_parameter("pos_embed", trunc_normal({1, max_length_, cfg.dim}, init, 0.02f), false);
-  AttentionContext actx;
-  actx.dim = cfg.dim;
-  actx.heads = cfg.heads;
-  actx.head_dim = cfg.dim / cfg.heads;
-  actx.seq_len = train_length;
-  actx.init = &init;
-  BlockOptions bo;
-  bo.dim = cfg.dim;
-  bo.heads = cfg.heads;
-  bo.mlp_hidden = static_cast<int64_t>(cfg.mlp_ratio * static_cast<double>(cfg.dim) + 0.5);
-  bo.dropout = static_cast<float>(cfg.dropout);
-  bo.qk_norm = cfg.qk_norm;
-  bo.layer_scale = static_cast<float>(cfg.layer_scale);
+  const AttentionContext actx = detail::attention_context(cfg, train_length, init);
+  BlockOptions bo = detail::block_options(cfg);
   bo.rope_theta = cfg.positions == "rope" ? static_cast<float>(cfg.rope_theta) : 0.0f;
   const json attn = attention_config(cfg);
   for (int64_t i = 0; i < cfg.depth; ++i)
@@ -62,13 +52,7 @@ SeqModel::SeqModel(const Config::Model& cfg, int64_t vocab, int64_t num_classes,
         "blocks." + std::to_string(i),
         std::make_unique<Block>(bo, make_attention(attn, actx), init, &dropout_gen_)));
   norm = register_module("norm", std::make_unique<LayerNorm>(cfg.dim));
-  HeadContext hctx;
-  hctx.in_dim = cfg.dim;
-  hctx.num_classes = num_classes;
-  hctx.train_size = train_size;
-  hctx.seed = seed;
-  hctx.init = &init;
-  head = register_module("head", make_head(cfg.head, hctx));
+  head = register_module("head", make_head(cfg.head, detail::head_context(cfg, num_classes, train_size, seed, init)));
 }
 
 Tensor SeqModel::features(const Tensor& tokens) {

@@ -1,6 +1,7 @@
 // ViT: patches -> [cls] + positions -> blocks -> norm -> pool -> head.
 #include "softlab/nn/vit.hpp"
 
+#include "nn/trunk.hpp"
 #include "softlab/error.hpp"
 #include "softlab/ops.hpp"
 
@@ -17,33 +18,16 @@ ViT::ViT(const Config::Model& cfg, int64_t num_classes, int64_t train_size, uint
   tokens_ = patch_embed->num_patches() + (use_cls ? 1 : 0);
   if (use_cls) cls_token = register_parameter("cls_token", trunc_normal({1, 1, cfg.dim}, init, 0.02f), false);
   pos_embed = register_parameter("pos_embed", trunc_normal({1, tokens_, cfg.dim}, init, 0.02f), false);
-  AttentionContext actx;
-  actx.dim = cfg.dim;
-  actx.heads = cfg.heads;
-  actx.head_dim = cfg.dim / cfg.heads;
-  actx.seq_len = tokens_;
+  AttentionContext actx = detail::attention_context(cfg, tokens_, init);
   actx.grid_h = actx.grid_w = cfg.image_size / cfg.patch_size;
   actx.prefix_tokens = use_cls ? 1 : 0;
-  actx.init = &init;
-  BlockOptions bo;
-  bo.dim = cfg.dim;
-  bo.heads = cfg.heads;
-  bo.mlp_hidden = static_cast<int64_t>(cfg.mlp_ratio * static_cast<double>(cfg.dim) + 0.5);
-  bo.dropout = static_cast<float>(cfg.dropout);
-  bo.qk_norm = cfg.qk_norm;
-  bo.layer_scale = static_cast<float>(cfg.layer_scale);
+  const BlockOptions bo = detail::block_options(cfg);
   for (int64_t i = 0; i < cfg.depth; ++i)
     blocks.push_back(register_module("blocks." + std::to_string(i),
                                      std::make_unique<Block>(bo, make_attention(cfg.attention, actx), init,
                                                              &dropout_gen_)));
   norm = register_module("norm", std::make_unique<LayerNorm>(cfg.dim));
-  HeadContext hctx;
-  hctx.in_dim = cfg.dim;
-  hctx.num_classes = num_classes;
-  hctx.train_size = train_size;
-  hctx.seed = seed;
-  hctx.init = &init;
-  head = register_module("head", make_head(cfg.head, hctx));
+  head = register_module("head", make_head(cfg.head, detail::head_context(cfg, num_classes, train_size, seed, init)));
 }
 
 Tensor ViT::features(const Tensor& images) {

@@ -244,7 +244,9 @@ std::string svg_line_plot(const PlotSpec& spec, const std::vector<Series>& serie
   const double pw = std::max(40.0, spec.width - left - right), ph = std::max(40.0, spec.height - top - bottom);
   const double legend_x = left + pw + right, legend_w = 30 + label_w + 12;
   const double legend_h = top + 8 + kLegendRow * static_cast<double>(series.size());
-  const int w = static_cast<int>(std::ceil(legend_x + legend_w));
+  // The title starts at the left edge and may widen the canvas: a long one is never clipped.
+  const double title_w = spec.title.empty() ? 0.0 : 8 + text_width(spec.title, 14) + 8;
+  const int w = static_cast<int>(std::ceil(std::max(legend_x + legend_w, title_w)));
   const int h = static_cast<int>(std::ceil(std::max(top + ph + bottom, legend_h)));
   // Ticks end at the data's extremes, so an inset keeps markers and bar caps off the frame.
   constexpr double kInset = 6;
@@ -252,7 +254,7 @@ std::string svg_line_plot(const PlotSpec& spec, const std::vector<Series>& serie
   auto py = [&](double t) { return top + ph - kInset - frac(ay, t) * (ph - 2 * kInset); };
 
   std::string out = svg_open(w, h);
-  if (!spec.title.empty()) out += text(left + pw / 2, 22, "title", spec.title, "middle", title_font);
+  if (!spec.title.empty()) out += text(8, 22, "title", spec.title, "start", title_font);
   out += "<g class=\"grid\" stroke=\"#e6e6e6\" stroke-width=\"1\">\n";
   for (const double t : ax.ticks) out += line(px(t), top, px(t), top + ph);
   for (const double t : ay.ticks) out += line(left, py(t), left + pw, py(t));

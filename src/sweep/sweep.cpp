@@ -263,10 +263,12 @@ std::string format_stat(const std::string& m, const std::vector<double>& xs) {
   return s;
 }
 
+// "best_test_accuracy" -> "best accuracy (%)": every column is a test metric unless it says
+// otherwise, so "test_" is dropped, and underscores read as spaces.
 std::string column_title(const std::string& m) {
   std::string t = m;
-  for (const char* p : {"test_"})
-    if (t.rfind(p, 0) == 0) t = t.substr(std::string(p).size());
+  for (size_t p; (p = t.find("test_")) != std::string::npos;) t.erase(p, 5);
+  std::replace(t.begin(), t.end(), '_', ' ');
   if (is_accuracy(m)) t += " (%)";
   return t;
 }

@@ -1,0 +1,16 @@
+#pragma once
+// What the ViT and the sequence model build alike from their config: the attention context,
+// the blocks' options and the head's context.
+#include "softlab/attention.hpp"
+#include "softlab/config.hpp"
+#include "softlab/head.hpp"
+#include "softlab/nn/block.hpp"
+
+namespace softlab::nn::detail {
+
+AttentionContext attention_context(const Config::Model& cfg, int64_t seq_len, Generator& init);
+BlockOptions block_options(const Config::Model& cfg);  // RoPE off: the sequence model turns it on
+HeadContext head_context(const Config::Model& cfg, int64_t num_classes, int64_t train_size, uint64_t seed,
+                         Generator& init);
+
+}  // namespace softlab::nn::detail
