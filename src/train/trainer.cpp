@@ -233,6 +233,9 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
   json last_by_length = json::object();
   bool have_eval = false;
   auto session_start = Clock::now();
+  // Training time without evaluation, this session: the honest cost of a step.
+  double session_step_seconds = 0.0;
+  const int64_t session_first_step = pos.step;
   const double seconds_before = pos.train_seconds;
   auto train_seconds = [&] { return seconds_before + seconds_since(session_start); };
 
@@ -294,6 +297,7 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
       return result;
     }
     const double epoch_seconds = seconds_since(epoch_start);
+    session_step_seconds += epoch_seconds;
     const bool epoch_done = pos.batch >= batches;
     const bool finished = pos.step >= total_steps || (epoch_done && pos.epoch + 1 >= epochs);
     const bool eval_now = finished || (epoch_done && (pos.epoch + 1) % cfg.train.eval_every == 0);
@@ -367,7 +371,9 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
                   {"params", model->num_parameters()},
                   {"tokens", model->tokens()},
                   {"train_seconds", secs},
-                  {"seconds_per_step", pos.step > 0 ? secs / static_cast<double>(pos.step) : 0.0},
+                  {"seconds_per_step", pos.step > session_first_step
+                                           ? session_step_seconds / static_cast<double>(pos.step - session_first_step)
+                                           : 0.0},
                   {"peak_rss_mb", peak_rss_mb()},
                   {"train_images_per_sec", secs > 0 ? static_cast<double>(pos.images) / secs : 0.0},
                   {"attention", cfg.model.attention},
