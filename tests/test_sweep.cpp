@@ -226,12 +226,38 @@ TEST_F(SweepTest, SweepCommandRunsResumesSkipsAndReports) {
   // The report: tables and plots.
   r = test::softlab_cli({"report", root + "/out"}, root);
   ASSERT_EQ(r.code, 0) << r.out << r.err;
-  for (const char* f : {"report.md", "accuracy_per_epoch.svg", "accuracy_vs_length.svg", "loss_vs_length.svg"})
+  for (const char* f : {"report.md", "accuracy_per_epoch.svg", "train_loss_per_epoch.svg", "accuracy_vs_length.svg",
+                        "loss_vs_length.svg"})
     EXPECT_TRUE(fs::exists(fs::path(root) / "out" / f)) << f;
   const std::string svg = test::slurp(root + "/out/accuracy_vs_length.svg");
   EXPECT_EQ(svg.rfind("<svg", 0), 0u);
   EXPECT_NE(svg.find("softmax"), std::string::npos);
   EXPECT_NE(test::slurp(root + "/out/report.md").find("![accuracy_vs_length.svg]"), std::string::npos);
+}
+
+// A sweep over the sequence length gets the cost plots: one line per attention module, the
+// length keys on the x axis (tokens per example) rather than in the legend.
+TEST_F(SweepTest, ReportPlotsCostAgainstTokens) {
+  json j = two_cells();
+  j["grid"]["data.train_length"] = {8, 16};
+  j["set"] = {{"train.epochs", 1}};
+  const std::string sweep = write_sweep(j);
+  test::CliRun r = test::softlab_cli({"sweep", sweep, "--jobs", "2"}, root);
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  r = test::softlab_cli({"report", root + "/out"}, root);
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  const std::string svg = test::slurp(root + "/out/time_vs_tokens.svg");
+  ASSERT_FALSE(svg.empty());
+  EXPECT_NE(svg.find(">softmax<"), std::string::npos) << "series are the modules";
+  EXPECT_EQ(svg.find("train_length"), std::string::npos) << "the length is the x axis, not a series";
+  EXPECT_TRUE(fs::exists(root + "/out/memory_vs_tokens.svg"));
+  const Sweep s = load_sweep(sweep);
+  for (const auto& run : s.runs) {
+    const json sum = read_json_file((fs::path(run.dir) / "summary.json").string());
+    EXPECT_GT(sum["seconds_per_step"].get<double>(), 0.0);
+    EXPECT_LE(sum["seconds_per_step"].get<double>() * sum["steps"].get<double>(), sum["train_seconds"].get<double>())
+        << "a step's time excludes evaluation";
+  }
 }
 
 TEST_F(SweepTest, CommandLineErrorsExitWithTwo) {

@@ -3,6 +3,7 @@
 // Reads <dir>/sweep.json (written by softlab sweep), re-collects every run (so a sweep that is
 // still running, or was interrupted, can be reported), rewrites results.{csv,json,md} and adds:
 //   accuracy_per_epoch.svg   test accuracy after each evaluation, mean over seeds, per cell
+//   train_loss_per_epoch.svg the training loss of those epochs (log scale)
 //   accuracy_vs_length.svg   accuracy at each evaluation length (sequence tasks), ± std
 //   loss_vs_length.svg       the same for the test loss
 //   time_vs_tokens.svg       seconds per training step against tokens per example, and
@@ -59,13 +60,16 @@ bool length_like(const std::string& key) {
          key.find("image_size") != std::string::npos;
 }
 
+// A legend entry: the variant and the grid values (named by their last key part when more
+// than one thing varies), without the length keys when those are the x axis.
 std::string label_of(const Sweep& s, const SweepRun& r, bool drop_length_keys) {
+  auto kept = [&](const std::string& k) { return !(drop_length_keys && length_like(k)); };
+  size_t varying = s.has_variants ? 1 : 0;
+  for (const auto& k : s.keys) varying += kept(k);
   std::string l = r.variant;
   for (const auto& [k, v] : r.values) {
-    if (drop_length_keys && length_like(k)) continue;
-    const size_t dot = k.rfind('.');
-    l += (l.empty() ? "" : ", ") + (s.keys.size() + (s.has_variants ? 1 : 0) > 1 ? k.substr(dot + 1) + "=" : "") +
-         value_text(v);
+    if (!kept(k)) continue;
+    l += (l.empty() ? "" : ", ") + (varying > 1 ? k.substr(k.rfind('.') + 1) + "=" : "") + value_text(v);
   }
   return l.empty() ? "all" : l;
 }
@@ -101,10 +105,10 @@ int cmd_report(int argc, char** argv) {
       r.count("title") ? r["title"].as<std::string>() : s.spec.value("name", dir.filename().string());
 
   std::vector<std::string> plots;
-  // Accuracy per epoch, from each finished or partial run's metrics.jsonl.
+  // Accuracy and training loss per epoch, from each finished or partial run's metrics.jsonl.
   {
     std::vector<std::string> order;
-    std::map<std::string, Stat> by_cell;
+    std::map<std::string, Stat> by_cell, loss_by_cell;
     for (const SweepRun& run : s.runs) {
       const fs::path m = fs::path(run.dir) / "metrics.jsonl";
       if (!fs::exists(m)) continue;
@@ -115,15 +119,24 @@ int cmd_report(int argc, char** argv) {
       while (std::getline(in, line)) {
         if (line.empty()) continue;
         const json j = json::parse(line, nullptr, false);
-        if (j.is_object() && j.contains("epoch") && j.contains("test_accuracy"))
-          by_cell[label].add(j["epoch"].get<double>(), j["test_accuracy"].get<double>());
+        if (!j.is_object() || !j.contains("epoch")) continue;
+        if (j.contains("test_accuracy")) by_cell[label].add(j["epoch"].get<double>(), j["test_accuracy"].get<double>());
+        if (j.contains("train_loss")) loss_by_cell[label].add(j["epoch"].get<double>(), j["train_loss"].get<double>());
       }
     }
-    std::vector<report::Series> series;
-    for (const auto& l : order) series.push_back(by_cell[l].series(l, 100.0));
-    if (!series.empty())
+    std::vector<report::Series> series, losses;
+    for (const auto& l : order) {
+      series.push_back(by_cell[l].series(l, 100.0));
+      losses.push_back(loss_by_cell[l].series(l, 1.0));
+    }
+    if (!series.empty()) {
       write_plot(dir, "accuracy_per_epoch.svg", {title + ": test accuracy per epoch", "epoch", "test accuracy (%)"},
                  series, plots);
+      // Log scale: a loss falling towards float32's floor (softmax collapse) stays visible.
+      report::PlotSpec pl{title + ": training loss per epoch", "epoch", "training loss (mean over the epoch)"};
+      pl.log_y = true;
+      write_plot(dir, "train_loss_per_epoch.svg", pl, losses, plots);
+    }
   }
   // Accuracy and loss against evaluation length (rows with "accuracy@<length>").
   {
