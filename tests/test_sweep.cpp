@@ -2,7 +2,10 @@
 // cells it expands to, the results tables (mean ± std over seeds), and `softlab sweep` /
 // `softlab report` end to end on a tiny synthetic task: two cells, resumed and skipped runs,
 // parallel jobs.
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/file.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -270,6 +273,16 @@ TEST_F(SweepTest, CommandLineErrorsExitWithTwo) {
   r = test::softlab_cli({"sweep", write_sweep(two_cells()), "--jobs", "0"}, root);
   EXPECT_EQ(r.code, 2);
   EXPECT_NE(r.err.find("--jobs"), std::string::npos) << r.err;
+  // A second sweep into a folder that a running sweep holds is refused.
+  fs::create_directories(root + "/out");
+  const int fd = open((root + "/out/sweep.lock").c_str(), O_RDWR | O_CREAT, 0644);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(flock(fd, LOCK_EX | LOCK_NB), 0);
+  r = test::softlab_cli({"sweep", write_sweep(two_cells())}, root);
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("another softlab sweep is running"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(root + "/out/attention.type=softmax")) << "nothing may start";
+  close(fd);
   r = test::softlab_cli({"report", root + "/nowhere"}, root);
   EXPECT_EQ(r.code, 2);
   EXPECT_NE(r.err.find("sweep.json"), std::string::npos) << r.err;

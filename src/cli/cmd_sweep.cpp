@@ -4,8 +4,10 @@
 // in <run dir>/train.log, so a sweep's runs are ordinary run directories (eval, predict and
 // --resume work on them) and a crash in one run cannot take the others down. Finished runs
 // are skipped and runs with a last.ckpt are resumed, so an interrupted sweep continues where
-// it stopped. --jobs N runs N children at once with the threads split between them.
+// it stopped. --jobs N runs N children at once with the threads split between them. A lock
+// (<out>/sweep.lock) keeps a second sweep out of a folder while one runs.
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -112,6 +114,13 @@ int cmd_sweep(int argc, char** argv) {
     return 0;
   }
   fs::create_directories(s.out);
+  // One sweep per folder at a time: two would start the same runs into the same directories.
+  // The lock goes with the process (also when it is killed), so a stale lock cannot block.
+  const std::string lock_path = (fs::path(s.out) / "sweep.lock").string();
+  const int lock_fd = open(lock_path.c_str(), O_RDWR | O_CREAT, 0644);
+  SOFTLAB_CHECK(lock_fd >= 0, "sweep: cannot create ", lock_path);
+  SOFTLAB_CHECK(flock(lock_fd, LOCK_EX | LOCK_NB) == 0, "sweep: another softlab sweep is running in ", s.out,
+                " (it holds ", lock_path, "); wait for it, or give this one another --out");
   write_file_atomic((fs::path(s.out) / "sweep.json").string(), s.spec.dump(2) + "\n");
 
   struct sigaction sa {};
