@@ -357,6 +357,9 @@ TEST_F(SeqTrain, RecallLearnsAndReportsEveryLength) {
   LoadedModel lm = load_model(root + "/run/last.ckpt");
   const DataSplit d = make_synthetic(synthetic_options(lm.config), lm.config.seed);
   EXPECT_DOUBLE_EQ(evaluate(*lm.model, d.test, lm.norm, 64).accuracy, s["test_accuracy"].get<double>());
+  // train.max_eval_batches: the first batches only (64 sequences of 4 queries each).
+  EXPECT_EQ(evaluate(*lm.model, d.test, lm.norm, 64, 1).count, 64 * 4);
+  EXPECT_EQ(evaluate(*lm.model, d.test, lm.norm, 64).count, 200 * 4);
 }
 
 // A whole sequence set as one batch of token ids.

@@ -137,6 +137,23 @@ TEST_F(TrainTest, ResumeRejectsAChangedConfig) {
   }
 }
 
+// A checkpoint written before softlab gained a config key (its saved config lacks the key)
+// still resumes: the missing key takes its default, which is no change.
+TEST_F(TrainTest, ResumeAcceptsCheckpointsFromBeforeANewKey) {
+  Config b = config("b");
+  TrainOptions stop = quiet();
+  stop.stop_after_step = 5;
+  const TrainResult r1 = train(b, stop);
+  const std::string last = r1.run_dir + "/last.ckpt";
+  Checkpoint ck = load_checkpoint(last);
+  ck.meta["config"]["train"].erase("max_eval_batches");
+  ck.meta["config"]["model"].erase("positions");
+  save_checkpoint(last, ck);
+  TrainOptions res = quiet();
+  res.resume = true;
+  EXPECT_EQ(train(b, res).status, TrainStatus::Finished);
+}
+
 TEST_F(TrainTest, OverfitOneBatch) {
   Config cfg = config("of", {"train.epochs=60", "model.dropout=0", "train.schedule.type=constant",
                              "train.schedule.warmup_epochs=0"});

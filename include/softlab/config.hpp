@@ -69,6 +69,7 @@ struct Config {
     int64_t eval_every = 1;  // epochs
     int64_t max_steps = 0;   // 0: no cap (smoke runs)
     int64_t max_batches_per_epoch = 0;  // 0: no cap
+    int64_t max_eval_batches = 0;       // 0: the whole test set
     int64_t eval_batch_size = 256;
   } train;
   struct Output {

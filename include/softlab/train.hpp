@@ -44,7 +44,9 @@ struct EvalResult {
   // on the ordered axis, "tv" = mean total variation sum_k |p_k+1 - p_k| of the prediction.
   std::map<std::string, double> extra;
 };
-EvalResult evaluate(nn::Model& model, const Dataset& ds, const Normalization& norm, int64_t batch_size);
+// max_batches > 0: only the first max_batches batches (in order) are evaluated.
+EvalResult evaluate(nn::Model& model, const Dataset& ds, const Normalization& norm, int64_t batch_size,
+                    int64_t max_batches = 0);
 
 // The model a config describes (the number of classes and training-set size come from the
 // data; a sequence model's vocabulary and lengths from the config's synthetic task).

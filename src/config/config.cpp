@@ -165,6 +165,7 @@ Config parse_config(const json& cfg) {
   c.train.eval_every = t["eval_every"].get<int64_t>();
   c.train.max_steps = t["max_steps"].get<int64_t>();
   c.train.max_batches_per_epoch = t["max_batches_per_epoch"].get<int64_t>();
+  c.train.max_eval_batches = t["max_eval_batches"].get<int64_t>();
 
   c.output.dir = r["output"]["dir"].get<std::string>();
   c.resolved = r;

@@ -164,6 +164,8 @@ Node build() {
             .help = "stop after this many optimiser steps; 0: no cap (smoke runs)"}),
       leaf({.name = "max_batches_per_epoch", .type = T::Int, .default_value = 0, .min = 0.0,
             .help = "cap on batches per epoch; 0: no cap (debugging)"}),
+      leaf({.name = "max_eval_batches", .type = T::Int, .default_value = 0, .min = 0.0,
+            .help = "evaluate on the first this many test batches only; 0: the whole test set (cost sweeps)"}),
     }),
     object("output", "where the run is written", {
       // null here means "derived": resolve_config fills runs/<name>.

@@ -46,7 +46,8 @@ void density_metrics(const Tensor& probs, const Dataset& ds, std::span<const int
 }
 }  // namespace
 
-EvalResult evaluate(nn::Model& model, const Dataset& ds, const Normalization& norm, int64_t batch_size) {
+EvalResult evaluate(nn::Model& model, const Dataset& ds, const Normalization& norm, int64_t batch_size,
+                    int64_t max_batches) {
   NoGradGuard no_grad;
   const bool was_training = model.training();
   model.eval();
@@ -64,7 +65,8 @@ EvalResult evaluate(nn::Model& model, const Dataset& ds, const Normalization& no
   const bool densities = !ds.target_density.empty();
   Batch b;
   int64_t first = 0;
-  while (loader.next(b)) {
+  int64_t batches = 0;
+  while ((max_batches <= 0 || batches++ < max_batches) && loader.next(b)) {
     HeadOutput out = model.forward(b.images, b.labels);
     const std::vector<int32_t> labels = model.scored_labels(b.images, b.labels);
     const auto pred = model.head->predict(out.scores);

@@ -63,11 +63,13 @@ struct Position {
 // Keys that may differ between a checkpoint's config and the config of a resumed run.
 bool resumable_difference(const std::string& path) {
   return path == "/train/epochs" || path == "/train/threads" || path == "/train/max_steps" ||
-         path.rfind("/output", 0) == 0 || path == "/train/eval_batch_size";
+         path.rfind("/output", 0) == 0 || path == "/train/eval_batch_size" || path == "/train/max_eval_batches";
 }
 
 void check_resume_config(const json& saved, const json& now, const std::string& ckpt) {
-  const json diff = json::diff(saved, now);
+  // Resolved again, so keys added to softlab since the checkpoint was written take their
+  // defaults: a newer softlab still resumes an older run.
+  const json diff = json::diff(resolve_config(saved), now);
   std::string bad;
   for (const auto& d : diff) {
     const std::string p = d.value("path", "");
@@ -102,13 +104,14 @@ DataSplit load_data(const Config& cfg) {
 
 // Loss and accuracy at every evaluation length (synthetic tasks with data.eval_lengths), the
 // training length included; an empty object otherwise.
-json evaluate_lengths(nn::Model& model, const DataSplit& data, const EvalResult& main, int64_t batch_size) {
+json evaluate_lengths(nn::Model& model, const DataSplit& data, const EvalResult& main, int64_t batch_size,
+                      int64_t max_batches) {
   json by = json::object();
   if (data.test_at_length.empty()) return by;
   std::vector<std::pair<int64_t, json>> rows;
   rows.emplace_back(data.test.seq_len, json{{"accuracy", main.accuracy}, {"loss", main.loss}});
   for (const auto& [len, ds] : data.test_at_length) {
-    const EvalResult e = evaluate(model, ds, {}, batch_size);
+    const EvalResult e = evaluate(model, ds, {}, batch_size, max_batches);
     rows.emplace_back(len, json{{"accuracy", e.accuracy}, {"loss", e.loss}});
   }
   std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
@@ -302,8 +305,8 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
     const bool finished = pos.step >= total_steps || (epoch_done && pos.epoch + 1 >= epochs);
     const bool eval_now = finished || (epoch_done && (pos.epoch + 1) % cfg.train.eval_every == 0);
     if (eval_now) {
-      last_eval = evaluate(*model, eval_set, norm, cfg.train.eval_batch_size);
-      if (!opt.overfit_batch) last_by_length = evaluate_lengths(*model, data, last_eval, cfg.train.eval_batch_size);
+      last_eval = evaluate(*model, eval_set, norm, cfg.train.eval_batch_size, cfg.train.max_eval_batches);
+      if (!opt.overfit_batch) last_by_length = evaluate_lengths(*model, data, last_eval, cfg.train.eval_batch_size, cfg.train.max_eval_batches);
       have_eval = true;
       json m = {{"epoch", pos.epoch + 1},
                 {"step", pos.step},
@@ -353,8 +356,8 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
   }
 
   if (!have_eval) {  // resumed a finished run, or nothing to train: report the current model
-    last_eval = evaluate(*model, eval_set, norm, cfg.train.eval_batch_size);
-    if (!opt.overfit_batch) last_by_length = evaluate_lengths(*model, data, last_eval, cfg.train.eval_batch_size);
+    last_eval = evaluate(*model, eval_set, norm, cfg.train.eval_batch_size, cfg.train.max_eval_batches);
+    if (!opt.overfit_batch) last_by_length = evaluate_lengths(*model, data, last_eval, cfg.train.eval_batch_size, cfg.train.max_eval_batches);
   }
   const double secs = pos.train_seconds;
   json summary = {{"name", cfg.name},
