@@ -229,7 +229,8 @@ TEST_F(SweepTest, SweepCommandRunsResumesSkipsAndReports) {
   // The report: tables and plots.
   r = test::softlab_cli({"report", root + "/out"}, root);
   ASSERT_EQ(r.code, 0) << r.out << r.err;
-  for (const char* f : {"report.md", "accuracy_per_epoch.svg", "train_loss_per_epoch.svg", "accuracy_vs_length.svg",
+  for (const char* f : {"report.md", "accuracy_per_epoch.svg", "train_loss_per_epoch.svg", "test_loss_per_epoch.svg",
+                        "accuracy_vs_length.svg",
                         "loss_vs_length.svg"})
     EXPECT_TRUE(fs::exists(fs::path(root) / "out" / f)) << f;
   const std::string svg = test::slurp(root + "/out/accuracy_vs_length.svg");

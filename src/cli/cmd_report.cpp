@@ -4,6 +4,7 @@
 // still running, or was interrupted, can be reported), rewrites results.{csv,json,md} and adds:
 //   accuracy_per_epoch.svg   test accuracy after each evaluation, mean over seeds, per cell
 //   train_loss_per_epoch.svg the training loss of those epochs (log scale)
+//   test_loss_per_epoch.svg  the test loss after each evaluation
 //   accuracy_vs_length.svg   accuracy at each evaluation length (sequence tasks), ± std
 //   loss_vs_length.svg       the same for the test loss
 //   time_vs_tokens.svg       seconds per training step against tokens per example, and
@@ -108,7 +109,7 @@ int cmd_report(int argc, char** argv) {
   // Accuracy and training loss per epoch, from each finished or partial run's metrics.jsonl.
   {
     std::vector<std::string> order;
-    std::map<std::string, Stat> by_cell, loss_by_cell;
+    std::map<std::string, Stat> by_cell, loss_by_cell, test_loss_by_cell;
     for (const SweepRun& run : s.runs) {
       const fs::path m = fs::path(run.dir) / "metrics.jsonl";
       if (!fs::exists(m)) continue;
@@ -122,12 +123,15 @@ int cmd_report(int argc, char** argv) {
         if (!j.is_object() || !j.contains("epoch")) continue;
         if (j.contains("test_accuracy")) by_cell[label].add(j["epoch"].get<double>(), j["test_accuracy"].get<double>());
         if (j.contains("train_loss")) loss_by_cell[label].add(j["epoch"].get<double>(), j["train_loss"].get<double>());
+        if (j.contains("test_loss"))
+          test_loss_by_cell[label].add(j["epoch"].get<double>(), j["test_loss"].get<double>());
       }
     }
-    std::vector<report::Series> series, losses;
+    std::vector<report::Series> series, losses, test_losses;
     for (const auto& l : order) {
       series.push_back(by_cell[l].series(l, 100.0));
       losses.push_back(loss_by_cell[l].series(l, 1.0));
+      test_losses.push_back(test_loss_by_cell[l].series(l, 1.0));
     }
     if (!series.empty()) {
       write_plot(dir, "accuracy_per_epoch.svg", {title + ": test accuracy per epoch", "epoch", "test accuracy (%)"},
@@ -136,6 +140,9 @@ int cmd_report(int argc, char** argv) {
       report::PlotSpec pl{title + ": training loss per epoch", "epoch", "training loss (mean over the epoch)"};
       pl.log_y = true;
       write_plot(dir, "train_loss_per_epoch.svg", pl, losses, plots);
+      // The test loss shows overfitting (a rising NLL) that accuracy hides.
+      write_plot(dir, "test_loss_per_epoch.svg", {title + ": test loss per epoch", "epoch", "test loss"},
+                 test_losses, plots);
     }
   }
   // Accuracy and loss against evaluation length (rows with "accuracy@<length>").
