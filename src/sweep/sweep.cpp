@@ -254,10 +254,9 @@ std::string format_stat(const std::string& m, const std::vector<double>& xs) {
   for (double x : xs) var += (x - mean) * (x - mean);
   const double sd = xs.size() > 1 ? std::sqrt(var / static_cast<double>(xs.size() - 1)) : 0.0;
   const double scale = is_accuracy(m) ? 100.0 : 1.0;
-  const char* f = is_accuracy(m) ? "%.2f" : (m.find("seconds") != std::string::npos || m.find("per_sec") != std::string::npos ||
-                                            m == "params" || m.find("rss") != std::string::npos)
-                                                ? "%.0f"
-                                                : "%.4f";
+  const bool whole = m == "params" || m == "tokens" || m == "epochs" || m == "steps" || m == "train_seconds" ||
+                     m.find("per_sec") != std::string::npos || m.find("rss") != std::string::npos;
+  const char* f = is_accuracy(m) ? "%.2f" : whole ? "%.0f" : "%.4f";
   std::string s = fmt(f, mean * scale);
   if (xs.size() > 1) s += " ± " + fmt(f, sd * scale);
   return s;
