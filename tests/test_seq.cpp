@@ -299,7 +299,7 @@ TEST(SeqModel, TheHeadScoresEveryTargetOrTheLastPosition) {
 TEST(SeqModel, PositionsAndCausalityConfigErrors) {
   // A learned table as long as the longest evaluation length, and no longer.
   Config cfg = seq_config("softmax", true, "learned");
-  cfg.data.eval_lengths = {20};
+  cfg.data.synthetic.eval_lengths = {20};
   auto m = build_model(cfg, 4, 100);
   EXPECT_EQ(m->forward(token_batch(1, 20, 12, 1)).scores.shape(), Shape({1, 4}));
   EXPECT_NE(error_of([&] { m->forward(token_batch(1, 21, 12, 1)); }).find("learned position table"), std::string::npos);

@@ -36,12 +36,8 @@ struct Config {
     std::string dataset;
     std::optional<std::string> path;
     Augment augment;
-    // Synthetic tasks (0: the task's default).
-    int64_t train_length = 0, train_size = 0, test_size = 0;
-    std::vector<int64_t> eval_lengths;
-    int64_t keys = 128, values = 16, bins = 50, modulus = 97;
-    bool permute_labels = false;
-    double train_fraction = 0.4;
+    // The synthetic:<task> keys of this section (task empty for image data sets).
+    SyntheticOptions synthetic;
   } data;
   struct Model {
     std::string type = "vit";

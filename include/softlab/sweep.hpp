@@ -19,6 +19,8 @@
 // Runs: variants × (product of the grid's lists) × seeds; grid and variants may each be
 // empty, not both.
 #include <cstdint>
+#include <optional>
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
@@ -50,8 +52,9 @@ struct Sweep {
 // anything runs, naming the sweep file and the key.
 Sweep load_sweep(const std::string& path, const std::string& out = "");
 
-// A finished run has a summary.json whose status is "finished".
-bool run_finished(const SweepRun& run);
+// A finished run has a summary.json whose status is "finished"; its summary, or nothing.
+std::optional<json> finished_summary(const SweepRun& run);
+inline bool run_finished(const SweepRun& run) { return finished_summary(run).has_value(); }
 
 // One row per run: the variant, every grid key, seed, status and the run's summary metrics
 // (absent for runs that have not finished), plus per-length results as "<metric>@<length>".
@@ -61,5 +64,18 @@ json collect_results(const Sweep& sweep);
 void write_results(const Sweep& sweep, const json& rows);
 // The Markdown table of write_results, alone.
 std::string results_markdown(const Sweep& sweep, const json& rows);
+// results.md whole: a title, the sweep's description, the base config and the table.
+std::string results_document(const Sweep& sweep, const json& rows, const std::string& title);
+// The sweep's title: its "name", else the file's stem.
+std::string sweep_title(const Sweep& sweep);
+
+// What the tables and plots print for a grid value: strings bare, the rest as JSON.
+std::string value_text(const json& v);
+// Mean and sample standard deviation (0 for fewer than two values), as every table and plot
+// of a sweep reports them.
+struct MeanStd {
+  double mean = 0.0, sd = 0.0;
+};
+MeanStd mean_std(std::span<const double> xs);
 
 }  // namespace softlab

@@ -48,6 +48,12 @@ struct EvalResult {
 EvalResult evaluate(nn::Model& model, const Dataset& ds, const Normalization& norm, int64_t batch_size,
                     int64_t max_batches = 0);
 
+// Accuracy and loss at every evaluation length of a synthetic task (data.eval_lengths), the
+// training length (`at_train_length`, already evaluated on data.test) included, keyed by
+// length; an empty object when the task has no further lengths.
+json evaluate_by_length(nn::Model& model, const DataSplit& data, const EvalResult& at_train_length,
+                        int64_t batch_size, int64_t max_batches = 0);
+
 // The model a config describes (the number of classes and training-set size come from the
 // data; a sequence model's vocabulary and lengths from the config's synthetic task).
 std::unique_ptr<nn::Model> build_model(const Config& cfg, int64_t num_classes, int64_t train_size);

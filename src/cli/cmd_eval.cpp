@@ -47,10 +47,7 @@ int cmd_eval(int argc, char** argv) {
               {"test_loss", e.loss}, {"test_accuracy", e.accuracy}, {"test_top3_accuracy", e.top3},
               {"test_top5_accuracy", e.top5}};
   for (const auto& [k, v] : e.extra) out["test_" + k] = v;
-  for (const auto& [len, ds] : data.test_at_length) {
-    const EvalResult el = evaluate(*m.model, ds, m.norm, bs);
-    out["test_by_length"][std::to_string(len)] = {{"accuracy", el.accuracy}, {"loss", el.loss}};
-  }
+  if (const json by = evaluate_by_length(*m.model, data, e, bs); !by.empty()) out["test_by_length"] = by;
   std::cout << out.dump(2) << "\n";
   return 0;
 }

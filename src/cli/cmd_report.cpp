@@ -31,8 +31,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string value_text(const json& v) { return v.is_string() ? v.get<std::string>() : v.dump(); }
-
 // Mean and sample std of the values gathered for each x.
 struct Stat {
   std::map<double, std::vector<double>> at;
@@ -43,13 +41,10 @@ struct Stat {
     report::Series s;
     s.label = label;
     for (const auto& [x, ys] : at) {
-      double m = 0.0, v = 0.0;
-      for (double y : ys) m += y;
-      m /= static_cast<double>(ys.size());
-      for (double y : ys) v += (y - m) * (y - m);
+      const MeanStd ms = mean_std(ys);
       s.x.push_back(x);
-      s.y.push_back(m * scale);
-      s.err.push_back(ys.size() > 1 ? std::sqrt(v / static_cast<double>(ys.size() - 1)) * scale : 0.0);
+      s.y.push_back(ms.mean * scale);
+      s.err.push_back(ms.sd * scale);
     }
     return s;
   }
@@ -102,6 +97,7 @@ int cmd_report(int argc, char** argv) {
   const Sweep s = load_sweep(spec_file.string(), dir.string());
   const json rows = collect_results(s);
   write_results(s, rows);
+  // Without a "name", the folder names the report (the copied file is always sweep.json).
   const std::string title =
       r.count("title") ? r["title"].as<std::string>() : s.spec.value("name", dir.filename().string());
 
@@ -195,7 +191,7 @@ int cmd_report(int argc, char** argv) {
         st.push_back(time[l].series(l, 1000.0));
         sm.push_back(mem[l].series(l, 1.0));
       }
-      report::PlotSpec pt{title + ": time per training step", "tokens per example", "ms per step (incl. evaluation)"};
+      report::PlotSpec pt{title + ": time per training step", "tokens per example", "ms per step (training only)"};
       pt.log_x = pt.log_y = true;
       write_plot(dir, "time_vs_tokens.svg", pt, st, plots);
       report::PlotSpec pm{title + ": peak memory", "tokens per example", "peak resident memory (MiB)"};
@@ -204,10 +200,7 @@ int cmd_report(int argc, char** argv) {
     }
   }
 
-  std::string md = "# " + title + "\n\n";
-  if (s.spec.contains("description")) md += s.spec["description"].get<std::string>() + "\n\n";
-  md += "Base config `" + s.base + "`; mean ± std over seeds (sample std); accuracies in %.\n\n";
-  md += results_markdown(s, rows) + "\n";
+  std::string md = results_document(s, rows, title) + "\n";
   for (const auto& p : plots) md += "![" + p + "](" + p + ")\n\n";
   write_file_atomic((dir / "report.md").string(), md);
   std::cout << md;

@@ -1,4 +1,4 @@
-// softlab sweep SWEEP.json [--jobs N] [--out DIR] [--dry-run]
+// softlab sweep SWEEP.json [--jobs N] [--threads T] [--out DIR] [--dry-run]
 //
 // Every run is a child process `softlab train BASE --set ... --out <run dir>` with its output
 // in <run dir>/train.log, so a sweep's runs are ordinary run directories (eval, predict and

@@ -109,16 +109,18 @@ Config parse_config(const json& cfg) {
   if (!d["path"].is_null()) c.data.path = d["path"].get<std::string>();
   c.data.augment.random_crop = d["augment"]["random_crop"].get<int>();
   c.data.augment.hflip = d["augment"]["hflip"].get<bool>();
-  c.data.train_length = d["train_length"].get<int64_t>();
-  c.data.eval_lengths = d["eval_lengths"].get<std::vector<int64_t>>();
-  c.data.train_size = d["train_size"].get<int64_t>();
-  c.data.test_size = d["test_size"].get<int64_t>();
-  c.data.keys = d["keys"].get<int64_t>();
-  c.data.values = d["values"].get<int64_t>();
-  c.data.bins = d["bins"].get<int64_t>();
-  c.data.permute_labels = d["permute_labels"].get<bool>();
-  c.data.modulus = d["modulus"].get<int64_t>();
-  c.data.train_fraction = d["train_fraction"].get<double>();
+  SyntheticOptions& so = c.data.synthetic;
+  if (is_synthetic(c.data.dataset)) so.task = c.data.dataset.substr(std::string("synthetic:").size());
+  so.train_length = d["train_length"].get<int64_t>();
+  so.eval_lengths = d["eval_lengths"].get<std::vector<int64_t>>();
+  so.train_size = d["train_size"].get<int64_t>();
+  so.test_size = d["test_size"].get<int64_t>();
+  so.keys = d["keys"].get<int64_t>();
+  so.values = d["values"].get<int64_t>();
+  so.bins = d["bins"].get<int64_t>();
+  so.permute_labels = d["permute_labels"].get<bool>();
+  so.modulus = d["modulus"].get<int64_t>();
+  so.train_fraction = d["train_fraction"].get<double>();
 
   const json& m = r["model"];
   c.model.type = m["type"].get<std::string>();
@@ -190,21 +192,9 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
 }
 
 SyntheticOptions synthetic_options(const Config& cfg) {
-  const auto& d = cfg.data;
-  SOFTLAB_CHECK(is_synthetic(d.dataset), "data.dataset '", d.dataset, "' is not a synthetic:<task> data set");
-  SyntheticOptions o;
-  o.task = d.dataset.substr(std::string("synthetic:").size());
-  o.train_length = d.train_length;
-  o.train_size = d.train_size;
-  o.test_size = d.test_size;
-  o.eval_lengths = d.eval_lengths;
-  o.keys = d.keys;
-  o.values = d.values;
-  o.bins = d.bins;
-  o.permute_labels = d.permute_labels;
-  o.modulus = d.modulus;
-  o.train_fraction = d.train_fraction;
-  return o;
+  SOFTLAB_CHECK(is_synthetic(cfg.data.dataset), "data.dataset '", cfg.data.dataset,
+                "' is not a synthetic:<task> data set");
+  return cfg.data.synthetic;
 }
 
 }  // namespace softlab

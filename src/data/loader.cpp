@@ -139,6 +139,7 @@ struct BatchLoader::Impl {
   std::thread worker;
 
   Impl(const Dataset& d, Options o) : ds(d), opt(std::move(o)) {}
+  void check_images();  // sizes, normalisation, and the lookup table it becomes
 
   Order make_order(int64_t e) const {
     auto v = std::make_shared<std::vector<int64_t>>(ds.size);
@@ -226,15 +227,20 @@ BatchLoader::BatchLoader(const Dataset& ds, Options opt) : impl_(std::make_uniqu
   SOFTLAB_CHECK(o.batch_size > 0, "BatchLoader: batch_size is ", o.batch_size, ", expected > 0");
   SOFTLAB_CHECK(o.augment.random_crop >= 0, "BatchLoader: augment.random_crop is ",
                 o.augment.random_crop, ", expected >= 0");
-  if (ds.is_sequence()) {
+  if (ds.is_sequence())
     SOFTLAB_CHECK(ds.tokens.size() == static_cast<size_t>(ds.size * ds.seq_len) &&
                       ds.targets.size() == ds.tokens.size(),
                   "BatchLoader: sequence data set '", ds.name, "' is inconsistent: ", ds.size, " sequences of ",
                   ds.seq_len, " tokens but ", ds.tokens.size(), " tokens and ", ds.targets.size(), " targets");
-    im.num_batches = o.drop_last ? ds.size / o.batch_size : (ds.size + o.batch_size - 1) / o.batch_size;
-    if (o.prefetch) im.worker = std::thread([&im] { im.run(); });
-    return;
-  }
+  else
+    im.check_images();
+  im.num_batches = o.drop_last ? ds.size / o.batch_size : (ds.size + o.batch_size - 1) / o.batch_size;
+  if (o.prefetch) im.worker = std::thread([&im] { im.run(); });
+}
+
+void BatchLoader::Impl::check_images() {
+  const Options& o = opt;
+  Impl& im = *this;
   SOFTLAB_CHECK(ds.size >= 0 && ds.channels > 0 && ds.height > 0 && ds.width > 0 &&
                     ds.images.size() == static_cast<size_t>(ds.size * ds.image_bytes()) &&
                     ds.labels.size() == static_cast<size_t>(ds.size),
@@ -254,8 +260,6 @@ BatchLoader::BatchLoader(const Dataset& ds, Options opt) : impl_(std::make_uniqu
                   " has mean ", mean, " and std ", sd, "; expected finite values and std > 0");
     for (int v = 0; v < 256; ++v) im.lut[c][v] = (static_cast<float>(v) / 255.0f - mean) / sd;
   }
-  im.num_batches = o.drop_last ? ds.size / o.batch_size : (ds.size + o.batch_size - 1) / o.batch_size;
-  if (o.prefetch) im.worker = std::thread([&im] { im.run(); });
 }
 
 BatchLoader::~BatchLoader() {

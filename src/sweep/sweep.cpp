@@ -18,10 +18,20 @@ namespace softlab {
 
 namespace fs = std::filesystem;
 
-namespace {
+std::string value_text(const json& v) { return v.is_string() ? v.get<std::string>() : v.dump(); }
 
-// The --set text of a JSON value: strings raw (the schema types them), the rest as JSON.
-std::string override_text(const json& v) { return v.is_string() ? v.get<std::string>() : v.dump(); }
+MeanStd mean_std(std::span<const double> xs) {
+  MeanStd r;
+  if (xs.empty()) return r;
+  for (double x : xs) r.mean += x;
+  r.mean /= static_cast<double>(xs.size());
+  double var = 0.0;
+  for (double x : xs) var += (x - r.mean) * (x - r.mean);
+  r.sd = xs.size() > 1 ? std::sqrt(var / static_cast<double>(xs.size() - 1)) : 0.0;
+  return r;
+}
+
+namespace {
 
 // A file-safe piece of a directory name: keeps [A-Za-z0-9._=+-], maps the rest to '_'.
 std::string file_safe(const std::string& s) {
@@ -58,7 +68,7 @@ void check_keys(const json& spec, const std::string& file) {
 std::vector<std::string> set_overrides(const json& obj, const std::string& where) {
   SOFTLAB_CHECK(obj.is_object(), where, ": expected an object of KEY: VALUE overrides, found ", obj.dump());
   std::vector<std::string> r;
-  for (const auto& [k, v] : obj.items()) r.push_back(k + "=" + override_text(v));
+  for (const auto& [k, v] : obj.items()) r.push_back(k + "=" + value_text(v));
   return r;
 }
 
@@ -159,8 +169,8 @@ Sweep load_sweep(const std::string& path, const std::string& out) {
       for (size_t k = 0; k < lists.size(); ++k) {
         const json& v = lists[k][idx[k]];
         proto.values.emplace_back(s.keys[k], v);
-        ovs.push_back(s.keys[k] + "=" + override_text(v));
-        name_parts.push_back(short_key(s.keys[k]) + "=" + override_text(v));
+        ovs.push_back(s.keys[k] + "=" + value_text(v));
+        name_parts.push_back(short_key(s.keys[k]) + "=" + value_text(v));
       }
       std::string name;
       for (const auto& p : name_parts) name += (name.empty() ? "" : "_") + p;
@@ -188,14 +198,15 @@ Sweep load_sweep(const std::string& path, const std::string& out) {
   return s;
 }
 
-bool run_finished(const SweepRun& run) {
+std::optional<json> finished_summary(const SweepRun& run) {
   const fs::path p = fs::path(run.dir) / "summary.json";
-  if (!fs::exists(p)) return false;
+  if (!fs::exists(p)) return std::nullopt;
   try {
-    return read_json_file(p.string()).value("status", "") == "finished";
+    json s = read_json_file(p.string());
+    if (s.value("status", "") == "finished") return s;
   } catch (const Error&) {
-    return false;
   }
+  return std::nullopt;
 }
 
 json collect_results(const Sweep& sweep) {
@@ -206,12 +217,13 @@ json collect_results(const Sweep& sweep) {
     for (const auto& [k, v] : r.values) row[k] = v;
     row["seed"] = r.seed;
     row["dir"] = r.dir;
-    if (!run_finished(r)) {
+    const std::optional<json> summary = finished_summary(r);
+    if (!summary) {
       row["status"] = fs::exists(fs::path(r.dir) / "last.ckpt") ? "partial" : "missing";
       rows.push_back(row);
       continue;
     }
-    const json sum = read_json_file((fs::path(r.dir) / "summary.json").string());
+    const json& sum = *summary;
     row["status"] = "finished";
     for (const char* k : {"test_accuracy", "best_test_accuracy", "test_loss", "test_top3_accuracy",
                           "test_top5_accuracy", "epochs", "steps", "train_seconds", "train_images_per_sec", "params",
@@ -247,12 +259,7 @@ std::string fmt(const char* f, double v) {
 bool is_accuracy(const std::string& m) { return m.find("accuracy") != std::string::npos; }
 std::string format_stat(const std::string& m, const std::vector<double>& xs) {
   if (xs.empty()) return "–";
-  double mean = 0.0;
-  for (double x : xs) mean += x;
-  mean /= static_cast<double>(xs.size());
-  double var = 0.0;
-  for (double x : xs) var += (x - mean) * (x - mean);
-  const double sd = xs.size() > 1 ? std::sqrt(var / static_cast<double>(xs.size() - 1)) : 0.0;
+  const auto [mean, sd] = mean_std(xs);
   const double scale = is_accuracy(m) ? 100.0 : 1.0;
   const bool whole = m == "params" || m == "tokens" || m == "epochs" || m == "steps" || m == "train_seconds" ||
                      m.find("per_sec") != std::string::npos || m.find("rss") != std::string::npos;
@@ -307,7 +314,7 @@ std::string results_markdown(const Sweep& sweep, const json& rows) {
     const SweepRun& r = *first[c];
     md += "|";
     if (sweep.has_variants) md += " " + r.variant + " |";
-    for (const auto& [k, v] : r.values) md += " " + (v.is_string() ? v.get<std::string>() : v.dump()) + " |";
+    for (const auto& [k, v] : r.values) md += " " + value_text(v) + " |";
     int done = 0;
     for (const json* row : by_cell[c]) done += (*row)["status"] == "finished";
     md += " " + std::to_string(done) + (done == static_cast<int>(by_cell[c].size()) ? "" : "/" + std::to_string(by_cell[c].size())) + " |";
@@ -338,11 +345,18 @@ void write_results(const Sweep& sweep, const json& rows) {
     csv += "\n";
   }
   write_file_atomic((fs::path(sweep.out) / "results.csv").string(), csv);
-  std::string md = "# " + sweep.spec.value("name", fs::path(sweep.file).stem().string()) + "\n\n";
+  write_file_atomic((fs::path(sweep.out) / "results.md").string(), results_document(sweep, rows, sweep_title(sweep)));
+}
+
+std::string sweep_title(const Sweep& sweep) {
+  return sweep.spec.value("name", fs::path(sweep.file).stem().string());
+}
+
+std::string results_document(const Sweep& sweep, const json& rows, const std::string& title) {
+  std::string md = "# " + title + "\n\n";
   if (sweep.spec.contains("description")) md += sweep.spec["description"].get<std::string>() + "\n\n";
   md += "Base config `" + sweep.base + "`; mean ± std over seeds (sample std); accuracies in %.\n\n";
-  md += results_markdown(sweep, rows);
-  write_file_atomic((fs::path(sweep.out) / "results.md").string(), md);
+  return md + results_markdown(sweep, rows);
 }
 
 }  // namespace softlab

@@ -24,20 +24,21 @@ std::unique_ptr<nn::Model> build_model(const Config& cfg, int64_t num_classes, i
 
 namespace {
 // KL, bin MAE and total variation of one batch's predictions against the known densities.
-void density_metrics(const Tensor& probs, const Dataset& ds, std::span<const int64_t> examples,
-                     std::span<const int32_t> pred, std::span<const int32_t> labels, std::map<std::string, double>& acc) {
+// Row i of the batch is example first + i of the data set (one target per sequence).
+void density_metrics(const Tensor& probs, const Dataset& ds, int64_t first, std::span<const int32_t> pred,
+                     std::span<const int32_t> labels, std::map<std::string, double>& acc) {
   const int64_t C = ds.num_classes;
   auto pos = [&](int32_t k) { return ds.class_position.empty() ? k : ds.class_position[static_cast<size_t>(k)]; };
-  for (size_t i = 0; i < examples.size(); ++i) {
+  std::vector<double> by_pos(static_cast<size_t>(C));
+  for (size_t i = 0; i < labels.size(); ++i) {
     const float* q = probs.data() + static_cast<int64_t>(i) * C;
-    const float* p = ds.target_density.data() + examples[i] * C;
+    const float* p = ds.target_density.data() + (first + static_cast<int64_t>(i)) * C;
     double kl = 0.0;
     for (int64_t k = 0; k < C; ++k)
       if (p[k] > 0.0f) kl += double{p[k]} * (std::log(double{p[k]}) - std::log(std::max(double{q[k]}, 1e-30)));
     acc["kl"] += kl;
     acc["bin_mae"] += std::abs(pos(pred[i]) - pos(labels[i]));
     // Smoothness along the ordered axis: walk the classes in bin order.
-    std::vector<double> by_pos(static_cast<size_t>(C));
     for (int64_t k = 0; k < C; ++k) by_pos[static_cast<size_t>(pos(static_cast<int32_t>(k)))] = q[k];
     double tv = 0.0;
     for (int64_t k = 0; k + 1 < C; ++k) tv += std::abs(by_pos[static_cast<size_t>(k + 1)] - by_pos[static_cast<size_t>(k)]);
@@ -64,8 +65,7 @@ EvalResult evaluate(nn::Model& model, const Dataset& ds, const Normalization& no
   // The density metrics need one target per sequence (the example index of each score row).
   const bool densities = !ds.target_density.empty();
   Batch b;
-  int64_t first = 0;
-  int64_t batches = 0;
+  int64_t first = 0, batches = 0;  // first: data-set index of the batch's first example
   while ((max_batches <= 0 || batches++ < max_batches) && loader.next(b)) {
     HeadOutput out = model.forward(b.images, b.labels);
     const std::vector<int32_t> labels = model.scored_labels(b.images, b.labels);
@@ -80,9 +80,7 @@ EvalResult evaluate(nn::Model& model, const Dataset& ds, const Normalization& no
     if (densities && n == examples) {
       const Tensor probs = model.head->probabilities(out.scores);
       if (probs.defined()) {
-        std::vector<int64_t> ex(static_cast<size_t>(n));
-        for (int64_t i = 0; i < n; ++i) ex[static_cast<size_t>(i)] = first + i;
-        density_metrics(probs, ds, ex, pred, labels, r.extra);
+        density_metrics(probs, ds, first, pred, labels, r.extra);
         density_count += n;
       }
     }
@@ -100,6 +98,22 @@ EvalResult evaluate(nn::Model& model, const Dataset& ds, const Normalization& no
   else
     r.extra.clear();
   return r;
+}
+
+json evaluate_by_length(nn::Model& model, const DataSplit& data, const EvalResult& at_train_length,
+                        int64_t batch_size, int64_t max_batches) {
+  json by = json::object();
+  if (data.test_at_length.empty()) return by;
+  std::vector<std::pair<int64_t, json>> rows;
+  rows.emplace_back(data.test.seq_len,
+                    json{{"accuracy", at_train_length.accuracy}, {"loss", at_train_length.loss}});
+  for (const auto& [len, ds] : data.test_at_length) {
+    const EvalResult e = evaluate(model, ds, {}, batch_size, max_batches);
+    rows.emplace_back(len, json{{"accuracy", e.accuracy}, {"loss", e.loss}});
+  }
+  std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  for (auto& [len, v] : rows) by[std::to_string(len)] = v;
+  return by;
 }
 
 LoadedModel load_model(const std::string& path) {

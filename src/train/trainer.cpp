@@ -102,23 +102,6 @@ DataSplit load_data(const Config& cfg) {
   return data;
 }
 
-// Loss and accuracy at every evaluation length (synthetic tasks with data.eval_lengths), the
-// training length included; an empty object otherwise.
-json evaluate_lengths(nn::Model& model, const DataSplit& data, const EvalResult& main, int64_t batch_size,
-                      int64_t max_batches) {
-  json by = json::object();
-  if (data.test_at_length.empty()) return by;
-  std::vector<std::pair<int64_t, json>> rows;
-  rows.emplace_back(data.test.seq_len, json{{"accuracy", main.accuracy}, {"loss", main.loss}});
-  for (const auto& [len, ds] : data.test_at_length) {
-    const EvalResult e = evaluate(model, ds, {}, batch_size, max_batches);
-    rows.emplace_back(len, json{{"accuracy", e.accuracy}, {"loss", e.loss}});
-  }
-  std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
-  for (auto& [len, v] : rows) by[std::to_string(len)] = v;
-  return by;
-}
-
 // The process's peak resident memory so far (Linux reports ru_maxrss in KiB).
 double peak_rss_mb() {
   rusage u{};
@@ -235,6 +218,11 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
   EvalResult last_eval{};
   json last_by_length = json::object();
   bool have_eval = false;
+  auto run_eval = [&] {
+    last_eval = evaluate(*model, eval_set, norm, cfg.train.eval_batch_size, cfg.train.max_eval_batches);
+    if (!opt.overfit_batch)
+      last_by_length = evaluate_by_length(*model, data, last_eval, cfg.train.eval_batch_size, cfg.train.max_eval_batches);
+  };
   auto session_start = Clock::now();
   // Training time without evaluation, this session: the honest cost of a step.
   double session_step_seconds = 0.0;
@@ -305,8 +293,7 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
     const bool finished = pos.step >= total_steps || (epoch_done && pos.epoch + 1 >= epochs);
     const bool eval_now = finished || (epoch_done && (pos.epoch + 1) % cfg.train.eval_every == 0);
     if (eval_now) {
-      last_eval = evaluate(*model, eval_set, norm, cfg.train.eval_batch_size, cfg.train.max_eval_batches);
-      if (!opt.overfit_batch) last_by_length = evaluate_lengths(*model, data, last_eval, cfg.train.eval_batch_size, cfg.train.max_eval_batches);
+      run_eval();
       have_eval = true;
       json m = {{"epoch", pos.epoch + 1},
                 {"step", pos.step},
@@ -356,8 +343,7 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
   }
 
   if (!have_eval) {  // resumed a finished run, or nothing to train: report the current model
-    last_eval = evaluate(*model, eval_set, norm, cfg.train.eval_batch_size, cfg.train.max_eval_batches);
-    if (!opt.overfit_batch) last_by_length = evaluate_lengths(*model, data, last_eval, cfg.train.eval_batch_size, cfg.train.max_eval_batches);
+    run_eval();
   }
   const double secs = pos.train_seconds;
   json summary = {{"name", cfg.name},
