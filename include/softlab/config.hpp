@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "softlab/data.hpp"
+#include "softlab/precision.hpp"
 #include "softlab/schema.hpp"
 
 namespace softlab {
@@ -62,6 +63,7 @@ struct Config {
     ScheduleConfig schedule;
     double grad_clip = 1.0;  // 0: off
     int threads = 0;         // 0: physical cores
+    Precision precision = Precision::fp32;  // of matrix products (softlab/precision.hpp)
     int64_t eval_every = 1;  // epochs
     int64_t max_steps = 0;   // 0: no cap (smoke runs)
     int64_t max_batches_per_epoch = 0;  // 0: no cap

@@ -4,6 +4,7 @@
 #include "softlab/error.hpp"
 #include "softlab/ops.hpp"
 #include "softlab/parallel.hpp"
+#include "softlab/precision.hpp"
 #include "softlab/random.hpp"
 #include "softlab/tensor.hpp"
 #include "softlab/version.hpp"

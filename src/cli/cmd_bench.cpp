@@ -105,12 +105,14 @@ int cmd_bench(int argc, char** argv) {
   const int steps = r["steps"].as<int>(), warmup = r["warmup"].as<int>();
   SOFTLAB_CHECK(steps > 0 && warmup >= 0, "--steps must be > 0 and --warmup >= 0");
   set_num_threads(r["threads"].as<int>());
+  const PrecisionGuard precision(cfg.train.precision);
   const int64_t classes = cfg.model.num_classes > 0 ? cfg.model.num_classes
                           : cfg.data.dataset == "cifar100"  ? 100
                           : is_synthetic(cfg.data.dataset)  ? synthetic_classes(synthetic_options(cfg))
                                                             : 10;
   auto model = build_model(cfg, classes, 50000);
-  json out = {{"config", cfg.name}, {"mode", mode}, {"threads", num_threads()}, {"openmp_wait", openmp_wait_description()},
+  json out = {{"config", cfg.name}, {"mode", mode}, {"threads", num_threads()},
+              {"precision", precision_name(cfg.train.precision)}, {"openmp_wait", openmp_wait_description()},
               {"params", model->num_parameters()}, {"build", build_info()}};
   std::ifstream la("/proc/loadavg");
   std::string load_before;

@@ -20,6 +20,7 @@ int cmd_eval(int argc, char** argv) {
                                                     cxxopts::value<std::string>())(
       "batch-size", "evaluation batch size", cxxopts::value<int64_t>()->default_value("256"))(
       "threads", "threads (0 = physical cores)", cxxopts::value<int>()->default_value("0"))("h,help", "show this help");
+  add_inference_set_option(opts);
   opts.parse_positional({"run_dir"});
   auto r = parse_args(opts, argc, argv);
   if (r.count("help")) {
@@ -36,6 +37,7 @@ int cmd_eval(int argc, char** argv) {
     ckpt = (dir / (r.count("best") ? "best.ckpt" : "last.ckpt")).string();
   }
   set_num_threads(r["threads"].as<int>());
+  const PrecisionGuard precision(inference_precision(r, "eval"));
   LoadedModel m = load_model(ckpt);
   const auto path = r.count("data-path") ? std::optional<std::string>(r["data-path"].as<std::string>()) : m.config.data.path;
   // A synthetic task is regenerated from the run's config and seed: the same test sets.

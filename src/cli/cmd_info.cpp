@@ -44,8 +44,9 @@ int cmd_info(int argc, char** argv) {
   }
   std::cout << "softlab " << version() << "\n"
             << "build: " << build_info() << "\n"
-            << "threads: " << num_threads() << " (default: physical cores = " << default_num_threads() << ")\n"
-            << "OpenMP waiting: " << openmp_wait_description() << "\n\n";
+            << "threads: " << num_threads() << " (default " << default_num_threads() << ": " << default_threads_reason() << ")\n"
+            << "OpenMP waiting: " << openmp_wait_description() << "\n"
+            << "bf16 matrix products (train.precision=bf16): " << bf16_support() << "\n\n";
   list("attention modules (model.attention.type)", attention_registry());
   std::cout << "\n";
   list("heads (model.head.type)", head_registry());

@@ -21,6 +21,7 @@ int cmd_predict(int argc, char** argv) {
       "limit", "at most this many images per input file (0 = all)", cxxopts::value<int64_t>()->default_value("0"))(
       "json", "print one JSON object per image")("threads", "threads (0 = physical cores)",
                                                   cxxopts::value<int>()->default_value("0"))("h,help", "show this help");
+  add_inference_set_option(opts);
   opts.parse_positional({"inputs"});
   auto r = parse_args(opts, argc, argv);
   if (r.count("help")) {
@@ -30,6 +31,7 @@ int cmd_predict(int argc, char** argv) {
   SOFTLAB_CHECK(r.count("checkpoint"), "predict: --checkpoint FILE is required");
   SOFTLAB_CHECK(r.count("inputs"), "predict: no input files given");
   set_num_threads(r["threads"].as<int>());
+  const PrecisionGuard precision(inference_precision(r, "predict"));
   LoadedModel m = load_model(r["checkpoint"].as<std::string>());
   SOFTLAB_CHECK(m.config.model.type == "vit", "predict: classifies image files, but ", r["checkpoint"].as<std::string>(),
                 " holds a '", m.config.model.type, "' model; evaluate sequence models with softlab eval");

@@ -20,6 +20,7 @@ int cmd_validate(int argc, char** argv) {
     return 0;
   }
   Config cfg = config_from_args(r, "validate");
+  check_precision_supported(cfg.train.precision);  // bf16 on a CPU without it: the run would fail
   // Building the model checks what only construction can (module parameters, shapes).
   auto model = build_model(cfg, cfg.model.num_classes > 0 ? cfg.model.num_classes : 10, 0);
   std::cout << cfg.resolved.dump(2) << "\n";

@@ -28,4 +28,9 @@ cxxopts::ParseResult parse_args(cxxopts::Options& opts, int argc, char** argv);
 void add_config_options(cxxopts::Options& opts);
 // Loads the config named by those options; `extra` overrides come after the user's.
 Config config_from_args(const cxxopts::ParseResult& r, const char* verb, std::vector<std::string> extra = {});
+// eval and predict: `--set KEY=VALUE` for the keys that may change when running a saved
+// model. Today that is train.precision alone (the checkpoint is f32 either way); any other
+// key is an error naming it. Returns the precision to run in (fp32 when not set).
+void add_inference_set_option(cxxopts::Options& opts);
+Precision inference_precision(const cxxopts::ParseResult& r, const char* verb);
 }  // namespace softlab::cli

@@ -25,4 +25,27 @@ Config config_from_args(const cxxopts::ParseResult& r, const char* verb, std::ve
   return load_config(r["config"].as<std::string>(), sets);
 }
 
+void add_inference_set_option(cxxopts::Options& opts) {
+  opts.add_options()("set", "KEY=VALUE; only train.precision=fp32|bf16 (default fp32)",
+                     cxxopts::value<std::vector<std::string>>());
+}
+
+Precision inference_precision(const cxxopts::ParseResult& r, const char* verb) {
+  Precision p = Precision::fp32;
+  if (!r.count("set")) return p;
+  for (const std::string& s : r["set"].as<std::vector<std::string>>()) {
+    const auto eq = s.find('=');
+    const std::string key = s.substr(0, eq);
+    SOFTLAB_CHECK(eq != std::string::npos, verb, ": --set ", s, ": expected KEY=VALUE");
+    SOFTLAB_CHECK(key == "train.precision", verb, ": --set ", key,
+                  ": only train.precision can be set when running a saved model");
+    const std::string value = s.substr(eq + 1);
+    SOFTLAB_CHECK(value == "fp32" || value == "bf16", verb, ": --set train.precision: expected fp32 or bf16, got '",
+                  value, "'");
+    p = parse_precision(value);
+  }
+  check_precision_supported(p);
+  return p;
+}
+
 }  // namespace softlab::cli

@@ -164,6 +164,7 @@ Config parse_config(const json& cfg) {
   c.train.schedule.gamma = s["gamma"].get<double>();
   c.train.grad_clip = t["grad_clip"].get<double>();
   c.train.threads = t["threads"].get<int>();
+  c.train.precision = parse_precision(t["precision"].get<std::string>());
   c.train.eval_every = t["eval_every"].get<int64_t>();
   c.train.max_steps = t["max_steps"].get<int64_t>();
   c.train.max_batches_per_epoch = t["max_batches_per_epoch"].get<int64_t>();

@@ -10,6 +10,7 @@
 
 #include "softlab/error.hpp"
 #include "softlab/parallel.hpp"
+#include "softlab/precision.hpp"
 
 namespace softlab::kernels {
 
@@ -29,7 +30,8 @@ Engine& eng() {
 // The thread count is part of the key: a oneDNN primitive fixes its thread count when it is
 // created (brgemm matmul keeps nthr from primitive creation), so a primitive created under
 // set_num_threads(1) would stay single-threaded after set_num_threads(2), and vice versa.
-using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, bool, bool, bool, bool, bool, int>;
+// The precision is part of it too: a bf16 product is another primitive (bf16 A and B, f32 C).
+using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, bool, bool, bool, bool, bool, int, Precision>;
 // The primitive with its memory objects and argument list, built once per shape. A call
 // only points the memory objects at the caller's buffers (under g_mutex, held through
 // execution), so no memory object or argument map is created per call.
@@ -41,13 +43,15 @@ struct Entry {
 std::mutex g_mutex;
 std::map<Key, Entry> g_cache;
 
-Entry make_entry(const GemmArgs& g) {
+Entry make_entry(const GemmArgs& g, Precision p) {
   const int64_t B = g.batch, M = g.m, N = g.n, K = g.k;
-  // Strides express the transposes, so no operand is ever copied.
-  dnnl::memory::desc a(dims{B, M, K}, dt::f32,
+  const dt in = p == Precision::bf16 ? dt::bf16 : dt::f32;  // C and the bias stay f32
+  // Strides express the transposes, so no operand is ever copied (in bf16 each is rounded
+  // into a buffer of the same layout).
+  dnnl::memory::desc a(dims{B, M, K}, in,
                        g.trans_a ? dims{M * K, 1, M} : dims{M * K, K, 1});
   const int64_t bb = g.b_shared ? 1 : B;
-  dnnl::memory::desc b(dims{bb, K, N}, dt::f32,
+  dnnl::memory::desc b(dims{bb, K, N}, in,
                        g.trans_b ? dims{N * K, 1, K} : dims{N * K, N, 1});
   dnnl::memory::desc c(dims{B, M, N}, dt::f32, dims{M * N, N, 1});
   dnnl::memory::desc bias;
@@ -71,6 +75,16 @@ Entry make_entry(const GemmArgs& g) {
 
 namespace {
 std::vector<GemmArgs>* g_trace = nullptr;
+
+// The bf16 copies of A and B for one call (guarded by g_mutex, grown, never shrunk).
+std::vector<unsigned short> g_a16, g_b16;
+
+// Rounds n floats to bf16 in parallel: a memory-bound pass, split so both cores stream.
+void round_operand(const float* src, std::vector<unsigned short>& dst, int64_t n) {
+  if (static_cast<int64_t>(dst.size()) < n) dst.resize(static_cast<size_t>(n));
+  unsigned short* d = dst.data();
+  parallel_for(0, n, 1 << 15, [&](int64_t b, int64_t e) { to_bf16(src + b, d + b, static_cast<long>(e - b)); });
+}
 }  // namespace
 
 void set_gemm_trace(std::vector<GemmArgs>* sink) { g_trace = sink; }
@@ -87,13 +101,21 @@ void gemm(const GemmArgs& g) {
     return;
   }
   const int threads = num_threads();  // also makes sure the OpenMP thread count is set before oneDNN reads it
-  const Key key{g.batch, g.m, g.n, g.k, g.trans_a, g.trans_b, g.b_shared, g.accumulate, g.bias != nullptr, threads};
+  const Precision p = matmul_precision();
+  const Key key{g.batch, g.m, g.n, g.k, g.trans_a, g.trans_b, g.b_shared, g.accumulate, g.bias != nullptr, threads, p};
   std::lock_guard<std::mutex> lock(g_mutex);
   auto it = g_cache.find(key);
-  if (it == g_cache.end()) it = g_cache.emplace(key, make_entry(g)).first;
+  if (it == g_cache.end()) it = g_cache.emplace(key, make_entry(g, p)).first;
   const Entry& e = it->second;
-  e.a.set_data_handle(const_cast<float*>(g.a));
-  e.b.set_data_handle(const_cast<float*>(g.b));
+  if (p == Precision::bf16) {
+    round_operand(g.a, g_a16, g.batch * g.m * g.k);
+    round_operand(g.b, g_b16, (g.b_shared ? 1 : g.batch) * g.k * g.n);
+    e.a.set_data_handle(g_a16.data());
+    e.b.set_data_handle(g_b16.data());
+  } else {
+    e.a.set_data_handle(const_cast<float*>(g.a));
+    e.b.set_data_handle(const_cast<float*>(g.b));
+  }
   e.c.set_data_handle(g.c);
   if (g.bias) e.bias.set_data_handle(const_cast<float*>(g.bias));
   auto& E = eng();

@@ -19,6 +19,8 @@ struct GemmArgs {
   float* c = nullptr;         // [batch, M, N]
 };
 
+// In bf16 mode (softlab/precision.hpp) A and B are rounded to bfloat16 first and the
+// product accumulates in f32; C, the bias and the sum post-op stay f32.
 void gemm(const GemmArgs& args);
 
 // Reference triple loop with double accumulation, for tests.

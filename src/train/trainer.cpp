@@ -14,6 +14,7 @@
 #include "softlab/error.hpp"
 #include "softlab/optim.hpp"
 #include "softlab/parallel.hpp"
+#include "softlab/precision.hpp"
 #include "softlab/train.hpp"
 #include "softlab/version.hpp"
 #include "train/progress.hpp"
@@ -63,6 +64,7 @@ struct Position {
 // Keys that may differ between a checkpoint's config and the config of a resumed run.
 bool resumable_difference(const std::string& path) {
   return path == "/train/epochs" || path == "/train/threads" || path == "/train/max_steps" ||
+         path == "/train/precision" ||  // checkpoints are f32 whatever the precision of the products
          path.rfind("/output", 0) == 0 || path == "/train/eval_batch_size" || path == "/train/max_eval_batches";
 }
 
@@ -76,7 +78,7 @@ void check_resume_config(const json& saved, const json& now, const std::string& 
     if (!resumable_difference(p)) bad += (bad.empty() ? "" : ", ") + p.substr(1);
   }
   SOFTLAB_CHECK(bad.empty(), "--resume: the config differs from the one ", ckpt, " was trained with, at: ", bad,
-                " (only train.epochs, train.max_steps, train.threads and output may change on resume)");
+                " (only train.epochs, train.max_steps, train.threads, train.precision and output may change on resume)");
 }
 
 json data_meta(const DataSplit& d, const Normalization& n, const std::string& name) {
@@ -123,6 +125,7 @@ void clear_stop_request() { g_stop = 0; }
 TrainResult train(const Config& cfg, const TrainOptions& opt) {
   const auto wall_start = Clock::now();
   set_num_threads(cfg.train.threads);
+  const PrecisionGuard precision(cfg.train.precision);  // exit 2 before anything is written if the CPU lacks bf16
   const std::string run_dir = opt.out_dir.empty() ? cfg.output.dir : opt.out_dir;
   SOFTLAB_CHECK(!run_dir.empty(), "output.dir is empty: say where the run directory goes (or pass --out DIR)");
   const fs::path dir(run_dir);
@@ -196,7 +199,8 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
     save_checkpoint(path.string(), ck);
   };
 
-  progress.line(detail::cat("softlab ", version(), " | ", cfg.name, " | threads ", num_threads(),
+  progress.line(detail::cat("softlab ", version(), " | ", cfg.name, " | threads ", num_threads(), " | ",
+                            precision_name(cfg.train.precision),
                             opt.openmp_wait.empty() ? "" : " (OpenMP waiting: " + opt.openmp_wait + ")", " | ",
                             cfg.data.dataset, ": ", data.train.size, " train, ", data.test.size, " test (", data.dir,
                             ")"));
@@ -369,6 +373,7 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
                   {"head", cfg.model.head},
                   {"seed", cfg.seed},
                   {"threads", num_threads()},
+                  {"precision", precision_name(cfg.train.precision)},
                   {"openmp_wait", opt.openmp_wait},
                   {"version", version()},
                   {"build", build_info()}};
