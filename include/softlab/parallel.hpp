@@ -4,14 +4,34 @@
 // in a fixed order, so results do not depend on scheduling.
 #include <algorithm>
 #include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
 
 namespace softlab {
 
-// Threads used by softlab kernels and oneDNN. n <= 0 means the default (physical cores).
+// Threads used by softlab kernels and oneDNN. n <= 0 means the default.
 void set_num_threads(int n);
 int num_threads();
-int default_num_threads();  // physical cores, read from the machine
+// The default: OMP_NUM_THREADS when it names a count; otherwise the physical cores among
+// the CPUs this process may run on (sched_getaffinity), capped by a cgroup CPU quota
+// (rounded down, at least 1). Read once per process.
+int default_num_threads();
+std::string default_threads_reason();  // e.g. "physical cores in the affinity mask (2 CPUs)"
 bool in_parallel_region();
+
+// What default_num_threads() decides from, so the rule can be tested on any machine.
+struct ThreadInputs {
+  std::string cpuinfo;                         // /proc/cpuinfo text
+  std::vector<int> allowed_cpus;               // the affinity mask; empty: unknown (all)
+  std::optional<double> cgroup_quota;          // CPUs per period; nullopt: no quota
+  std::optional<std::string> omp_num_threads;  // the variable's text, when set
+};
+struct ThreadDefault {
+  int threads = 1;
+  std::string reason;
+};
+ThreadDefault choose_default_threads(const ThreadInputs& in);
 
 namespace detail {
 void parallel_run(int64_t n_chunks, void (*fn)(void*, int64_t), void* ctx);
