@@ -384,7 +384,9 @@ TEST(Bf16Cli, RefusedWhereTheCpuLacksIt) {
     EXPECT_NE(r.err.find("train.precision"), std::string::npos) << r.err;
     EXPECT_NE(r.err.find("AVX512-BF16"), std::string::npos) << "the message names what the CPU lacks: " << r.err;
   }
-  const auto t = test::softlab_cli({"train", config, "--set", "train.precision=bf16", "--out", dir + "/run"}, dir);
+  // max_steps: if the refusal ever broke, the test would still end quickly.
+  const auto t = test::softlab_cli(
+      {"train", config, "--set", "train.precision=bf16", "--set", "train.max_steps=1", "--out", dir + "/run"}, dir);
   EXPECT_EQ(t.code, 2) << t.err;
   EXPECT_FALSE(fs::exists(dir + "/run")) << "a refused run must not create its directory";
   fs::remove_all(dir);
