@@ -1,6 +1,7 @@
 // Attention modules at growing sequence length: forward (inference, NoGradGuard) and
 // forward+backward time, and the peak bytes of tensor storage each allocates, for
-// H = 4 and (B = 1, Dh = 32, N = 64 ... 4096), plus the ViT shapes (docs/attention.md).
+// H = 4 and (B = 1, Dh = 32, N = 64 ... 4096; linear and MALA also 16384), plus the ViT
+// shapes (docs/attention.md).
 //
 //   build-bench/bench/bench_attention [--benchmark_filter=softmax]
 //
@@ -99,6 +100,9 @@ void register_all() {
         if (soft && side * side != n) continue;
         b->Args({n, 1, 32});
       }
+      // The linear-complexity kernels also at 16k tokens (their memory stays linear; one
+      // B x H x N x N tensor would be 4.3 GB), where the quadratic modules take seconds.
+      if (t == "linear" || t == "mala") b->Args({16384, 1, 32});
       b->Unit(benchmark::kMillisecond)->UseRealTime()->ComputeStatistics("min", softlab_bench::min_of);
     }
 }
