@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "gradcheck.hpp"
+#include "ops/fused.hpp"
 
 using namespace softlab;
 
@@ -393,6 +394,18 @@ void add_composed_rows(std::vector<Row>& rows) {
                   {{{3, 4}}, {{3, 4}}}});
 }
 
+// Fused ops of the transformer block (ops/fused.hpp); their comparison against the
+// primitive chains they replace is in test_fused_ops.cpp.
+void add_fused_rows(std::vector<Row>& rows) {
+  auto bg = [](const std::vector<Tensor>& x) { return bias_gelu(x[0], x[1]); };
+  rows.push_back({"bias_gelu_2x3x4", bg, {{{2, 3, 4}, -3, 3}, {{4}}}});
+  rows.push_back({"bias_gelu_7x13", bg, {{{7, 13}, -3, 3}, {{13}}}});
+  rows.push_back({"bias_gelu_70x5", bg, {{{70, 5}, -3, 3}, {{5}}}});  // three row blocks, the last one short
+  rows.push_back({"bias_gelu_1d_5", bg, {{{5}, -3, 3}, {{5}}}});
+  rows.push_back({"bias_gelu_only_h", bg, {{{3, 4}, -3, 3}, {{4}, -1, 1, false}}});
+  rows.push_back({"bias_gelu_only_bias", bg, {{{3, 4}, -3, 3, false}, {{4}}}});
+}
+
 std::vector<Row> all_rows() {
   std::vector<Row> rows;
   add_matmul_rows(rows);
@@ -406,6 +419,7 @@ std::vector<Row> all_rows() {
   add_dropout_rows(rows);
   add_loss_rows(rows);
   add_composed_rows(rows);
+  add_fused_rows(rows);
   return rows;
 }
 

@@ -17,6 +17,9 @@
 // logits: one extra Q·Kᵀ pass instead of B·H·N² saved floats.
 // Causal rows see keys 0..i only: the map gets n = i + 1 and the loops stop there, so a
 // masked pair contributes exactly zero and costs nothing.
+// Heads are addressed through a HeadLayout, so the same kernel runs on the per-head
+// tensors of the Attention interface and, through PackedQkvAttention (end of this file),
+// straight on the block's qkv projection output without split and merge copies.
 //
 // A map is a small struct with
 //   void forward(const float* x, float* p, int64_t n) const;
@@ -47,29 +50,42 @@ constexpr int64_t kRows = 8;
 constexpr int64_t kCols = 16;
 constexpr int64_t kBlocksPerItem = 4;  // forward work item: 4 x kRows = 32 queries of one head
 
+// Where the N rows of head bh = b·H + h live: from (bh / H)·batch + (bh % H)·head, `row`
+// floats apart. The per-head tensors [B, H, N, D] of the Attention interface are
+// {H, H·N·D, N·D, D}; the qkv projection's output [B, N, 3, H, D] read in place is
+// {H, N·3HD, D, 3HD} (from q, k or v's first channel), and the merged output
+// [B, N, H, D] is {H, N·HD, D, HD}. The kernels only ever step from one row to the next,
+// so a strided head costs nothing over a contiguous one, and the split / merge copies
+// around the kernel disappear.
+struct HeadLayout {
+  int64_t H = 1, batch = 0, head = 0, row = 0;
+  int64_t offset(int64_t bh) const { return (bh / H) * batch + (bh % H) * head; }
+};
+inline HeadLayout per_head_layout(int64_t H, int64_t N, int64_t D) { return {H, H * N * D, N * D, D}; }
+// [B, N, parts, H, D]: token-major, `parts` blocks of H heads per token.
+inline HeadLayout token_major_layout(int64_t H, int64_t N, int64_t D, int64_t parts) {
+  return {H, N * parts * H * D, D, parts * H * D};
+}
+
 struct Dims {
   int64_t BH = 0, N = 0, D = 0;
   float scale = 1.0f;
   bool causal = false;
+  HeadLayout in;   // q, k, v and their gradients dq, dk, dv
+  HeadLayout out;  // o and its gradient dO
 };
 
 inline int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
-// kt[d * ld + j] = k[j * D + d] for j < N, 0 for N <= j < ld: Kᵀ of one head, its rows
-// padded to a multiple of kCols so that the logit kernel needs no column tail.
-inline void transpose_head(const float* k, float* kt, int64_t N, int64_t D, int64_t ld) {
+// kt[d * ld + j] = k[j * ldk + d] for j < N, 0 for N <= j < ld: Kᵀ of one head (rows ldk
+// floats apart), its rows padded to a multiple of kCols so that the logit kernel needs no
+// column tail.
+inline void transpose_head(const float* k, int64_t ldk, float* kt, int64_t N, int64_t D, int64_t ld) {
   for (int64_t d = 0; d < D; ++d) {
     float* row = kt + d * ld;
-    for (int64_t j = 0; j < N; ++j) row[j] = k[j * D + d];
+    for (int64_t j = 0; j < N; ++j) row[j] = k[j * ldk + d];
     std::fill(row + N, row + ld, 0.0f);
   }
-}
-
-// Copies rows [i0, i0 + rows) of a head (rows <= kRows) into a kRows x D block, zero-padded,
-// so that every kernel below works on full blocks.
-inline void load_rows(const float* x, int64_t i0, int64_t rows, int64_t D, float* blk) {
-  std::copy(x + i0 * D, x + (i0 + rows) * D, blk);
-  std::fill(blk + rows * D, blk + kRows * D, 0.0f);
 }
 
 // One kCols-wide register of floats. GCC/Clang vector extensions make the SIMD shape of
@@ -83,6 +99,33 @@ inline vf loadu(const float* p) {
   return v;
 }
 inline void storeu(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
+
+// One head row of D floats, copied or zeroed a vector at a time. These run for every row
+// of every head (q, dO in, o, dq out; dk, dv zeroed), and with strided heads a row is only
+// D = 16..64 floats: std::copy / std::fill became a libc call per row, which cost more than
+// the copy itself (perf: memmove at 3% of a Fashion-MNIST step).
+inline void copy_row(const float* src, float* dst, int64_t D) {
+  int64_t d = 0;
+  for (; d + kCols <= D; d += kCols) storeu(dst + d, loadu(src + d));
+  for (; d < D; ++d) dst[d] = src[d];
+}
+inline void zero_row(float* dst, int64_t D) {
+  int64_t d = 0;
+  for (; d + kCols <= D; d += kCols) storeu(dst + d, vf{});
+  for (; d < D; ++d) dst[d] = 0.0f;
+}
+
+// Copies rows [i0, i0 + rows) of a head (rows <= kRows, ldx floats apart) into a dense
+// kRows x D block, zero-padded, so that every kernel below works on full blocks.
+inline void load_rows(const float* x, int64_t ldx, int64_t i0, int64_t rows, int64_t D, float* blk) {
+  for (int64_t r = 0; r < rows; ++r) copy_row(x + (i0 + r) * ldx, blk + r * D, D);
+  for (int64_t r = rows; r < kRows; ++r) zero_row(blk + r * D, D);
+}
+
+// The reverse: rows [0, rows) of a dense block to rows [i0, i0 + rows) of a head.
+inline void store_rows(const float* blk, int64_t rows, int64_t D, float* x, int64_t ldx, int64_t i0) {
+  for (int64_t r = 0; r < rows; ++r) copy_row(blk + r * D, x + (i0 + r) * ldx, D);
+}
 
 // Row reductions for the maps, with kCols independent lanes: GCC does not vectorise a
 // float sum or max reduction without -ffast-math (it would reorder the additions), so a
@@ -125,13 +168,14 @@ inline void rows_times_bt(const float* a, int64_t D, const float* bt, int64_t ld
   }
 }
 
-// c[r * D + d] = alpha · Σ_{j<n} p[r * ldp + j] · m[j * D + d]: O = P V and dQ = s dX K.
-inline void rows_times_m(const float* p, int64_t ldp, const float* m, int64_t n, int64_t D, float* c, float alpha) {
+// c[r * D + d] = alpha · Σ_{j<n} p[r * ldp + j] · m[j * ldm + d]: O = P V and dQ = s dX K.
+inline void rows_times_m(const float* p, int64_t ldp, const float* m, int64_t ldm, int64_t n, int64_t D, float* c,
+                         float alpha) {
   int64_t d0 = 0;
   for (; d0 + kCols <= D; d0 += kCols) {
     vf acc[kRows] = {};
     for (int64_t j = 0; j < n; ++j) {
-      const vf mj = loadu(m + j * D + d0);
+      const vf mj = loadu(m + j * ldm + d0);
       for (int64_t r = 0; r < kRows; ++r) acc[r] += p[r * ldp + j] * mj;
     }
     for (int64_t r = 0; r < kRows; ++r) storeu(c + r * D + d0, alpha * acc[r]);
@@ -139,19 +183,19 @@ inline void rows_times_m(const float* p, int64_t ldp, const float* m, int64_t n,
   for (int64_t r = 0; r < kRows; ++r)  // head sizes that are not a multiple of kCols
     for (int64_t d = d0; d < D; ++d) {
       float acc = 0.0f;
-      for (int64_t j = 0; j < n; ++j) acc += p[r * ldp + j] * m[j * D + d];
+      for (int64_t j = 0; j < n; ++j) acc += p[r * ldp + j] * m[j * ldm + d];
       c[r * D + d] = alpha * acc;
     }
 }
 
-// m[j * D + d] += alpha · Σ_r w[r * ldw + j] · a[r * D + d]  for j < n: dK += s dXᵀ Q and
-// dV += Pᵀ dO, a kRows-rank update of the head's gradient rows.
-inline void add_wt_times_rows(const float* w, int64_t ldw, const float* a, int64_t D, float* m, int64_t n,
-                              float alpha) {
+// m[j * ldm + d] += alpha · Σ_r w[r * ldw + j] · a[r * D + d]  for j < n: dK += s dXᵀ Q
+// and dV += Pᵀ dO, a kRows-rank update of the head's gradient rows.
+inline void add_wt_times_rows(const float* w, int64_t ldw, const float* a, int64_t D, float* m, int64_t ldm,
+                              int64_t n, float alpha) {
   for (int64_t j = 0; j < n; ++j) {
     float wj[kRows];
     for (int64_t r = 0; r < kRows; ++r) wj[r] = alpha * w[r * ldw + j];
-    float* mj = m + j * D;
+    float* mj = m + j * ldm;
     int64_t d0 = 0;
     for (; d0 + kCols <= D; d0 += kCols) {
       vf acc = loadu(mj + d0);
@@ -201,21 +245,22 @@ void forward(const float* q, const float* k, const float* v, float* o, const Dim
     for (int64_t it = it0; it < it1; ++it) {
       const int64_t bh = it / per_head;
       const int64_t first = (it % per_head) * rows_per_item, last = std::min(N, first + rows_per_item);
-      const float* qh = q + bh * N * D;
-      const float* vh = v + bh * N * D;
-      float* oh = o + bh * N * D;
+      const int64_t in_off = dm.in.offset(bh), ldi = dm.in.row, ldo = dm.out.row;
+      const float* qh = q + in_off;
+      const float* vh = v + in_off;
+      float* oh = o + dm.out.offset(bh);
       if (bh != cached_bh) {
-        transpose_head(k + bh * N * D, kt, N, D, ld);
+        transpose_head(k + in_off, ldi, kt, N, D, ld);
         cached_bh = bh;
       }
       for (int64_t i0 = first; i0 < last; i0 += kRows) {
         const int64_t rows = std::min(kRows, last - i0);
         const int64_t width = dm.causal ? std::min(N, i0 + rows) : N;  // keys the block's rows see
-        load_rows(qh, i0, rows, D, qb);
+        load_rows(qh, ldi, i0, rows, D, qb);
         rows_times_bt(qb, D, kt, ld, x, ld, round_up(width, kCols), dm.scale);
         map_block(map, x, p, ld, i0, rows, width, dm);
-        rows_times_m(p, ld, vh, width, D, ob, 1.0f);
-        std::copy(ob, ob + rows * D, oh + i0 * D);
+        rows_times_m(p, ld, vh, ldi, width, D, ob, 1.0f);
+        store_rows(ob, rows, D, oh, ldo, i0);
       }
     }
   });
@@ -243,19 +288,21 @@ void backward(const float* q, const float* k, const float* v, const float* o, co
     float* dp = p + kRows * ld;
     float* dx = dp + kRows * ld;
     for (int64_t bh = bh0; bh < bh1; ++bh) {
-      const int64_t off = bh * N * D;
-      const float *qh = q + off, *kh = k + off, *vh = v + off, *oh = o + off, *gh = dout + off;
-      float *dqh = dq + off, *dkh = dk + off, *dvh = dv + off;
-      transpose_head(kh, kt, N, D, ld);
-      transpose_head(vh, vt, N, D, ld);
-      std::fill(dkh, dkh + N * D, 0.0f);
-      std::fill(dvh, dvh + N * D, 0.0f);
+      const int64_t in_off = dm.in.offset(bh), out_off = dm.out.offset(bh), ldi = dm.in.row, ldo = dm.out.row;
+      const float *qh = q + in_off, *kh = k + in_off, *vh = v + in_off, *oh = o + out_off, *gh = dout + out_off;
+      float *dqh = dq + in_off, *dkh = dk + in_off, *dvh = dv + in_off;
+      transpose_head(kh, ldi, kt, N, D, ld);
+      transpose_head(vh, ldi, vt, N, D, ld);
+      for (int64_t j = 0; j < N; ++j) {
+        zero_row(dkh + j * ldi, D);
+        zero_row(dvh + j * ldi, D);
+      }
       for (int64_t i0 = 0; i0 < N; i0 += kRows) {
         const int64_t rows = std::min(kRows, N - i0);
         const int64_t width = dm.causal ? std::min(N, i0 + rows) : N;
         const int64_t cols = round_up(width, kCols);
-        load_rows(qh, i0, rows, D, qb);
-        load_rows(gh, i0, rows, D, gb);
+        load_rows(qh, ldi, i0, rows, D, qb);
+        load_rows(gh, ldo, i0, rows, D, gb);
         rows_times_bt(qb, D, kt, ld, x, ld, cols, dm.scale);  // x = s q Kᵀ, recomputed
         map_block(map, x, p, ld, i0, rows, width, dm);
         rows_times_bt(gb, D, vt, ld, dp, ld, cols, 1.0f);  // dp = dO Vᵀ
@@ -264,15 +311,15 @@ void backward(const float* q, const float* k, const float* v, const float* o, co
           const int64_t n = r < rows ? visible(dm, i0 + r) : 0;
           if (n > 0) {
             float d = 0.0f;  // d_i = dO_i·o_i
-            for (int64_t c = 0; c < D; ++c) d += gb[r * D + c] * oh[(i0 + r) * D + c];
+            for (int64_t c = 0; c < D; ++c) d += gb[r * D + c] * oh[(i0 + r) * ldo + c];
             map.backward(x + r * ld, p + r * ld, dp + r * ld, d, dxr, n);
           }
           std::fill(dxr + n, dxr + width, 0.0f);
         }
-        rows_times_m(dx, ld, kh, width, D, dqb, dm.scale);  // dq = s dx K
-        std::copy(dqb, dqb + rows * D, dqh + i0 * D);
-        add_wt_times_rows(dx, ld, qb, D, dkh, width, dm.scale);  // dK += s dxᵀ q
-        add_wt_times_rows(p, ld, gb, D, dvh, width, 1.0f);       // dV += pᵀ dO
+        rows_times_m(dx, ld, kh, ldi, width, D, dqb, dm.scale);  // dq = s dx K
+        store_rows(dqb, rows, D, dqh, ldi, i0);
+        add_wt_times_rows(dx, ld, qb, D, dkh, ldi, width, dm.scale);  // dK += s dxᵀ q
+        add_wt_times_rows(p, ld, gb, D, dvh, ldi, width, 1.0f);       // dV += pᵀ dO
       }
     }
   });
@@ -289,7 +336,9 @@ struct RowOp {
   Dims dims(const Tensor& q, const Tensor& v) const {
     SOFTLAB_CHECK(v.shape() == q.shape(), "attention: v must have the shape of q and k, got q ", q.shape(), ", v ",
                   v.shape());
-    return {q.shape()[0] * q.shape()[1], q.shape()[2], q.shape()[3], scale_for(scale, q), causal};
+    const int64_t H = q.shape()[1], N = q.shape()[2], D = q.shape()[3];
+    const HeadLayout per_head = per_head_layout(H, N, D);
+    return {q.shape()[0] * H, N, D, scale_for(scale, q), causal, per_head, per_head};
   }
   void forward(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& o) const {
     attention_kernel::forward(q.data(), k.data(), v.data(), o.mutable_data(), dims(q, v), map);
@@ -301,10 +350,99 @@ struct RowOp {
   }
 };
 
-// The module of a row map.
+// ---- q, k, v read in place from the qkv projection ----------------------------------------
+//
+// The block's qkv projection writes [B, N, 3, H, Dh] (token-major). Splitting that into the
+// per-head q, k, v [B, H, N, Dh] of the Attention interface is a permute copy, and merging
+// the per-head output back to [B, N, H·Dh] for the output projection is another; backward
+// runs both copies again, and the split's three slices each build a zero-filled gradient
+// of the whole qkv tensor that the tape then sums. With the heads as strided views
+// (HeadLayout) all of that goes: forward reads q, k, v where the projection wrote them and
+// writes o token-major, backward writes dq, dk, dv straight into one [B, N, 3·H·Dh]
+// gradient. The kernel does the same arithmetic in the same order as on per-head tensors,
+// so values and gradients are bit-identical to the split path.
+
+// What the block asks of an attention module that can read the packed projection.
+class PackedQkvAttention {
+ public:
+  virtual ~PackedQkvAttention() = default;
+  // qkv: [B, N, 3·heads·Dh], q | k | v per token, heads inside each -> o: [B, N, heads·Dh].
+  virtual Tensor forward_packed(const Tensor& qkv, int64_t heads) = 0;
+};
+
+template <class Map>
+struct PackedRowNode final : Node {
+  Saved qkv, o;  // the projection's output itself (no copy) and the attention output
+  Dims dm;
+  Map map;
+  const char* op_name = "";
+  const char* name() const override { return op_name; }
+  std::vector<Tensor> backward(const Tensor& g) override {
+    const Tensor& X = qkv.get();
+    const Tensor& O = o.get();
+    SOFTLAB_ASSERT(g.shape() == O.shape(), op_name, " backward: gradient ", g.shape(), " for output ", O.shape());
+    // Every element is written: each head's kernel writes its dq, dk and dv rows.
+    Tensor dx = empty(X.shape());
+    if (X.numel() == 0) return {dx};
+    const int64_t D = dm.in.H * dm.D;  // channels of q (and of k, v) per token
+    const float* x = X.data();
+    float* d = dx.mutable_data();
+    attention_kernel::backward(x, x + D, x + 2 * D, O.data(), g.data(), d, d + D, d + 2 * D, dm, map);
+    return {dx};
+  }
+};
+
+// o = attention(q, k, v) with q, k, v the three thirds of each token's qkv row; scale 0
+// means Dh^-1/2 (as RowOp).
+template <class Map>
+Tensor packed_row_attention(const char* name, const Tensor& qkv, int64_t heads, float scale, bool causal,
+                            const Map& map) {
+  SOFTLAB_CHECK(qkv.defined() && qkv.rank() == 3, name, ": packed qkv must be [B, N, 3·H·Dh], got ",
+                qkv.defined() ? qkv.shape() : Shape{});
+  const int64_t B = qkv.shape()[0], N = qkv.shape()[1], C = qkv.shape()[2];
+  SOFTLAB_CHECK(heads > 0 && C % (3 * heads) == 0, name, ": packed qkv of shape ", qkv.shape(),
+                " does not split into 3 x ", heads, " heads");
+  const int64_t Dh = C / (3 * heads), D = heads * Dh;
+  const float s = scale > 0.0f ? scale : 1.0f / std::sqrt(static_cast<float>(Dh));  // scale_for's rule
+  const Dims dm{B * heads, N, Dh, s, causal, token_major_layout(heads, N, Dh, 3), token_major_layout(heads, N, Dh, 1)};
+  Tensor o = empty({B, N, D});
+  if (o.numel() > 0) {
+    const float* x = qkv.data();
+    attention_kernel::forward(x, x + D, x + 2 * D, o.mutable_data(), dm, map);
+  }
+  if (needs_grad({&qkv})) {
+    auto node = std::make_shared<PackedRowNode<Map>>();
+    node->qkv = Saved(qkv);
+    node->o = Saved(o);
+    node->dm = dm;
+    node->map = map;
+    node->op_name = name;
+    attach(o, node, {&qkv});
+  }
+  return o;
+}
+
+// The module of a row map: the Attention interface on per-head tensors (FusedAttention's
+// behaviour) plus the packed entry point.
+template <class Map>
+class RowMapAttention final : public Attention, public PackedQkvAttention {
+ public:
+  RowMapAttention(const char* name, const RowOp<Map>& op) : name_(name), op_(op) {}
+  Tensor forward(const Tensor& q, const Tensor& k, const Tensor& v) override {
+    return detail::fused_attention(name_, q, k, v, op_);
+  }
+  Tensor forward_packed(const Tensor& qkv, int64_t heads) override {
+    return packed_row_attention(name_, qkv, heads, op_.scale, op_.causal, op_.map);
+  }
+
+ private:
+  const char* name_;
+  RowOp<Map> op_;
+};
+
 template <class Map>
 std::unique_ptr<Attention> row_map_attention(const char* name, float scale, bool causal, const Map& map) {
-  return std::make_unique<detail::FusedAttention<RowOp<Map>>>(name, RowOp<Map>{scale, causal, map});
+  return std::make_unique<RowMapAttention<Map>>(name, RowOp<Map>{scale, causal, map});
 }
 
 }  // namespace softlab::attention_kernel

@@ -1,6 +1,7 @@
 // SelfAttention and the pre-norm transformer Block.
 #include "softlab/nn/block.hpp"
 
+#include "attention/row_kernel.hpp"
 #include "softlab/error.hpp"
 #include "softlab/ops.hpp"
 
@@ -21,8 +22,15 @@ SelfAttention::SelfAttention(int64_t dim, int64_t heads, std::unique_ptr<Attenti
 
 Tensor SelfAttention::forward(const Tensor& x) {
   const int64_t B = x.shape()[0], N = x.shape()[1], H = heads_, Dh = dim_ / heads_;
+  Tensor y = qkv->forward(x);  // [B, N, 3, H, Dh]
+  // The row-map modules (softmax, sigmoid, ...) read q, k, v in place and write o as
+  // [B, N, H·Dh]: no split or merge copies (attention/row_kernel.hpp). QK-norm and RoPE
+  // transform q and k first, so they take the per-head path below.
+  if (!q_norm && rope_theta_ <= 0.0f)
+    if (auto* packed = dynamic_cast<attention_kernel::PackedQkvAttention*>(attn))
+      return proj->forward(packed->forward_packed(y, H));
   // [B, N, 3D] -> [3, B, H, N, Dh]: q, k, v each [B, H, N, Dh].
-  Tensor t = permute(reshape(qkv->forward(x), {B, N, 3, H, Dh}), {2, 0, 3, 1, 4});
+  Tensor t = permute(reshape(y, {B, N, 3, H, Dh}), {2, 0, 3, 1, 4});
   Tensor q = reshape(slice(t, 0, 0, 1), {B, H, N, Dh});
   Tensor k = reshape(slice(t, 0, 1, 2), {B, H, N, Dh});
   Tensor v = reshape(slice(t, 0, 2, 3), {B, H, N, Dh});

@@ -1,10 +1,13 @@
 // Element-wise ops: binary with numpy broadcasting (add, sub, mul, div) and unary maps
-// (neg, scale, exp, log, sqrt, tanh, sigmoid, softplus, relu, elu, gelu). Forward and
-// backward of each sit side by side.
+// (neg, scale, exp, log, sqrt, tanh, sigmoid, softplus, relu, elu, gelu), and the fused
+// bias + GELU of the MLP (ops/fused.hpp). Forward and backward of each sit side by side.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "ops/fast_math.hpp"
+#include "ops/fused.hpp"
 #include "ops/op_util.hpp"
 #include "softlab/ops.hpp"
 #include "softlab/parallel.hpp"
@@ -309,21 +312,117 @@ Tensor elu(const Tensor& x, float alpha) {
                            [alpha](float v, float y) { return v > 0.0f ? 1.0f : y + alpha; });
 }
 
+namespace {
+// The tanh GELU, 0.5 v (1 + tanh(sqrt(2/pi) (v + 0.044715 v^3))), and its derivative: shared
+// by gelu and the fused bias_gelu so that the two cannot drift apart.
+inline float gelu_tanh_value(float v) {
+  return 0.5f * v * (1.0f + detail::fast_tanh(kSqrt2OverPi * (v + kGeluC * v * v * v)));
+}
+inline float gelu_tanh_grad(float v) {
+  const float t = detail::fast_tanh(kSqrt2OverPi * (v + kGeluC * v * v * v));
+  return 0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * kSqrt2OverPi * (1.0f + 3.0f * kGeluC * v * v);
+}
+}  // namespace
+
 Tensor gelu(const Tensor& x, GeluKind kind) {
   if (kind == GeluKind::Tanh) {
     return unary<true, false>(
-        "gelu_tanh", x,
-        [](float v) { return 0.5f * v * (1.0f + detail::fast_tanh(kSqrt2OverPi * (v + kGeluC * v * v * v))); },
-        [](float v, float) {
-          const float t = detail::fast_tanh(kSqrt2OverPi * (v + kGeluC * v * v * v));
-          return 0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * kSqrt2OverPi * (1.0f + 3.0f * kGeluC * v * v);
-        });
+        "gelu_tanh", x, [](float v) { return gelu_tanh_value(v); }, [](float v, float) { return gelu_tanh_grad(v); });
   }
   return unary<true, false>(
       "gelu_exact", x, [](float v) { return 0.5f * v * (1.0f + std::erf(v * kInvSqrt2)); },
       [](float v, float) {
         return 0.5f * (1.0f + std::erf(v * kInvSqrt2)) + v * kInvSqrt2Pi * std::exp(-0.5f * v * v);
       });
+}
+
+// ---- bias + GELU, fused (the MLP's first activation) -----------------------------------------
+//
+// y = gelu_tanh(h + b) for h [..., C] (the bias-free fc1 product) and b [C]. Unfused, the
+// bias rides on the GEMM but backward then makes two passes over the [rows, C] gradient:
+// gelu's (dh = g gelu'(u)) and linear's bias sum (db = column sums of dh, one thread). Here
+// forward is one pass and backward one pass that writes dh and sums db together.
+// Backward recomputes u = h + b and the tanh instead of saving them: h is kept anyway (no
+// copy), and the vectorised fast_tanh costs less than a second [rows, C] buffer.
+
+namespace {
+// bias_gelu backward: rows per partial bias sum. Fixed (not per thread), so the partials and
+// their sum in block order are the same for any thread count.
+constexpr int64_t kRowBlock = 32;
+
+struct BiasGeluNode final : Node {
+  Saved h, b;
+  bool need_h = false, need_b = false;
+  const char* name() const override { return "bias_gelu"; }
+  std::vector<Tensor> backward(const Tensor& g) override {
+    const Tensor& H = h.get();
+    const Tensor& Bias = b.get();
+    const int64_t C = Bias.numel();
+    const int64_t R = C ? H.numel() / C : 0;
+    const float* ph = H.data();
+    const float* pb = Bias.data();
+    const float* pg = g.data();
+    // dh is needed for db even when h itself needs no gradient.
+    Tensor dh = empty(H.shape());
+    Tensor db = zeros(Shape{C});
+    float* pdh = dh.mutable_data();
+    float* pdb = db.mutable_data();
+    // Threads take blocks of kRowBlock whole rows, so h, g and dh stream contiguously (an
+    // earlier split by columns, which summed db in plain row order, ran 2x slower: each
+    // thread read every other half row and the prefetcher lost the stream). Each block
+    // sums its own partial db; the partials are added in block order below.
+    const int64_t blocks = (R + kRowBlock - 1) / kRowBlock;
+    std::vector<float> part(static_cast<size_t>(blocks * C), 0.0f);
+    parallel_for(0, blocks, std::max<int64_t>(1, kGrain / std::max<int64_t>(1, kRowBlock * C)),
+                 [&](int64_t k0, int64_t k1) {
+      for (int64_t k = k0; k < k1; ++k) {
+        float* pk = part.data() + k * C;
+        for (int64_t r = k * kRowBlock; r < std::min(R, (k + 1) * kRowBlock); ++r) {
+          const float* hr = ph + r * C;
+          const float* gr = pg + r * C;
+          float* dr = pdh + r * C;
+          for (int64_t c = 0; c < C; ++c) {
+            const float d = gr[c] * gelu_tanh_grad(hr[c] + pb[c]);
+            dr[c] = d;
+            pk[c] += d;
+          }
+        }
+      }
+    });
+    for (int64_t k = 0; k < blocks; ++k)  // block order: thread-count independent
+      for (int64_t c = 0; c < C; ++c) pdb[c] += part[static_cast<size_t>(k * C + c)];
+    return {need_h ? dh : Tensor(), need_b ? db : Tensor()};
+  }
+};
+}  // namespace
+
+Tensor bias_gelu(const Tensor& h, const Tensor& bias) {
+  detail::check_defined(h, "bias_gelu", "h");
+  detail::check_defined(bias, "bias_gelu", "bias");
+  SOFTLAB_CHECK(h.rank() >= 1 && bias.shape() == Shape{h.shape()[-1]}, "bias_gelu: bias of shape ", bias.shape(),
+                " does not match the last axis of h ", h.shape());
+  const int64_t C = bias.numel();
+  const int64_t R = C ? h.numel() / C : 0;
+  Tensor y = empty(h.shape());
+  const float* ph = h.data();
+  const float* pb = bias.data();
+  float* py = y.mutable_data();
+  parallel_for(0, R, std::max<int64_t>(1, kGrain / std::max<int64_t>(1, C)), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* hr = ph + r * C;
+      float* yr = py + r * C;
+      for (int64_t c = 0; c < C; ++c) yr[c] = gelu_tanh_value(hr[c] + pb[c]);
+    }
+  });
+  if (needs_grad({&h, &bias})) {
+    auto node = std::make_shared<BiasGeluNode>();
+    node->h = Saved(h);
+    node->b = Saved(bias);
+    node->need_h = h.requires_grad();
+    node->need_b = bias.requires_grad();
+    attach(y, node, {&h, &bias});
+  }
+  return y;
 }
 
 }  // namespace softlab

@@ -6,8 +6,28 @@
 #include <algorithm>
 #include <bit>
 #include <cstdint>
+#include <cstring>
 
 namespace softlab::detail {
+
+// Sixteen floats: one AVX-512 register (two AVX2 halves without AVX-512). For row
+// reductions with one partial sum per lane: GCC keeps the source order of float additions,
+// so a plain `s += x[j]` loop stays scalar (one dependent add per ~4 cycles). Lane-wise
+// partial sums, then the lanes added in a fixed order, then the scalar tail: the order
+// depends only on the row length, so results are the same from run to run and for any
+// thread count.
+constexpr int64_t kLanes = 16;
+using lanes16 = float __attribute__((vector_size(kLanes * sizeof(float))));
+inline lanes16 load_lanes(const float* p) {
+  lanes16 v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+inline float sum_lanes(lanes16 v) {
+  float s = 0.0f;
+  for (int64_t l = 0; l < kLanes; ++l) s += v[l];
+  return s;
+}
 
 inline float fast_exp(float x) {
   // Clamped so that 2^n stays a normal float: below -87.33 the result is ~1.2e-38 instead of

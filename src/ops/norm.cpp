@@ -1,7 +1,16 @@
 // Layer normalisation over the last axis, fused, with the llm.c-style backward that
 // reuses the per-row mean and reciprocal standard deviation saved by the forward.
+//
+// The row sums keep 16 partial sums, one per vector lane (fast_math.hpp's lanes16): GCC
+// keeps the source order of float additions and so leaves a plain `s += x[j]` loop scalar,
+// one dependent add per ~4 cycles, which was most of this op's cost at D = 64. The order
+// (lanes, then lanes summed, then the tail) depends only on D: bit-identical results from
+// run to run and for any thread count. A missing gamma or beta is a row of ones or zeros,
+// so the loops carry no per-element branch.
+#include <algorithm>
 #include <cmath>
 
+#include "ops/fast_math.hpp"
 #include "ops/op_util.hpp"
 #include "softlab/ops.hpp"
 #include "softlab/parallel.hpp"
@@ -10,6 +19,9 @@ namespace softlab {
 
 namespace {
 constexpr int64_t kRowGrain = 32;
+// Backward: rows per dgamma/dbeta partial sum. Fixed (not per thread), so the partials and
+// their sum in block order are the same for any thread count.
+constexpr int64_t kParamBlock = 32;
 
 struct LayerNormNode final : Node {
   Saved x, gamma;
@@ -23,51 +35,66 @@ struct LayerNormNode final : Node {
     const int64_t R = D ? X.numel() / D : 0;
     const float* px = X.data();
     const float* pg = g.data();
-    const float* pw = gamma.defined() ? gamma.get().data() : nullptr;
+    std::vector<float> ones;  // gamma when there is none
+    if (!gamma.defined()) ones.assign(static_cast<size_t>(D), 1.0f);
+    const float* pw = gamma.defined() ? gamma.get().data() : ones.data();
+    const int64_t Dv = D - D % detail::kLanes;  // summed lane-wise; the rest is the tail
     Tensor dx, dgamma, dbeta;
-    if (need_x) {
-      dx = empty(X.shape());
-      float* d = dx.mutable_data();
-      parallel_for(0, R, kRowGrain, [&](int64_t r0, int64_t r1) {
-        for (int64_t r = r0; r < r1; ++r) {
+    if (need_x) dx = empty(X.shape());
+    if (need_gamma) dgamma = zeros(Shape{D});
+    if (need_beta) dbeta = zeros(Shape{D});
+    float* d = need_x ? dx.mutable_data() : nullptr;
+    float* dw = need_gamma ? dgamma.mutable_data() : nullptr;
+    float* db = need_beta ? dbeta.mutable_data() : nullptr;
+    // One parallel pass over blocks of kParamBlock rows: each block writes its rows of dx
+    // and its own partial dgamma / dbeta (vectorised over D); the partials are summed in
+    // block order afterwards. x and g are read once for all three gradients.
+    const int64_t blocks = (R + kParamBlock - 1) / kParamBlock;
+    std::vector<float> part_w(dw ? static_cast<size_t>(blocks * D) : 0, 0.0f);
+    std::vector<float> part_b(db ? static_cast<size_t>(blocks * D) : 0, 0.0f);
+    parallel_for(0, blocks, 1, [&](int64_t k0, int64_t k1) {
+      for (int64_t k = k0; k < k1; ++k) {
+        float* pw_k = dw ? part_w.data() + k * D : nullptr;
+        float* pb_k = db ? part_b.data() + k * D : nullptr;
+        for (int64_t r = k * kParamBlock; r < std::min(R, (k + 1) * kParamBlock); ++r) {
           const float* xr = px + r * D;
           const float* gr = pg + r * D;
-          float* dr = d + r * D;
           const float mh = mean_hi[static_cast<size_t>(r)], ml = mean_lo[static_cast<size_t>(r)];
           const float rs = rstd[static_cast<size_t>(r)];
-          // dnorm = g * gamma; dx = rstd * (dnorm - mean(dnorm) - norm * mean(dnorm * norm))
-          float s1 = 0.0f, s2 = 0.0f;
-          for (int64_t j = 0; j < D; ++j) {
-            const float dn = gr[j] * (pw ? pw[j] : 1.0f);
-            s1 += dn;
-            s2 += dn * ((xr[j] - mh) - ml) * rs;
+          if (d) {
+            // dnorm = g * gamma; dx = rstd * (dnorm - mean(dnorm) - norm * mean(dnorm * norm))
+            detail::lanes16 a1 = {}, a2 = {};
+            for (int64_t j = 0; j < Dv; j += detail::kLanes) {
+              const detail::lanes16 dn = detail::load_lanes(gr + j) * detail::load_lanes(pw + j);
+              a1 += dn;
+              a2 += dn * ((detail::load_lanes(xr + j) - mh) - ml) * rs;
+            }
+            float s1 = detail::sum_lanes(a1), s2 = detail::sum_lanes(a2);
+            for (int64_t j = Dv; j < D; ++j) {
+              const float dn = gr[j] * pw[j];
+              s1 += dn;
+              s2 += dn * ((xr[j] - mh) - ml) * rs;
+            }
+            s1 /= static_cast<float>(D);
+            s2 /= static_cast<float>(D);
+            float* dr = d + r * D;
+            for (int64_t j = 0; j < D; ++j) {
+              const float dn = gr[j] * pw[j];
+              dr[j] = rs * (dn - s1 - ((xr[j] - mh) - ml) * rs * s2);
+            }
           }
-          s1 /= static_cast<float>(D);
-          s2 /= static_cast<float>(D);
-          for (int64_t j = 0; j < D; ++j) {
-            const float dn = gr[j] * (pw ? pw[j] : 1.0f);
-            dr[j] = rs * (dn - s1 - ((xr[j] - mh) - ml) * rs * s2);
-          }
+          if (pw_k)
+            for (int64_t c = 0; c < D; ++c) pw_k[c] += gr[c] * ((xr[c] - mh) - ml) * rs;
+          if (pb_k)
+            for (int64_t c = 0; c < D; ++c) pb_k[c] += gr[c];
         }
-      });
-    }
-    if (need_gamma || need_beta) {
-      // One pass in row order, vectorised over D: cheap (R x D FMAs), and the same bits for
-      // any thread count.
-      if (need_gamma) dgamma = zeros(Shape{D});
-      if (need_beta) dbeta = zeros(Shape{D});
-      float* dw = need_gamma ? dgamma.mutable_data() : nullptr;
-      float* db = need_beta ? dbeta.mutable_data() : nullptr;
-      for (int64_t r = 0; r < R; ++r) {
-        const float* xr = px + r * D;
-        const float* gr = pg + r * D;
-        const float mh = mean_hi[static_cast<size_t>(r)], ml = mean_lo[static_cast<size_t>(r)];
-        const float rs = rstd[static_cast<size_t>(r)];
-        if (dw)
-          for (int64_t c = 0; c < D; ++c) dw[c] += gr[c] * ((xr[c] - mh) - ml) * rs;
-        if (db)
-          for (int64_t c = 0; c < D; ++c) db[c] += gr[c];
       }
+    });
+    for (int64_t k = 0; k < blocks; ++k) {  // block order: thread-count independent
+      if (dw)
+        for (int64_t c = 0; c < D; ++c) dw[c] += part_w[static_cast<size_t>(k * D + c)];
+      if (db)
+        for (int64_t c = 0; c < D; ++c) db[c] += part_b[static_cast<size_t>(k * D + c)];
     }
     return {dx, dgamma, dbeta};
   }
@@ -89,8 +116,12 @@ Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, floa
   std::vector<float> rstd(static_cast<size_t>(R));
   const float* px = x.data();
   float* py = y.mutable_data();
-  const float* pw = gamma.defined() ? gamma.data() : nullptr;
-  const float* pb = beta.defined() ? beta.data() : nullptr;
+  std::vector<float> ones, zero;  // gamma and beta when there are none
+  if (!gamma.defined()) ones.assign(static_cast<size_t>(D), 1.0f);
+  if (!beta.defined()) zero.assign(static_cast<size_t>(D), 0.0f);
+  const float* pw = gamma.defined() ? gamma.data() : ones.data();
+  const float* pb = beta.defined() ? beta.data() : zero.data();
+  const int64_t Dv = D - D % detail::kLanes;  // summed lane-wise; the rest is the tail
   parallel_for(0, R, kRowGrain, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const float* xr = px + r * D;
@@ -101,14 +132,23 @@ Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, floa
       // over the noise's standard deviation. So: mh = float mean; x - mh is exact
       // (Sterbenz) for such rows; ml = mean(x - mh) corrects it, and (x - mh) - ml is
       // accurate to float rounding of the small residual. All float, so it vectorises.
-      float mh = 0.0f;
-      for (int64_t j = 0; j < D; ++j) mh += xr[j];
+      detail::lanes16 acc = {};
+      for (int64_t j = 0; j < Dv; j += detail::kLanes) acc += detail::load_lanes(xr + j);
+      float mh = detail::sum_lanes(acc);
+      for (int64_t j = Dv; j < D; ++j) mh += xr[j];
       mh /= static_cast<float>(D);
-      float ml = 0.0f;
-      for (int64_t j = 0; j < D; ++j) ml += xr[j] - mh;
+      acc = detail::lanes16{};
+      for (int64_t j = 0; j < Dv; j += detail::kLanes) acc += detail::load_lanes(xr + j) - mh;
+      float ml = detail::sum_lanes(acc);
+      for (int64_t j = Dv; j < D; ++j) ml += xr[j] - mh;
       ml /= static_cast<float>(D);
-      float v = 0.0f;
-      for (int64_t j = 0; j < D; ++j) {
+      acc = detail::lanes16{};
+      for (int64_t j = 0; j < Dv; j += detail::kLanes) {
+        const detail::lanes16 c = (detail::load_lanes(xr + j) - mh) - ml;
+        acc += c * c;
+      }
+      float v = detail::sum_lanes(acc);
+      for (int64_t j = Dv; j < D; ++j) {
         const float c = (xr[j] - mh) - ml;
         v += c * c;
       }
@@ -116,7 +156,7 @@ Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, floa
       const float rs = 1.0f / std::sqrt(v + eps);
       for (int64_t j = 0; j < D; ++j) {
         const float nv = ((xr[j] - mh) - ml) * rs;
-        yr[j] = nv * (pw ? pw[j] : 1.0f) + (pb ? pb[j] : 0.0f);
+        yr[j] = nv * pw[j] + pb[j];
       }
       mean_hi[static_cast<size_t>(r)] = mh;
       mean_lo[static_cast<size_t>(r)] = ml;

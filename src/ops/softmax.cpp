@@ -1,4 +1,7 @@
 // softmax and log-softmax over the last axis: fused, max-subtracted, hand-written backward.
+// The row sums are `omp simd` reductions (one partial sum per vector lane, added at the end
+// in an order fixed by the compiled code): GCC keeps a plain float sum scalar because it
+// may not reorder the additions. The max stays a plain loop (NaN handling as written).
 #include <cmath>
 #include <limits>
 
@@ -28,10 +31,12 @@ void softmax_rows(const float* x, float* y, int64_t rows, int64_t n) {
       }
       float l = 0.0f;
       if constexpr (kLog) {
+#pragma omp simd reduction(+ : l)
         for (int64_t j = 0; j < n; ++j) l += detail::fast_exp(xr[j] - m);
         const float lse = m + std::log(l);
         for (int64_t j = 0; j < n; ++j) yr[j] = xr[j] - lse;
       } else {
+#pragma omp simd reduction(+ : l)
         for (int64_t j = 0; j < n; ++j) {
           yr[j] = detail::fast_exp(xr[j] - m);
           l += yr[j];
@@ -63,10 +68,12 @@ struct SoftmaxNode final : Node {
         float s = 0.0f;
         if constexpr (kLog) {
           // y = x - lse: dx = g - softmax * sum(g)
+#pragma omp simd reduction(+ : s)
           for (int64_t j = 0; j < n; ++j) s += gr[j];
           for (int64_t j = 0; j < n; ++j) dr[j] = gr[j] - std::exp(yr[j]) * s;
         } else {
           // dx = y * (g - <g, y>)
+#pragma omp simd reduction(+ : s)
           for (int64_t j = 0; j < n; ++j) s += gr[j] * yr[j];
           for (int64_t j = 0; j < n; ++j) dr[j] = yr[j] * (gr[j] - s);
         }
