@@ -13,6 +13,8 @@
 #include "cli_run.hpp"
 #include "core/load_probe.hpp"
 #include "softlab/parallel.hpp"
+#include "softlab/softlab.hpp"
+#include "softlab/train.hpp"
 #include "train_fixtures.hpp"
 
 using namespace softlab;
@@ -145,6 +147,31 @@ TEST(LoadProbe, ProcessStartedBeforeCounts) {
   stop(spinner);
   ASSERT_TRUE(got && v[0] >= 0.0) << "the probe could not read /proc";
   EXPECT_GT(v[0], 0.3) << "young " << v[1];
+}
+
+// With the default thread count, cores that other processes kept busy are left out; an
+// explicit count is kept as it is.
+TEST(BusyMachineThreads, DefaultLeavesBusyCoresOut) {
+  if (default_num_threads() < 2) GTEST_SKIP() << "one CPU: nothing to leave out";
+  const std::string root = test::temp_dir("busy_threads");
+  test::write_learnable_mnist(root + "/data", 200, 50);
+  auto run = [&](const std::string& out, int threads, double load) {
+    json j = test::tiny_config(root + "/data", root + "/" + out);
+    apply_override(j, "train.threads=" + std::to_string(threads));
+    apply_override(j, "train.max_steps=2");
+    TrainOptions o;
+    o.quiet = true;
+    o.other_load_cores = load;
+    const TrainResult r = train(parse_config(resolve_config(j)), o);
+    set_num_threads(0);
+    return r.summary["threads"].get<int>();
+  };
+  const int all = default_num_threads();
+  EXPECT_EQ(run("quiet", 0, 0.2), all);
+  EXPECT_EQ(run("one_busy", 0, 1.04), all - 1);
+  EXPECT_EQ(run("all_busy", 0, 7.0), 1);
+  EXPECT_EQ(run("explicit", 2, 1.0), 2);
+  std::filesystem::remove_all(root);
 }
 
 }  // namespace

@@ -23,6 +23,10 @@ struct TrainOptions {
   int progress = -1;           // -1: live line on a terminal, plain lines otherwise; 0: plain; 1: live
   int64_t stop_after_step = 0; // > 0: behave as if interrupted once this global step is done (tests)
   std::string openmp_wait;     // how OpenMP threads wait (printed and kept in summary.json)
+  // Cores kept busy by processes that were running before this one, as the softlab
+  // command's start-up probe measured them (0: not measured). With train.threads = 0 and
+  // half a core or more, the trainer leaves those cores out (docs/performance.md).
+  double other_load_cores = 0.0;
 };
 
 enum class TrainStatus { Finished, Interrupted };

@@ -50,6 +50,7 @@ int cmd_train(int argc, char** argv) {
                 prog, "'");
   to.progress = prog == "auto" ? -1 : prog == "live" ? 1 : 0;
   to.openmp_wait = openmp_wait_description();
+  to.other_load_cores = openmp_probe_other_load();
   install_stop_handlers();
   TrainResult res = train(cfg, to);
   if (res.status == TrainStatus::Interrupted) return 130;

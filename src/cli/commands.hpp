@@ -19,6 +19,7 @@ int cmd_report(int argc, char** argv);
 // Sets OpenMP's wait policy from the machine's load and re-executes the process (once).
 void configure_openmp_env(char** argv);
 std::string openmp_wait_description();
+double openmp_probe_other_load();  // cores the start-up probe found busy (0 when it did not run)
 
 // opts.parse, plus an error (exit 2) for arguments no option took: a second config file, or
 // anything after "--", would otherwise be dropped without a word.

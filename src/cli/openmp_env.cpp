@@ -36,7 +36,13 @@ void configure_openmp_env(char** argv) {
   why << (quiet ? "spin" : "passive") << " (load from processes older than softlab: "
       << static_cast<int>(other_cores * 100 + 0.5) / 100.0 << " cores)";
   setenv("SOFTLAB_OMP_CONFIGURED", why.str().c_str(), 1);
+  setenv("SOFTLAB_OTHER_LOAD", std::to_string(other_cores).c_str(), 1);
   execv("/proc/self/exe", argv);  // only returns on failure: then carry on with the defaults
+}
+
+double openmp_probe_other_load() {
+  const char* c = std::getenv("SOFTLAB_OTHER_LOAD");
+  return c ? std::strtod(c, nullptr) : 0.0;
 }
 
 std::string openmp_wait_description() {

@@ -116,6 +116,7 @@ std::string fmt(const char* f, double v) {
   std::snprintf(buf, sizeof buf, f, v);
   return buf;
 }
+
 }  // namespace
 
 void request_stop() { g_stop = 1; }
@@ -233,6 +234,18 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
   const int64_t session_first_step = pos.step;
   const double seconds_before = pos.train_seconds;
   auto train_seconds = [&] { return seconds_before + seconds_since(session_start); };
+  // Threads that share a core with another process wait for it at every parallel region;
+  // in a training step (with the loader's prefetch thread beside it) the cores left free
+  // are faster than all of them, on both reference models (docs/performance.md, "Threads
+  // and how they wait"). So with the default count, cores that were busy before the run
+  // started are left to whoever keeps them busy.
+  if (cfg.train.threads == 0 && opt.other_load_cores >= 0.5 && num_threads() > 1) {
+    const int busy = static_cast<int>(std::lround(opt.other_load_cores));
+    const int chosen = std::max(1, num_threads() - std::max(1, busy));
+    progress.line(detail::cat("other processes keep ", opt.other_load_cores, " cores busy: training with ", chosen,
+                              chosen == 1 ? " thread" : " threads", " (train.threads or --threads sets the count)"));
+    set_num_threads(chosen);
+  }
 
   model->train();
   clear_stop_request();
