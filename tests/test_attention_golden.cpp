@@ -1,5 +1,5 @@
 // Attention modules against golden values computed independently in float64 with PyTorch
-// (tools/golden/attention.py, from spec/attention.md; format in tests/golden/README.md).
+// (tools/golden/attention.py, from docs/attention.md; format in tests/golden/README.md).
 //
 // One parameterised test per file in tests/golden/attention/, named after the file. Each
 // builds the module from the file's config and context, loads the file's parameter values,

@@ -1,5 +1,5 @@
 // linear attention (Katharopoulos et al. 2020) and MALA (Fan et al. 2025), the fused
-// kernels of src/attention/linear.cpp and src/attention/mala.cpp (spec/attention.md
+// kernels of src/attention/linear.cpp and src/attention/mala.cpp (docs/attention.md
 // sections 3 and 4): against the same maths composed from primitive ops on the explicit
 // N x N form (values and gradients), finite differences, the causal and permutation
 // properties, large inputs, memory, and MALA's own properties (rows sum to one, magnitude

@@ -1,4 +1,4 @@
-// SOFT attention (spec/attention.md 5) and its two fused ops.
+// SOFT attention (docs/attention.md) and its two fused ops.
 //   - gaussian_kernel: against the same maths composed from primitive ops (values and
 //     gradients, including kappa(L, L) where both inputs are one tensor), finite differences,
 //     large inputs, shape errors.

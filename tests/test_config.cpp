@@ -384,7 +384,7 @@ TEST(ConfigErrors, UnknownModuleParamNamesPath) {
                {"model.attention.bogus_param: unknown key 'bogus_param'", "valid keys: type"});
   expect_error([&] { resolve_config(with(example(), "/model/head/bogus_param", 1)); },
                {"model.head.bogus_param: unknown key", "(the parameters of head 'softmax')"});
-  if (has_param(head_schema("softmax", ""), "temperature")) {  // the softmax head of spec/heads.md
+  if (has_param(head_schema("softmax", ""), "temperature")) {  // the softmax head of docs/heads.md
     expect_error([&] { resolve_config(with(example(), "/model/head/temprature", 2.0)); },
                  {"model.head.temprature: unknown key", "did you mean 'temperature'"});
     expect_error([&] { resolve_config(with(example(), "/model/head/temperature", 0)); },

@@ -1,5 +1,5 @@
 // The heads: each fused loss against the same maths composed from primitive ops, finite-
-// difference gradient checks w.r.t. features and parameters, the properties spec/heads.md
+// difference gradient checks w.r.t. features and parameters, the properties docs/heads.md
 // section 7 names, checkpoint round trips, the EBV generator, and config errors.
 #include <gtest/gtest.h>
 

@@ -1,5 +1,5 @@
 // Heads against golden values computed independently in float64 with PyTorch
-// (tools/golden/heads.py, from spec/heads.md; format in tests/golden/README.md).
+// (tools/golden/heads.py, from docs/heads.md; format in tests/golden/README.md).
 //
 // One parameterised test per file in tests/golden/heads/. Each builds the head from the
 // file's config and context, loads the file's parameters and buffers (the EBV basis), and

@@ -58,7 +58,7 @@ std::vector<int32_t> argmax_rows(const Tensor& scores);
 // higher, and equal scores at a lower index (the arg-max tie rule), so k = 1 is argmax_rows.
 int64_t topk_correct(const Tensor& scores, std::span<const int32_t> labels, int64_t k);
 
-// The Equiangular Basis Vectors generator (spec/heads.md 4.1): C unit rows in R^d whose
+// The Equiangular Basis Vectors generator (docs/heads.md, `ebv`): C unit rows in R^d whose
 // pairwise |cos| is pushed below `threshold` by plain gradient descent on
 // sum_{i != j} relu(|cos_ij| - threshold), starting from seeded Gaussian rows.
 struct EbvBasis {

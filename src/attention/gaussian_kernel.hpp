@@ -1,5 +1,5 @@
 #pragma once
-// The Gaussian kernel matrix of SOFT (spec/attention.md 5), as one fused op with a
+// The Gaussian kernel matrix of SOFT (docs/attention.md), as one fused op with a
 // hand-written backward. Not part of the public API.
 //
 //   K_ij = kappa(a_i, b_j) = exp(-max(||a_i - b_j||^2, 0) / 2)

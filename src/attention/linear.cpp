@@ -1,5 +1,5 @@
 // linear: "Transformers are RNNs" (Katharopoulos et al. 2020, arXiv 2006.16236), with the
-// feature map phi = elu + 1 and no 1/sqrt(Dh) scale (spec/attention.md section 3):
+// feature map phi = elu + 1 and no 1/sqrt(Dh) scale (docs/attention.md):
 //
 //   bidirectional:  S = sum_j phi(k_j) v_j^T  (Dh x Dv),  z = sum_j phi(k_j)  (Dh)
 //   causal:         S_i, z_i = the same sums over j <= i

@@ -1,6 +1,6 @@
 // mala: magnitude-aware linear attention, "Rectifying Magnitude Neglect in Linear Attention"
 // (Fan et al., ICCV 2025, arXiv 2507.00698), in the form of the released code
-// (spec/attention.md section 4). With phi = elu + 1 and s = Dh^-1/2 (or "scale"):
+// (docs/attention.md). With phi = elu + 1 and s = Dh^-1/2 (or "scale"):
 //
 //   kbar = (1/N) sum_j phi(k_j),  KV = (s/N) sum_j phi(k_j) v_j^T,  vbar = (1/N) sum_j v_j
 //   z_i  = s phi(q_i) . kbar

@@ -1,5 +1,5 @@
 // power: Power-Softmax (Zimerman et al. 2024, "Power-Softmax: Towards Secure LLM Inference
-// over Encrypted Data", spec/attention.md 10),
+// over Encrypted Data", docs/attention.md),
 //   z_ij = s q_i·k_j,  a_ij = z_ij^p / (Σ_j z_ij^p + eps),  O = A V,
 // p a positive even integer, so weights are non-negative and the map is a polynomial.
 // Each row is divided by its largest |z| before the power (exact: the ratio is

@@ -1,5 +1,5 @@
 // relu: ReLU attention with sequence-length scaling (Wortsman et al. 2023, "Replacing
-// softmax with ReLU in Vision Transformers", spec/attention.md 8),
+// softmax with ReLU in Vision Transformers", docs/attention.md),
 //   o_i = (1/n_i) Σ_j relu(s q_i·k_j) v_j,
 // n_i the keys query i sees. No normaliser: the 1/n_i factor is what the paper finds
 // essential. The subgradient at 0 is taken as 0.

@@ -1,6 +1,6 @@
 // selective: softmax attention with query- and value-dependent temperatures (Zhang et al.
 // 2024, "Selective Attention: Enhancing Transformer through Principled Context Control",
-// spec/attention.md 6):
+// docs/attention.md):
 //   τ_q(i) = 1 + exp(−exp(β)) log n_i  [pos]  +  tanh(q_i·w_q[h] + b_q[h])  [tok_q]
 //   τ_v(j) = 1 + tanh(v_j·w_v[h] + b_v[h])                                  [tok_v]
 //   O = softmax(s τ_q(i) q_i·k_j + M) (τ_v ∘ V)

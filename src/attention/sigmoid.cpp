@@ -1,5 +1,5 @@
 // sigmoid: sigmoid self-attention (Ramapuram et al. 2024, "Theory, Analysis, and Best
-// Practices for Sigmoid Self-Attention", spec/attention.md 2),
+// Practices for Sigmoid Self-Attention", docs/attention.md),
 //   P_ij = σ(s q_i·k_j + b),  O = P V,
 // with no row normalisation: every weight is independent (FlashSigmoid's observation), so
 // backward needs no row statistic, dS = P ∘ (1 − P) ∘ dP. The bias defaults to

@@ -1,5 +1,5 @@
 // soft: SOFT, softmax-free attention with a Gaussian kernel and Nystrom landmarks (Lu et al.,
-// NeurIPS 2021, arXiv 2110.11945; repository fudan-zvg/SOFT, master branch), spec/attention.md 5.
+// NeurIPS 2021, arXiv 2110.11945; repository fudan-zvg/SOFT, master branch), docs/attention.md.
 //
 //   q~ = q / Dh^(1/4)                       (Q = K tied: the k input is ignored, dk = 0)
 //   L  = landmarks of the grid tokens of q~  [B, H, m, Dh], m = floor(gh/r) floor(gw/r)

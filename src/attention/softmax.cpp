@@ -1,4 +1,4 @@
-// softmax: scaled dot-product attention (Vaswani et al. 2017, spec/attention.md 1),
+// softmax: scaled dot-product attention (Vaswani et al. 2017, docs/attention.md),
 //   O = softmax(s Q Kᵀ + M) V,
 // as one fused kernel (row_kernel.hpp): logits for a block of queries, the max-subtracted
 // softmax of each row, and P V, without an N x N tensor. Backward recomputes P per row and

@@ -1,6 +1,6 @@
 // softplus: length-scaled softplus attention with re-weighting (Gao, Spratling, Gionfrida
 // 2025, "Softplus Attention with Re-weighting Boosts Length Extrapolation", LSSA/LSSAR,
-// spec/attention.md 7),
+// docs/attention.md),
 //   λ_i = log n_i,  f_ij = softplus(λ_i s q_i·k_j),  a_ij = f_ij^p / Σ_j f_ij^p,  O = A V,
 // n_i the keys query i sees. p = 1 is LSSA; p > 1 is the re-weighting of LSSAR, whose
 // per-row factor n_i cancels in the l1 normalisation. One pass per row, no max needed

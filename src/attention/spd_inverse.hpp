@@ -1,6 +1,6 @@
 #pragma once
 // The regularised inverse W = (K + reg·I)^-1 of a batch of small symmetric positive
-// (semi-)definite matrices, SOFT's m x m landmark kernel (spec/attention.md 5), as one fused
+// (semi-)definite matrices, SOFT's m x m landmark kernel (docs/attention.md), as one fused
 // op with a hand-written backward. Not part of the public API.
 //
 // k: [..., m, m] -> W: [..., m, m]. Each matrix is copied to double, P = K + reg·I, and:
@@ -19,7 +19,7 @@
 //             not positive definite, or not finite) is an error.
 // All m x m arithmetic is in double; W is rounded to float at the end.
 //
-// Backward (both methods, spec 5): dK = -W^T dW W^T, computed once in double from the
+// Backward (both methods, docs/attention.md): dK = -W^T dW W^T, computed once in double from the
 // returned W (the Newton iterate, not the exact inverse, as the SOFT release does). It is
 // the derivative of the forward only once the iteration has converged: check
 // spd_inverse_last_residual(). The node keeps only W, the op's output (which the next

@@ -1,4 +1,4 @@
-// cosine head: normalised softmax (NormFace; additive margin as CosFace) (spec/heads.md 6.2).
+// cosine head: normalised softmax (NormFace; additive margin as CosFace) (docs/heads.md).
 //   cos_nk = (h_n / ||h_n||) . (W_k / ||W_k||),  scores = scale * cos
 //   l = CE(scale * (cos - margin [k = y]), y; label_smoothing)   (margin, smoothing: training only)
 // Built from fused pieces with hand-written backwards: l2_normalize (features and class

@@ -1,4 +1,4 @@
-// ebv head: Equiangular Basis Vectors (Shen, Sun, Wei, CVPR 2023; spec/heads.md 4.2).
+// ebv head: Equiangular Basis Vectors (Shen, Sun, Wei, CVPR 2023; docs/heads.md).
 //   v = h P^T + beta,  u = v / max(||v||, 1e-12),  cos_k = u . E_k   (E: fixed unit rows)
 //   l = CE(cos / tau, y; label_smoothing),  scores = cos,  prediction: the nearest E_k
 // E is generated once from gen_seed when the head is built (generate_ebv_basis), saved in

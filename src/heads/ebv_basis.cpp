@@ -1,4 +1,4 @@
-// The Equiangular Basis Vectors generator (spec/heads.md 4.1, after the authors'
+// The Equiangular Basis Vectors generator (docs/heads.md, after the authors'
 // Generate_EBV.py): C unit rows in R^d, pushed apart by plain gradient descent on
 //   Lgen = sum_{i != j} relu(|cos_ij| - alpha),
 //   dLgen/dW = 2 (M o sign(W W^T)) W,  M_ij = [|cos_ij| > alpha, i != j],

@@ -1,4 +1,4 @@
-// fourier head: the Fourier head of Gillman et al. (ICLR 2025; spec/heads.md section 5).
+// fourier head: the Fourier head of Gillman et al. (ICLR 2025; docs/heads.md).
 // A linear layer gives N+1 complex coefficients a_j = u_j + i v_j; the head's density on
 // [-1, 1] is p(x) = |A(x)|^2 / (2 c_0) with A(x) = sum_j a_j e^{i pi j x} and
 // c_0 = sum_j |a_j|^2. Class i is bin i of C equal bins, centre x_i = -1 + (2i + 1)/C:

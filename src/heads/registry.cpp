@@ -80,7 +80,7 @@ heads::LinearInit heads::linear_init(const HeadContext& ctx, int64_t rows, const
   SOFTLAB_CHECK(ctx.init, head, " head: no initialisation generator given");
   SOFTLAB_CHECK(ctx.in_dim > 0 && ctx.num_classes > 0, head, " head: need in_dim > 0 and num_classes > 0, got ",
                 ctx.in_dim, " and ", ctx.num_classes);
-  // PyTorch's nn.Linear default (spec 0), weight first, then bias.
+  // PyTorch's nn.Linear default (docs/heads.md), weight first, then bias.
   const float bound = 1.0f / std::sqrt(static_cast<float>(ctx.in_dim));
   LinearInit l;
   l.weight = uniform({rows, ctx.in_dim}, *ctx.init, -bound, bound);

@@ -1,4 +1,4 @@
-// softmax head: a linear layer and cross-entropy (spec/heads.md section 1).
+// softmax head: a linear layer and cross-entropy (docs/heads.md).
 //   S = (h W^T + b) / T,  l = CE(S, y; label_smoothing)
 // In eval mode the loss is plain cross-entropy (no smoothing): the data term.
 #include <cmath>

@@ -1,4 +1,4 @@
-// stablemax head: StableMax cross-entropy (Prieto et al. 2025; spec/heads.md 6.1).
+// stablemax head: StableMax cross-entropy (Prieto et al. 2025; docs/heads.md).
 //   z = h W^T + b,  s(x) = x + 1 (x >= 0), 1 / (1 - x) (x < 0),  P_k = s(z_k) / sum_j s(z_j)
 //   l = -log P_y, scores = z
 // Evaluated through log s(x) = +-log1p(|x|) and a log-sum-exp of those, so no exponential

@@ -1,4 +1,4 @@
-// svm head: linear SVM output layers (spec/heads.md section 2; Tang 2013, Agarap 2017).
+// svm head: linear SVM output layers (docs/heads.md; Tang 2013, Agarap 2017).
 //   s = h W^T + b, scores = s
 //   ovr: l = C_pen * A_k max(0, m - t_k s_k)^p,  t_k = +1 for the label, -1 otherwise
 //   ww:  l = C_pen * (1/C) sum_{k != y} max(0, m - s_y + s_k)^p   (= torch MultiMarginLoss)
@@ -168,7 +168,7 @@ HeadEntry svm_head_entry() {
        .help = "fill the other keys with a paper's objective (explicit keys win)", .nullable = true},
   };
   e.factory = [](const json& p, const HeadContext& ctx) -> std::unique_ptr<Head> {
-    // The presets (spec 2.4): Tang's dataset objective per minibatch, and Agarap's code.
+    // The presets (docs/heads.md): Tang's dataset objective per minibatch, and Agarap's code.
     const std::string preset = p["preset"].is_null() ? "" : p["preset"].get<std::string>();
     const bool tang = preset == "tang2013", agarap = preset == "agarap2017";
     std::optional<std::string> pv, pf, cr, pr;

@@ -1,4 +1,4 @@
-// zloss head: the Z-loss of de Brebisson & Vincent (spec/heads.md section 3).
+// zloss head: the Z-loss of de Brebisson & Vincent (docs/heads.md).
 //   o = h W^T + beta,  z = (o - mean o) / sqrt(var o + var_eps)   (population variance)
 //   l = softplus(a (b - z_y)) / a,  scores = z
 // The loss depends on o only through its standardised form, so it is invariant to

@@ -2,7 +2,7 @@
 // Branch-free exp and tanh that GCC vectorises (glibc's expm1f/tanhf are scalar calls and
 // took a quarter of a ViT training step). exp: Cody-Waite range reduction x = n ln2 + r,
 // |r| <= ln2/2, a degree-6 Taylor polynomial for e^r (truncation error < 1.3e-7 relative),
-// and 2^n built in the exponent bits (the scheme of Dukhan & Ablavatski, spec/attention.md 11).
+// and 2^n built in the exponent bits (the scheme of Dukhan & Ablavatski, "The Two-Pass Softmax Algorithm", arXiv:2001.04438).
 #include <algorithm>
 #include <bit>
 #include <cstdint>

@@ -7,7 +7,7 @@ Run with Debian's python, which has torch (the pyenv `python3` on PATH does not)
     /usr/bin/python3 tools/golden/attention.py --check    # also prints the float32 self-check
     /usr/bin/python3 tools/golden/attention.py --selftest # checks the reference itself, writes nothing
 
-Written from the maths in spec/attention.md (sections 0-10), not from the C++ code, so that
+Written from the maths in docs/attention.md, not from the C++ code, so that
 tests/test_attention_golden.cpp compares two independent implementations. Every module is
 evaluated in float64 with torch; gradients come from torch autograd (SOFT's Newton inverse
 excepted, see `NewtonInverse`). Inputs (q, k, v, dout) and parameter values are drawn in
@@ -21,7 +21,7 @@ The seeding, the float32 rounding, the output format, the idempotent writing and
 line are shared with tools/golden/heads.py and live in tools/golden/common.py.
 
 The float32 self-check evaluates the same formulas in float32 (SOFT's m x m inverse in
-float64, as spec section 5 recommends for the C++ code) and reports, per case, the worst
+float64, as docs/attention.md recommends for the C++ code) and reports, per case, the worst
 |a32 - a64| / (atol + rtol |a64|) over every compared tensor. A value below 1 means that a
 straightforward float32 implementation passes the C++ test's tolerance; it is how the
 default tolerance (atol 1e-5, rtol 1e-4) was checked to be achievable for each case.
@@ -41,7 +41,7 @@ DEFAULT_TOL = {"atol": 1e-5, "rtol": 1e-4}
 
 
 # ------------------------------------------------------------------------------------------
-# Shared helpers (spec section 0)
+# Shared helpers (docs/attention.md)
 
 def logit_scale(cfg, dh):
     return dh ** -0.5 if cfg.get("scale") is None else float(cfg["scale"])
@@ -120,7 +120,7 @@ def mala_attn(cfg, ctx, q, k, v, params):
 
 
 class NewtonInverse(torch.autograd.Function):
-    """W = Newton-Schulz approximation of P^-1 (spec section 5, SOFT master form).
+    """W = Newton-Schulz approximation of P^-1 (docs/attention.md, SOFT master form).
 
     Forward, under no-grad: alpha = 1.8 / (max row-sum of K2)^2 per matrix, V0 = alpha P,
     then V <- 2V - V P V, repeated `iters` times; the row sum is taken of K2 = P - reg I as

@@ -7,7 +7,7 @@ Run with Debian's python, which has torch (the pyenv `python3` on PATH does not)
     /usr/bin/python3 tools/golden/heads.py --check    # also prints the float32 self-check
     /usr/bin/python3 tools/golden/heads.py --selftest # checks the reference itself, writes nothing
 
-Written from the maths in spec/heads.md (sections 0-7), not from the C++ code, so that the
+Written from the maths in docs/heads.md, not from the C++ code, so that the
 C++ golden test compares two independent implementations. Every head is evaluated in
 float64 with torch; gradients come from torch autograd. Features and parameter values (and
 the EBV basis) are drawn in float64 and rounded to float32 values before anything is
@@ -28,7 +28,7 @@ line are shared with tools/golden/attention.py and live in tools/golden/common.p
 The float32 self-check evaluates the same formulas in float32 and reports, per case, the
 worst |a32 - a64| / (atol + rtol |a64|) over scores, both losses, dfeatures and every
 parameter gradient. A value below 1 means that a straightforward float32 implementation
-passes the C++ test's tolerance (default atol 1e-6, rtol 1e-4, spec section 7).
+passes the C++ test's tolerance (default atol 1e-6, rtol 1e-4, docs/heads.md).
 """
 import math
 import sys
@@ -98,14 +98,14 @@ def resolve(cfg, ctx):
 
 
 # ------------------------------------------------------------------------------------------
-# Shared maths (spec section 0)
+# Shared maths (docs/heads.md)
 
 def onehot(y, c, dtype):
     return F.one_hot(y, c).to(dtype)
 
 
 def ce_rows(lam, y, eps):
-    """Per-row smoothed cross-entropy, spec section 0:
+    """Per-row smoothed cross-entropy, docs/heads.md:
     l = LSE(lam) - (1 - eps) lam_y - (eps / C) sum_k lam_k, LSE max-subtracted."""
     c = lam.shape[1]
     m = lam.max(dim=1, keepdim=True).values.detach()  # LSE does not depend on m
@@ -359,7 +359,7 @@ CASES = [
     case("svm_ww_p2", {"type": "svm", "variant": "ww", "p": 2}, b=4, d=7, c=5),
     case("svm_cs_p1", {"type": "svm", "variant": "cs", "p": 1}, b=6, d=5, c=5),
     case("svm_cs_p2", {"type": "svm", "variant": "cs", "p": 2}, b=4, d=6, c=7),
-    # C_pen and the weight penalty on a non-ovr variant (spec 2.3 writes only l_n; this case
+    # C_pen and the weight penalty on a non-ovr variant (docs/heads.md writes only l_n; this case
     # fixes the reading L = C_pen (1/B) sum l_n + lambda P(W) for every variant).
     case("svm_cs_p2_m0.5_C2_wp0.01",
          {"type": "svm", "variant": "cs", "p": 2, "margin": 0.5, "C": 2.0, "weight_penalty": 0.01}, b=5, d=6, c=5),
@@ -398,7 +398,7 @@ CASES = [
 
 
 def ebv_generate(c, d, alpha, lr, max_steps, gen):
-    """The authors' generator (spec 4.1) in float64 from a draw of `gen`: row-normalise,
+    """The authors' generator (docs/heads.md) in float64 from a draw of `gen`: row-normalise,
     stop when max off-diagonal |cos| <= alpha + 1e-4, else one SGD step on
     sum_{i != j} relu(|cos_ij| - alpha) with the closed-form gradient 2 (M o sign(W W^T)) W."""
     w = normalize_rows(torch.randn(c, d, dtype=torch.float64, generator=gen))
@@ -683,7 +683,7 @@ def fourier_closed_form(r, o, y, c):
 
 
 def invariants(c, r, inputs, params, buffers, res):
-    """Second forms and the invariants of spec section 7: list of (label, ok, detail)."""
+    """Second forms and the invariants of docs/heads.md: list of (label, ok, detail)."""
     head = c["config"]["type"]
     h, y = inputs["features"], inputs["labels"]
     bsz, _, ncls = c["shape"]
@@ -874,7 +874,7 @@ def render(c, inputs, params, buffers, res, pred, tol):
 
 
 # Per-case tolerances; every other case uses the C++ test's default (atol 1e-6, rtol 1e-4,
-# spec section 7). None is needed at present: the float32 self-check (--check) stays below
+# docs/heads.md). None is needed at present: the float32 self-check (--check) stays below
 # 0.25 of the default tolerance for every case (worst: fourier_default's dfeatures, 0.22;
 # the float32 predictions equal the float64 ones everywhere). A case added here carries its
 # tolerance in its file; write the reason next to it, as tools/golden/attention.py does.

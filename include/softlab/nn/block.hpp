@@ -17,7 +17,7 @@ class SelfAttention : public Module {
                 bool qk_norm = false, float rope_theta = 0.0f);
   Tensor forward(const Tensor& x);  // [B, N, D] -> [B, N, D]
   Linear* qkv;
-  // QK-norm (sigmoid attention's released configs, spec/attention.md 2): LayerNorm over Dh,
+  // QK-norm (sigmoid attention's released configs, docs/attention.md): LayerNorm over Dh,
   // eps 1e-6, one learnable affine for q and one for k shared by the heads. Null when off.
   LayerNorm* q_norm = nullptr;
   LayerNorm* k_norm = nullptr;
