@@ -410,7 +410,7 @@ TEST(Bf16Cli, BadValuesAndKeys) {
   fs::remove_all(dir);
 }
 
-TEST(Bf16Cli, EvalAndPredictRunInBf16) {
+TEST(Bf16Cli, EvalRunsInEitherPrecision) {
   SKIP_WITHOUT_BF16();
   const std::string root = test::temp_dir("bf16_eval");
   test::write_learnable_mnist(root + "/data", 300, 100);

@@ -16,7 +16,8 @@ namespace softlab {
 
 enum class Precision { fp32, bf16 };
 
-Precision parse_precision(const std::string& name);  // "fp32" | "bf16"; anything else: Error
+// "fp32" | "bf16"; anything else is an Error naming `key`.
+Precision parse_precision(const std::string& name, const std::string& key = "train.precision");
 const char* precision_name(Precision p);
 
 // True when oneDNN can run bf16 products on this CPU's own instructions. The environment

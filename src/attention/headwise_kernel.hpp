@@ -61,6 +61,7 @@
 #include <memory>
 
 #include "attention/kernels.hpp"
+#include "ops/fast_math.hpp"
 #include "softlab/tensor.hpp"
 
 namespace softlab::detail {
@@ -73,37 +74,8 @@ constexpr int64_t kChunk = 32;
 
 // ---- feature map ------------------------------------------------------------------------
 
-// e^x for x <= 0 in double (the forward keeps it; the backward rounds it to float):
-// Cody-Waite reduction x = n ln2 + r, |r| <= ln2/2, Taylor to r^11 (truncation ~1e-13
-// relative, far below float's 6e-8), 2^n
-// from the exponent bits (t's low bits hold n after the rounding trick). Branch-free, so the
-// loop in phi_rows vectorises; callers clamp x to [-110, 0] (e^-110 already rounds to 0 in
-// float, and 2^-159 is still a normal double).
-inline double exp_nonpositive_d(double x) {
-  constexpr double kRound = 6755399441055744.0;  // 1.5 * 2^52: adding it rounds to an integer
-  const double t = x * 1.4426950408889634 + kRound;
-  const double n = t - kRound;
-  const double r = (x - n * 0.6931471805598903) - n * 5.497923018708371e-14;
-  double p = 1.0 / 39916800.0;
-  p = p * r + 1.0 / 3628800.0;
-  p = p * r + 1.0 / 362880.0;
-  p = p * r + 1.0 / 40320.0;
-  p = p * r + 1.0 / 5040.0;
-  p = p * r + 1.0 / 720.0;
-  p = p * r + 1.0 / 120.0;
-  p = p * r + 1.0 / 24.0;
-  p = p * r + 1.0 / 6.0;
-  p = p * r + 0.5;
-  p = p * r + 1.0;
-  p = p * r + 1.0;
-  int64_t n_bits;
-  std::memcpy(&n_bits, &t, sizeof t);  // low 51 bits: n in two's complement
-  const int64_t scale_bits = (n_bits + 1023) << 52;
-  double scale;
-  std::memcpy(&scale, &scale_bits, sizeof scale);
-  return p * scale;
-}
-inline float exp_nonpositive(float x) { return static_cast<float>(exp_nonpositive_d(static_cast<double>(x))); }
+// e^x for x <= 0 (ops/fast_math.hpp), rounded to float for the backward.
+inline float exp_nonpositive(float x) { return static_cast<float>(detail::exp_nonpositive_d(static_cast<double>(x))); }
 
 // phi(x) = elu(x) + 1 = max(x, 0) + e^min(x, 0): x + 1 for x > 0, e^x otherwise, with no
 // cancellation for x << 0. Three flat loops: GCC does not if-convert a select around the
@@ -123,7 +95,7 @@ inline float phi_grad(float phi) { return std::min(phi, 1.0f); }
 inline void phi_rows(const float* x, double* out, double* xd, int64_t n) {
   for (int64_t e = 0; e < n; ++e) xd[e] = x[e];
   for (int64_t e = 0; e < n; ++e) out[e] = std::min(std::max(xd[e], -110.0), 0.0);
-  for (int64_t e = 0; e < n; ++e) out[e] = exp_nonpositive_d(out[e]);
+  for (int64_t e = 0; e < n; ++e) out[e] = detail::exp_nonpositive_d(out[e]);
   for (int64_t e = 0; e < n; ++e) out[e] += std::max(xd[e], 0.0);
 }
 

@@ -39,10 +39,7 @@ Precision inference_precision(const cxxopts::ParseResult& r, const char* verb) {
     SOFTLAB_CHECK(eq != std::string::npos, verb, ": --set ", s, ": expected KEY=VALUE");
     SOFTLAB_CHECK(key == "train.precision", verb, ": --set ", key,
                   ": only train.precision can be set when running a saved model");
-    const std::string value = s.substr(eq + 1);
-    SOFTLAB_CHECK(value == "fp32" || value == "bf16", verb, ": --set train.precision: expected fp32 or bf16, got '",
-                  value, "'");
-    p = parse_precision(value);
+    p = parse_precision(s.substr(eq + 1), detail::cat(verb, ": --set train.precision"));
   }
   check_precision_supported(p);
   return p;

@@ -29,10 +29,7 @@ Mlp::Mlp(int64_t dim, int64_t hidden, Generator& init) {
 
 // fc2(gelu_tanh(fc1(x))), with fc1's bias added in the fused bias + GELU pass rather than by
 // the GEMM (ops/fused.hpp): one pass over the hidden activations in backward instead of two.
-Tensor Mlp::forward(const Tensor& x) const {
-  if (!fc1->bias.defined()) return fc2->forward(gelu(fc1->forward(x), GeluKind::Tanh));
-  return fc2->forward(bias_gelu(linear(x, fc1->weight), fc1->bias));
-}
+Tensor Mlp::forward(const Tensor& x) const { return fc2->forward(bias_gelu(linear(x, fc1->weight), fc1->bias)); }
 
 Tensor image_patches(const Tensor& images, int64_t p) {
   SOFTLAB_CHECK(images.rank() == 4, "image_patches: images must be [B, C, H, W], got ", images.shape());

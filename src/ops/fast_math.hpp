@@ -49,6 +49,35 @@ inline float fast_exp(float x) {
   return p * scale;
 }
 
+// e^x for x <= 0 in double, for linear attention's feature map (attention/headwise_kernel.hpp):
+// Cody-Waite reduction x = n ln2 + r, |r| <= ln2/2, Taylor to r^11 (truncation ~1e-13
+// relative, far below float's 6e-8), 2^n from the exponent bits (t's low bits hold n after
+// the rounding trick). Branch-free, so the loop in phi_rows vectorises; callers clamp x to [-110, 0] (e^-110 already rounds to 0 in
+// float, and 2^-159 is still a normal double).
+inline double exp_nonpositive_d(double x) {
+  constexpr double kRound = 6755399441055744.0;  // 1.5 * 2^52: adding it rounds to an integer
+  const double t = x * 1.4426950408889634 + kRound;
+  const double n = t - kRound;
+  const double r = (x - n * 0.6931471805598903) - n * 5.497923018708371e-14;
+  double p = 1.0 / 39916800.0;
+  p = p * r + 1.0 / 3628800.0;
+  p = p * r + 1.0 / 362880.0;
+  p = p * r + 1.0 / 40320.0;
+  p = p * r + 1.0 / 5040.0;
+  p = p * r + 1.0 / 720.0;
+  p = p * r + 1.0 / 120.0;
+  p = p * r + 1.0 / 24.0;
+  p = p * r + 1.0 / 6.0;
+  p = p * r + 0.5;
+  p = p * r + 1.0;
+  p = p * r + 1.0;
+  int64_t n_bits;
+  std::memcpy(&n_bits, &t, sizeof t);  // low 51 bits: n in two's complement
+  const int64_t scale_bits = (n_bits + 1023) << 52;
+  double scale;
+  std::memcpy(&scale, &scale_bits, sizeof scale);
+  return p * scale;
+}
 // tanh(u) = 1 - 2 / (e^{2u} + 1): exact limits +-1, absolute error ~1e-7 near 0.
 inline float fast_tanh(float u) { return 1.0f - 2.0f / (fast_exp(2.0f * u) + 1.0f); }
 

@@ -28,10 +28,10 @@ bool has_flag(const std::string& flag) {  // from /proc/cpuinfo, for the message
 }
 }  // namespace
 
-Precision parse_precision(const std::string& name) {
+Precision parse_precision(const std::string& name, const std::string& key) {
   if (name == "fp32") return Precision::fp32;
   if (name == "bf16") return Precision::bf16;
-  throw Error(detail::cat("precision: expected \"fp32\" or \"bf16\", got \"", name, "\""));
+  throw Error(detail::cat(key, ": expected fp32 or bf16, got '", name, "'"));
 }
 
 const char* precision_name(Precision p) { return p == Precision::bf16 ? "bf16" : "fp32"; }
@@ -68,30 +68,29 @@ namespace detail {
 void store_matmul_precision(Precision p) noexcept { g_precision.store(p, std::memory_order_relaxed); }
 }  // namespace detail
 
-// Round to nearest, ties to even, on the bit pattern: add 0x7FFF plus the lowest kept bit,
-// then drop the low half. A NaN would round into infinity, so it is mapped to a quiet NaN of
-// the same sign instead. Branch-free, so the loop vectorises.
-float round_to_bf16(float x) {
+namespace {
+// The bfloat16 bits of x: round to nearest, ties to even, on the bit pattern (add 0x7FFF
+// plus the lowest kept bit, then drop the low half). A NaN would round into infinity, so
+// it becomes a quiet NaN of the same sign instead. Branch-free, so callers' loops vectorise.
+inline uint16_t bf16_bits(float x) {
   uint32_t u;
   std::memcpy(&u, &x, 4);
   const uint32_t is_nan = (u & 0x7FFFFFFFu) > 0x7F800000u;
-  const uint32_t r = (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;
-  const uint32_t q = (u | 0x00400000u) & 0xFFFF0000u;
-  const uint32_t out = is_nan ? q : r;
+  const uint32_t r = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+  const uint32_t q = (u | 0x00400000u) >> 16;
+  return static_cast<uint16_t>(is_nan ? q : r);
+}
+}  // namespace
+
+float round_to_bf16(float x) {
+  const uint32_t out = static_cast<uint32_t>(bf16_bits(x)) << 16;
   float y;
   std::memcpy(&y, &out, 4);
   return y;
 }
 
 void to_bf16(const float* src, unsigned short* dst, long n) {
-  for (long i = 0; i < n; ++i) {
-    uint32_t u;
-    std::memcpy(&u, &src[i], 4);
-    const uint32_t is_nan = (u & 0x7FFFFFFFu) > 0x7F800000u;
-    const uint32_t r = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
-    const uint32_t q = (u | 0x00400000u) >> 16;
-    dst[i] = static_cast<unsigned short>(is_nan ? q : r);
-  }
+  for (long i = 0; i < n; ++i) dst[i] = bf16_bits(src[i]);
 }
 
 }  // namespace softlab
