@@ -10,6 +10,8 @@
 // B x H x N x N scores in both modes. SOFT gets an image grid: N = side², no class token,
 // and at N >= 256 a ratio of side/8 (64 landmarks).
 // The first two shapes of each series are the ViTs of configs/ at batch 128.
+// "<module>/bf16/..." runs the same call with train.precision = "bf16" (bf16 products,
+// f32 accumulation) at the ViT shapes and N = 1024, on CPUs that can (softlab info).
 // Counters: peak_MB, the peak of live tensor bytes above what existed before the call
 // (outputs, saved tensors, scratch, gradients); N2_MB, one B x H x N x N float tensor.
 #include <cmath>
@@ -48,7 +50,8 @@ Tensor composed_softmax(const Tensor& q, const Tensor& k, const Tensor& v) {
   return matmul(softmax(scale(matmul(q, k, false, true), 1.0f / std::sqrt(dh))), v);
 }
 
-void run(benchmark::State& state, const std::string& type, bool backward) {
+void run(benchmark::State& state, const std::string& type, bool backward, Precision precision) {
+  PrecisionGuard guard(precision);
   const int64_t n = state.range(0), batch = state.range(1), dh = state.range(2);
   Generator gen(1);
   std::unique_ptr<Attention> m;
@@ -86,8 +89,9 @@ void register_all() {
                                           "soft",             "selective", "softplus", "relu",   "power"};
   for (const auto& t : types)
     for (bool bwd : {false, true}) {
-      auto* b = benchmark::RegisterBenchmark((t + (bwd ? "/fwd_bwd" : "/fwd")).c_str(),
-                                             [t, bwd](benchmark::State& st) { run(st, t, bwd); });
+      auto* b = benchmark::RegisterBenchmark((t + (bwd ? "/fwd_bwd" : "/fwd")).c_str(), [t, bwd](benchmark::State& st) {
+        run(st, t, bwd, Precision::fp32);
+      });
       // Args: N, B, Dh. First the ViT shapes of the configs (Fashion-MNIST: 16 patches +
       // class token, Dh 16; CIFAR-10: 64 patches + class token, Dh 64, with 4 heads instead of 3; batch 128), then the
       // scaling series at B = 1, Dh = 32. SOFT needs a square grid and no class token:
@@ -104,6 +108,13 @@ void register_all() {
       // B x H x N x N tensor would be 4.3 GB), where the quadratic modules take seconds.
       if (t == "linear" || t == "mala") b->Args({16384, 1, 32});
       b->Unit(benchmark::kMillisecond)->UseRealTime()->ComputeStatistics("min", softlab_bench::min_of);
+      if (!cpu_has_bf16() || t == "composed_softmax") continue;
+      auto* h = benchmark::RegisterBenchmark((t + (bwd ? "/bf16/fwd_bwd" : "/bf16/fwd")).c_str(),
+                                             [t, bwd](benchmark::State& st) { run(st, t, bwd, Precision::bf16); });
+      h->Args({soft ? 16 : 17, 128, 16});
+      h->Args({soft ? 64 : 65, 128, 64});
+      h->Args({1024, 1, 32});  // a square grid for SOFT too
+      h->Unit(benchmark::kMillisecond)->UseRealTime()->ComputeStatistics("min", softlab_bench::min_of);
     }
 }
 

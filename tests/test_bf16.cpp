@@ -17,6 +17,7 @@
 // Tests that need bf16 hardware skip with a message on CPUs without it.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -27,6 +28,7 @@
 #include <vector>
 
 #include "cli_run.hpp"
+#include "attention/bf16_pairs.hpp"
 #include "ops/gemm.hpp"
 #include "softlab/attention.hpp"
 #include "softlab/softlab.hpp"
@@ -223,7 +225,8 @@ TEST(Bf16Gemm, LinearForwardAndBackward) {
   EXPECT_NE(h[0], f[0]) << "bf16 mode gave the fp32 output: the bf16 path was not taken";
 }
 
-// Everything but GEMMs stays f32: the same bits in both modes.
+// Everything but the products stays f32: the same bits in both modes. Linear and MALA
+// attention keep their products in f32/double inside their chunked kernel.
 TEST(Bf16Gemm, OtherOpsAreUnchanged) {
   SKIP_WITHOUT_BF16();
   Generator g(31);
@@ -238,7 +241,7 @@ TEST(Bf16Gemm, OtherOpsAreUnchanged) {
     ctx.dim = 16, ctx.heads = 2, ctx.head_dim = 8, ctx.seq_len = 9;
     Generator init(1);
     ctx.init = &init;
-    for (const char* type : {"softmax", "sigmoid", "linear", "mala"}) {
+    for (const char* type : {"linear", "mala"}) {
       auto m = make_attention(json{{"type", type}}, ctx);
       out.push_back(m->forward(q, k, v).to_vector());
     }
@@ -249,8 +252,9 @@ TEST(Bf16Gemm, OtherOpsAreUnchanged) {
   EXPECT_EQ(all(), f);
 }
 
-// ---- whole models --------------------------------------------------------------------------
+// ---- the attention kernels' bf16 products ------------------------------------------------
 
+// Normwise relative error ||a - b|| / ||b||.
 double rel_error(const std::vector<float>& a, const std::vector<float>& b) {
   double d = 0.0, n = 0.0;
   for (size_t i = 0; i < a.size(); ++i) {
@@ -259,6 +263,140 @@ double rel_error(const std::vector<float>& a, const std::vector<float>& b) {
   }
   return std::sqrt(d / std::max(n, 1e-300));
 }
+
+
+namespace pairs = attention_kernel::bf16;
+
+// Packing rounds each value once, to the bits round_to_bf16 gives, and pads an odd count
+// with zero.
+TEST(Bf16Pairs, PackingRoundsEachValueOnce) {
+  if (!pairs::cpu_has_dot_product()) GTEST_SKIP() << "this CPU has no AVX512-BF16";
+  const int64_t rows = 5, n = 7, ldx = 9;
+  const std::vector<float> x = random_vec(rows * ldx, 17, -3.0f, 3.0f);
+  auto half = [](pairs::pair_t w, int hi) { return from_bits((hi ? w >> 16 : w & 0xFFFFu) << 16); };
+  std::vector<pairs::pair_t> in_rows(rows * 4, 0xDEADBEEFu), of_rows(3 * n, 0xDEADBEEFu);
+  pairs::pack_pairs_in_rows(x.data(), ldx, rows, n, in_rows.data(), 4, 1);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t p = 0; p < 4; ++p) {
+      EXPECT_EQ(half(in_rows[r * 4 + p], 0), round_to_bf16(x[r * ldx + 2 * p]));
+      EXPECT_EQ(half(in_rows[r * 4 + p], 1), 2 * p + 1 < n ? round_to_bf16(x[r * ldx + 2 * p + 1]) : 0.0f);
+    }
+  pairs::pack_pairs_of_rows(x.data(), ldx, rows, n, of_rows.data(), n, 1);
+  for (int64_t p = 0; p < 3; ++p)
+    for (int64_t c = 0; c < n; ++c) {
+      EXPECT_EQ(half(of_rows[p * n + c], 0), round_to_bf16(x[2 * p * ldx + c]));
+      EXPECT_EQ(half(of_rows[p * n + c], 1), 2 * p + 1 < rows ? round_to_bf16(x[(2 * p + 1) * ldx + c]) : 0.0f);
+    }
+}
+
+// The dot-product kernel against the same pairs summed in double: only f32 accumulation
+// error is allowed, 2(K + 2)·2^-24·Σ|a||b| with K = 2·pairs terms (the header's bound), on
+// row counts that are not a multiple of 8 and column counts with a masked tail.
+TEST(Bf16Pairs, ProductsAreTheSumOfRoundedPairs) {
+  if (!pairs::cpu_has_dot_product()) GTEST_SKIP() << "this CPU has no AVX512-BF16";
+  struct Case {
+    int64_t pairs, rows, cols;
+    float alpha;
+    bool accumulate;
+  };
+  for (const Case c : {Case{8, 8, 32, 0.25f, false}, Case{4, 13, 23, 1.0f, true}, Case{33, 3, 5, -0.5f, false},
+                       Case{1, 17, 16, 2.0f, true}}) {
+    SCOPED_TRACE(::testing::Message() << "pairs " << c.pairs << " rows " << c.rows << " cols " << c.cols);
+    const int64_t arows = (c.rows + 7) / 8 * 8;
+    const std::vector<float> af = random_vec(arows * 2 * c.pairs, 21), bf = random_vec(2 * c.pairs * c.cols, 22);
+    const std::vector<float> c0 = random_vec(c.rows * c.cols, 23);
+    std::vector<pairs::pair_t> a(arows * c.pairs), b(c.pairs * c.cols);
+    pairs::pack_pairs_in_rows(af.data(), 2 * c.pairs, arows, 2 * c.pairs, a.data(), c.pairs, 1);
+    pairs::pack_pairs_of_rows(bf.data(), c.cols, 2 * c.pairs, c.cols, b.data(), c.cols, 1);
+    std::vector<float> got = c0, want = c0;
+    pairs::pair_products(a.data(), c.pairs, b.data(), c.cols, c.pairs, c.rows, c.cols, got.data(), c.cols, c.alpha,
+                         c.accumulate);
+    pairs::pair_products_reference(a.data(), c.pairs, b.data(), c.cols, c.pairs, c.rows, c.cols, want.data(), c.cols,
+                                   c.alpha, c.accumulate);
+    for (int64_t r = 0; r < c.rows; ++r)
+      for (int64_t j = 0; j < c.cols; ++j) {
+        double abs_sum = 0.0;
+        for (int64_t l = 0; l < 2 * c.pairs; ++l)
+          abs_sum += std::fabs(static_cast<double>(round_to_bf16(af[r * 2 * c.pairs + l])) *
+                               round_to_bf16(bf[l * c.cols + j]));
+        const double extra = c.accumulate ? std::fabs(c0[r * c.cols + j]) : 0.0;
+        const double bound = 2.0 * (2 * c.pairs + 2) * 0x1p-24 * (std::fabs(c.alpha) * abs_sum + extra);
+        EXPECT_LE(std::fabs(static_cast<double>(got[r * c.cols + j]) - want[r * c.cols + j]), bound)
+            << "row " << r << " col " << j;
+      }
+  }
+}
+
+// Every attention module on its own, forward and the three input gradients, bf16 against
+// fp32, bidirectional and causal, on shapes with odd N and odd Dh (the pair layouts' padded
+// tails). Normwise bound, 2u per product on the path as for the whole models: the output
+// goes through 2 products (s q·k, p·v); a gradient through up to 5 (the logits, dO·v, then
+// dx·k or dxᵀ·q, and the forward's 2 in o). Modules whose products are GEMMs (SOFT) or
+// f32/double inside (linear, MALA) are checked too; the latter must not change at all.
+double tensor_rel_error(const Tensor& a, const Tensor& b) { return rel_error(a.to_vector(), b.to_vector()); }
+
+struct AttentionRun {
+  Tensor o, dq, dk, dv;
+};
+
+AttentionRun run_attention(const std::string& type, bool causal, int64_t N, int64_t Dh, Precision p) {
+  PrecisionGuard guard(p);
+  AttentionContext ctx;
+  const int64_t H = 2;
+  ctx.dim = H * Dh, ctx.heads = H, ctx.head_dim = Dh, ctx.seq_len = N;
+  ctx.prefix_tokens = 1, ctx.grid_h = 4, ctx.grid_w = (N - 1) / 4;  // a class token and a 4 x w grid
+  Generator init(5);
+  ctx.init = &init;
+  json cfg{{"type", type}};
+  if (causal) cfg["causal"] = true;
+  auto m = make_attention(cfg, ctx);
+  Generator g(7);
+  Tensor q = uniform({2, H, N, Dh}, g, -1.5f, 1.5f), k = uniform({2, H, N, Dh}, g, -1.5f, 1.5f),
+         v = uniform({2, H, N, Dh}, g, -1, 1);
+  const Tensor w = uniform({2, H, N, Dh}, g, -1, 1);
+  q.set_requires_grad(true), k.set_requires_grad(true), v.set_requires_grad(true);
+  Tensor o = m->forward(q, k, v);
+  sum(mul(o, w)).backward();
+  return {o.detach(), q.grad(), k.grad(), v.grad()};
+}
+
+bool keeps_f32_inside(const std::string& type) { return type == "linear" || type == "mala"; }
+
+class Bf16AttentionKernel : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(Bf16AttentionKernel, MatchesFp32) {
+  SKIP_WITHOUT_BF16();
+  const std::string type = GetParam();
+  const Schema& schema = attention_registry().find(type)->schema;
+  const bool has_causal =
+      std::any_of(schema.begin(), schema.end(), [](const ParamSpec& s) { return s.name == "causal"; });
+  for (const bool causal : {false, true}) {
+    if (causal && !has_causal) continue;
+    for (const auto& [N, Dh] : {std::pair<int64_t, int64_t>{17, 16}, {33, 7}, {9, 64}}) {
+      SCOPED_TRACE(::testing::Message() << type << (causal ? " causal" : "") << " N " << N << " Dh " << Dh);
+      const AttentionRun f = run_attention(type, causal, N, Dh, Precision::fp32);
+      const AttentionRun h = run_attention(type, causal, N, Dh, Precision::bf16);
+      const double eo = tensor_rel_error(h.o, f.o);
+      EXPECT_LE(eo, 2 * kU * 2) << "output";
+      const Tensor* pairs_of_grads[3][2] = {{&h.dq, &f.dq}, {&h.dk, &f.dk}, {&h.dv, &f.dv}};
+      for (int i = 0; i < 3; ++i) {
+        const Tensor &gh = *pairs_of_grads[i][0], &gf = *pairs_of_grads[i][1];
+        ASSERT_EQ(gh.defined(), gf.defined()) << "gradient " << "qkv"[i];
+        if (gf.defined()) {
+          EXPECT_LE(tensor_rel_error(gh, gf), 2 * kU * 5) << "gradient " << "qkv"[i];
+        }
+      }  // SOFT ties k to q: k has no gradient of its own
+      if (keeps_f32_inside(type))
+        EXPECT_EQ(eo, 0.0) << "linear and MALA keep their products in f32";
+      else
+        EXPECT_GT(eo, 0.0) << "bf16 gave the fp32 output bit for bit: the bf16 path was not taken";
+    }
+  }
+}
+INSTANTIATE_TEST_SUITE_P(All, Bf16AttentionKernel, ::testing::ValuesIn(attention_registry().names()),
+                         [](const ::testing::TestParamInfo<std::string>& info) { return info.param; });
+
+// ---- whole models --------------------------------------------------------------------------
 
 struct ModelRun {
   std::vector<float> scores;

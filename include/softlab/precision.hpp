@@ -3,10 +3,11 @@
 // (mixed precision, the CPU analogue of torch.autocast(dtype=bfloat16)).
 //
 // In bf16 every product that goes through softlab's GEMM (linear layers, matmul, and so
-// the heads' linear layers and every product of backward) rounds its two operands to
-// bfloat16 and accumulates and writes in f32. Everything else stays f32: master weights,
-// gradients, optimizer state, layer norm, the attention kernels' row statistics, the
-// losses and every reduction. docs/performance.md lists what runs in which precision.
+// the heads' linear layers and every product of backward), and the q·k and p·v products
+// of the fused attention kernel (forward and backward), round their two operands to
+// bfloat16 and accumulate and write in f32. Everything else stays f32: master weights,
+// gradients, optimizer state, layer norm, the attention maps and their row statistics,
+// the losses and every reduction. docs/performance.md lists what runs in which precision.
 //
 // bf16 needs hardware for it (AVX512-BF16 or AMX-BF16, as oneDNN sees it); there is no
 // slow emulation: asking for bf16 where the CPU lacks it is an error (exit 2).

@@ -17,6 +17,10 @@
 // logits: one extra Q·Kᵀ pass instead of B·H·N² saved floats.
 // Causal rows see keys 0..i only: the map gets n = i + 1 and the loops stop there, so a
 // masked pair contributes exactly zero and costs nothing.
+// In bf16 (softlab/precision.hpp) the five products take bf16 operands with f32
+// accumulation: q, k, v, dO and the weight rows p and dx are rounded into the pair layout
+// of bf16_pairs.hpp (per head for k and v, per block for the rest) and multiplied there;
+// the maps, their row statistics and d_i stay f32.
 // Heads are addressed through a HeadLayout, so the same kernel runs on the per-head
 // tensors of the Attention interface and, through PackedQkvAttention (end of this file),
 // straight on the block's qkv projection output without split and merge copies.
@@ -34,11 +38,14 @@
 #include <cstring>
 #include <limits>
 #include <memory>
+#include <vector>
 
+#include "attention/bf16_pairs.hpp"
 #include "attention/kernels.hpp"
 #include "softlab/attention.hpp"
 #include "softlab/error.hpp"
 #include "softlab/parallel.hpp"
+#include "softlab/precision.hpp"
 #include "softlab/tensor.hpp"
 
 namespace softlab::attention_kernel {
@@ -223,9 +230,19 @@ void map_block(const Map& map, const float* x, float* p, int64_t ld, int64_t i0,
   }
 }
 
+// Whether this call's products run in bf16; a bf16 request on a CPU without the
+// instruction the kernel uses is an error, never an emulation.
+inline bool bf16_products() {
+  if (matmul_precision() != Precision::bf16) return false;
+  SOFTLAB_CHECK(bf16::cpu_has_dot_product(), "attention: train.precision = \"bf16\" needs AVX512-BF16");
+  return true;
+}
+
 template <class Map>
 void forward(const float* q, const float* k, const float* v, float* o, const Dims& dm, const Map& map) {
   const int64_t N = dm.N, D = dm.D, ld = round_up(N, kCols);
+  const bool half = bf16_products();
+  const int64_t Dp = (D + 1) / 2, Np = (N + 1) / 2;  // pairs along a head row, pairs of keys
   const int64_t rows_per_item = kRows * kBlocksPerItem;
   const int64_t per_head = (N + rows_per_item - 1) / rows_per_item;
   const int64_t items = dm.BH * per_head;
@@ -235,7 +252,15 @@ void forward(const float* q, const float* k, const float* v, float* o, const Dim
   const int64_t per_slot = D * ld + 2 * kRows * D + 2 * kRows * ld;
   Tensor scratch = empty({slots, per_slot});
   float* scr = scratch.mutable_data();
+  // bf16 per slot: Kᵀ as pairs along d (Dp x ld), V as pairs of keys (Np x D), the q block
+  // as pairs along d (kRows x Dp), the weights as pairs of keys (kRows x ld/2).
+  const int64_t pairs_per_slot = half ? Dp * ld + Np * D + kRows * Dp + kRows * ld / 2 : 0;
+  std::vector<bf16::pair_t> pair_scratch(static_cast<size_t>(slots * pairs_per_slot));
   detail::for_each_slot(items, slots, [&](int64_t t, int64_t it0, int64_t it1) {
+    bf16::pair_t* kt2 = pair_scratch.data() + t * pairs_per_slot;
+    bf16::pair_t* v2 = kt2 + Dp * ld;
+    bf16::pair_t* q2 = v2 + Np * D;
+    bf16::pair_t* p2 = q2 + kRows * Dp;
     float* kt = scr + t * per_slot;
     float* qb = kt + D * ld;
     float* ob = qb + kRows * D;
@@ -250,16 +275,33 @@ void forward(const float* q, const float* k, const float* v, float* o, const Dim
       const float* vh = v + in_off;
       float* oh = o + dm.out.offset(bh);
       if (bh != cached_bh) {
-        transpose_head(k + in_off, ldi, kt, N, D, ld);
+        if (half) {
+          for (int64_t d = 0; d < Dp; ++d) std::fill(kt2 + d * ld + N, kt2 + (d + 1) * ld, 0u);  // keys N..ld
+          bf16::pack_pairs_in_rows(k + in_off, ldi, N, D, kt2, 1, ld);
+          bf16::pack_pairs_of_rows(vh, ldi, N, D, v2, D, 1);
+        } else {
+          transpose_head(k + in_off, ldi, kt, N, D, ld);
+        }
         cached_bh = bh;
       }
       for (int64_t i0 = first; i0 < last; i0 += kRows) {
         const int64_t rows = std::min(kRows, last - i0);
         const int64_t width = dm.causal ? std::min(N, i0 + rows) : N;  // keys the block's rows see
+        const int64_t cols = round_up(width, kCols);
         load_rows(qh, ldi, i0, rows, D, qb);
-        rows_times_bt(qb, D, kt, ld, x, ld, round_up(width, kCols), dm.scale);
+        if (half) {
+          bf16::pack_pairs_in_rows(qb, D, kRows, D, q2, Dp, 1);
+          bf16::pair_products(q2, Dp, kt2, ld, Dp, kRows, cols, x, ld, dm.scale, false);
+        } else {
+          rows_times_bt(qb, D, kt, ld, x, ld, cols, dm.scale);
+        }
         map_block(map, x, p, ld, i0, rows, width, dm);
-        rows_times_m(p, ld, vh, ldi, width, D, ob, 1.0f);
+        if (half) {
+          bf16::pack_pairs_in_rows(p, ld, kRows, width, p2, ld / 2, 1);
+          bf16::pair_products(p2, ld / 2, v2, D, (width + 1) / 2, kRows, D, ob, D, 1.0f, false);
+        } else {
+          rows_times_m(p, ld, vh, ldi, width, D, ob, 1.0f);
+        }
         store_rows(ob, rows, D, oh, ldo, i0);
       }
     }
@@ -270,6 +312,8 @@ template <class Map>
 void backward(const float* q, const float* k, const float* v, const float* o, const float* dout, float* dq,
               float* dk, float* dv, const Dims& dm, const Map& map) {
   const int64_t N = dm.N, D = dm.D, ld = round_up(N, kCols);
+  const bool half = bf16_products();
+  const int64_t Dp = (D + 1) / 2, Np = (N + 1) / 2, Rp = kRows / 2;
   // Heads are independent; within a head dK and dV accumulate over queries, so one head
   // belongs to one thread and its query blocks run in order (deterministic sums).
   const int64_t slots = detail::slots_for(dm.BH);
@@ -277,7 +321,22 @@ void backward(const float* q, const float* k, const float* v, const float* o, co
   const int64_t per_slot = 2 * D * ld + 3 * kRows * D + 4 * kRows * ld;
   Tensor scratch = empty({slots, per_slot});
   float* scr = scratch.mutable_data();
+  // bf16 per slot: Kᵀ and Vᵀ as pairs along d (Dp x ld each); K as pairs of keys (Np x D);
+  // the q and dO blocks as pairs along d (kRows x Dp each) and as pairs of rows (Rp x D
+  // each); dx as pairs of keys (kRows x ld/2); dxᵀ and pᵀ as pairs of rows (ld x Rp each).
+  const int64_t pairs_per_slot = half ? 2 * Dp * ld + Np * D + 2 * kRows * Dp + 2 * Rp * D + kRows * ld / 2 + 2 * ld * Rp : 0;
+  std::vector<bf16::pair_t> pair_scratch(static_cast<size_t>(slots * pairs_per_slot));
   detail::for_each_slot(dm.BH, slots, [&](int64_t t, int64_t bh0, int64_t bh1) {
+    bf16::pair_t* kt2 = pair_scratch.data() + t * pairs_per_slot;
+    bf16::pair_t* vt2 = kt2 + Dp * ld;
+    bf16::pair_t* k2 = vt2 + Dp * ld;
+    bf16::pair_t* q2 = k2 + Np * D;
+    bf16::pair_t* g2 = q2 + kRows * Dp;
+    bf16::pair_t* q2r = g2 + kRows * Dp;
+    bf16::pair_t* g2r = q2r + Rp * D;
+    bf16::pair_t* dx2 = g2r + Rp * D;
+    bf16::pair_t* dxt2 = dx2 + kRows * ld / 2;
+    bf16::pair_t* pt2 = dxt2 + ld * Rp;
     float* kt = scr + t * per_slot;
     float* vt = kt + D * ld;
     float* qb = vt + D * ld;
@@ -291,8 +350,15 @@ void backward(const float* q, const float* k, const float* v, const float* o, co
       const int64_t in_off = dm.in.offset(bh), out_off = dm.out.offset(bh), ldi = dm.in.row, ldo = dm.out.row;
       const float *qh = q + in_off, *kh = k + in_off, *vh = v + in_off, *oh = o + out_off, *gh = dout + out_off;
       float *dqh = dq + in_off, *dkh = dk + in_off, *dvh = dv + in_off;
-      transpose_head(kh, ldi, kt, N, D, ld);
-      transpose_head(vh, ldi, vt, N, D, ld);
+      if (half) {
+        for (int64_t d = 0; d < 2 * Dp; ++d) std::fill(kt2 + d * ld + N, kt2 + (d + 1) * ld, 0u);  // keys N..ld
+        bf16::pack_pairs_in_rows(kh, ldi, N, D, kt2, 1, ld);
+        bf16::pack_pairs_in_rows(vh, ldi, N, D, vt2, 1, ld);
+        bf16::pack_pairs_of_rows(kh, ldi, N, D, k2, D, 1);
+      } else {
+        transpose_head(kh, ldi, kt, N, D, ld);
+        transpose_head(vh, ldi, vt, N, D, ld);
+      }
       for (int64_t j = 0; j < N; ++j) {
         zero_row(dkh + j * ldi, D);
         zero_row(dvh + j * ldi, D);
@@ -303,9 +369,18 @@ void backward(const float* q, const float* k, const float* v, const float* o, co
         const int64_t cols = round_up(width, kCols);
         load_rows(qh, ldi, i0, rows, D, qb);
         load_rows(gh, ldo, i0, rows, D, gb);
-        rows_times_bt(qb, D, kt, ld, x, ld, cols, dm.scale);  // x = s q Kᵀ, recomputed
+        if (half) {
+          bf16::pack_pairs_in_rows(qb, D, kRows, D, q2, Dp, 1);
+          bf16::pack_pairs_in_rows(gb, D, kRows, D, g2, Dp, 1);
+          bf16::pair_products(q2, Dp, kt2, ld, Dp, kRows, cols, x, ld, dm.scale, false);
+        } else {
+          rows_times_bt(qb, D, kt, ld, x, ld, cols, dm.scale);  // x = s q Kᵀ, recomputed
+        }
         map_block(map, x, p, ld, i0, rows, width, dm);
-        rows_times_bt(gb, D, vt, ld, dp, ld, cols, 1.0f);  // dp = dO Vᵀ
+        if (half)
+          bf16::pair_products(g2, Dp, vt2, ld, Dp, kRows, cols, dp, ld, 1.0f, false);
+        else
+          rows_times_bt(gb, D, vt, ld, dp, ld, cols, 1.0f);  // dp = dO Vᵀ
         for (int64_t r = 0; r < kRows; ++r) {
           float* dxr = dx + r * ld;
           const int64_t n = r < rows ? visible(dm, i0 + r) : 0;
@@ -316,10 +391,21 @@ void backward(const float* q, const float* k, const float* v, const float* o, co
           }
           std::fill(dxr + n, dxr + width, 0.0f);
         }
-        rows_times_m(dx, ld, kh, ldi, width, D, dqb, dm.scale);  // dq = s dx K
+        if (half) {
+          bf16::pack_pairs_in_rows(dx, ld, kRows, width, dx2, ld / 2, 1);
+          bf16::pack_pairs_of_rows(dx, ld, kRows, width, dxt2, 1, Rp);
+          bf16::pack_pairs_of_rows(p, ld, kRows, width, pt2, 1, Rp);
+          bf16::pack_pairs_of_rows(qb, D, kRows, D, q2r, D, 1);
+          bf16::pack_pairs_of_rows(gb, D, kRows, D, g2r, D, 1);
+          bf16::pair_products(dx2, ld / 2, k2, D, (width + 1) / 2, kRows, D, dqb, D, dm.scale, false);
+          bf16::pair_products(dxt2, Rp, q2r, D, Rp, width, D, dkh, ldi, dm.scale, true);
+          bf16::pair_products(pt2, Rp, g2r, D, Rp, width, D, dvh, ldi, 1.0f, true);
+        } else {
+          rows_times_m(dx, ld, kh, ldi, width, D, dqb, dm.scale);       // dq = s dx K
+          add_wt_times_rows(dx, ld, qb, D, dkh, ldi, width, dm.scale);  // dK += s dxᵀ q
+          add_wt_times_rows(p, ld, gb, D, dvh, ldi, width, 1.0f);       // dV += pᵀ dO
+        }
         store_rows(dqb, rows, D, dqh, ldi, i0);
-        add_wt_times_rows(dx, ld, qb, D, dkh, ldi, width, dm.scale);  // dK += s dxᵀ q
-        add_wt_times_rows(p, ld, gb, D, dvh, ldi, width, 1.0f);       // dV += pᵀ dO
       }
     }
   });

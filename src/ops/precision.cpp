@@ -9,6 +9,7 @@
 
 #include <oneapi/dnnl/dnnl.hpp>
 
+#include "ops/bf16_bits.hpp"
 #include "softlab/error.hpp"
 
 namespace softlab {
@@ -68,19 +69,7 @@ namespace detail {
 void store_matmul_precision(Precision p) noexcept { g_precision.store(p, std::memory_order_relaxed); }
 }  // namespace detail
 
-namespace {
-// The bfloat16 bits of x: round to nearest, ties to even, on the bit pattern (add 0x7FFF
-// plus the lowest kept bit, then drop the low half). A NaN would round into infinity, so
-// it becomes a quiet NaN of the same sign instead. Branch-free, so callers' loops vectorise.
-inline uint16_t bf16_bits(float x) {
-  uint32_t u;
-  std::memcpy(&u, &x, 4);
-  const uint32_t is_nan = (u & 0x7FFFFFFFu) > 0x7F800000u;
-  const uint32_t r = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
-  const uint32_t q = (u | 0x00400000u) >> 16;
-  return static_cast<uint16_t>(is_nan ? q : r);
-}
-}  // namespace
+using detail::bf16_bits;
 
 float round_to_bf16(float x) {
   const uint32_t out = static_cast<uint32_t>(bf16_bits(x)) << 16;
