@@ -370,6 +370,7 @@ TEST_P(Bf16AttentionKernel, MatchesFp32) {
   const Schema& schema = attention_registry().find(type)->schema;
   const bool has_causal =
       std::any_of(schema.begin(), schema.end(), [](const ParamSpec& s) { return s.name == "causal"; });
+  double worst_o = 0.0, worst_g = 0.0;
   for (const bool causal : {false, true}) {
     if (causal && !has_causal) continue;
     for (const auto& [N, Dh] : {std::pair<int64_t, int64_t>{17, 16}, {33, 7}, {9, 64}}) {
@@ -377,12 +378,14 @@ TEST_P(Bf16AttentionKernel, MatchesFp32) {
       const AttentionRun f = run_attention(type, causal, N, Dh, Precision::fp32);
       const AttentionRun h = run_attention(type, causal, N, Dh, Precision::bf16);
       const double eo = tensor_rel_error(h.o, f.o);
+      worst_o = std::max(worst_o, eo);
       EXPECT_LE(eo, 2 * kU * 2) << "output";
       const Tensor* pairs_of_grads[3][2] = {{&h.dq, &f.dq}, {&h.dk, &f.dk}, {&h.dv, &f.dv}};
       for (int i = 0; i < 3; ++i) {
         const Tensor &gh = *pairs_of_grads[i][0], &gf = *pairs_of_grads[i][1];
         ASSERT_EQ(gh.defined(), gf.defined()) << "gradient " << "qkv"[i];
         if (gf.defined()) {
+          worst_g = std::max(worst_g, tensor_rel_error(gh, gf));
           EXPECT_LE(tensor_rel_error(gh, gf), 2 * kU * 5) << "gradient " << "qkv"[i];
         }
       }  // SOFT ties k to q: k has no gradient of its own
@@ -392,6 +395,8 @@ TEST_P(Bf16AttentionKernel, MatchesFp32) {
         EXPECT_GT(eo, 0.0) << "bf16 gave the fp32 output bit for bit: the bf16 path was not taken";
     }
   }
+  std::cout << "  " << type << ": worst normwise relative error: output " << worst_o << ", gradient " << worst_g
+            << "; bounds " << 2 * kU * 2 << " and " << 2 * kU * 5 << "\n";
 }
 INSTANTIATE_TEST_SUITE_P(All, Bf16AttentionKernel, ::testing::ValuesIn(attention_registry().names()),
                          [](const ::testing::TestParamInfo<std::string>& info) { return info.param; });
