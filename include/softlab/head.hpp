@@ -34,6 +34,11 @@ struct HeadOutput {
 class Head : public nn::Module {
  public:
   virtual HeadOutput forward(const Tensor& features, std::span<const int32_t> labels) = 0;
+  // Soft targets [B, C]: each row a distribution over the classes (mixup, CutMix). The loss
+  // is the head's loss against that distribution (docs/heads.md, "Soft targets"); with a
+  // one-hot row it equals forward()'s loss for that label. Heads whose registry entry has
+  // the "soft_targets" trait implement it; the default throws an Error.
+  virtual HeadOutput forward_soft(const Tensor& features, const Tensor& targets);
   // The head's decision rule; the default is arg-max with ties to the lowest index.
   virtual std::vector<int32_t> predict(const Tensor& scores) const;
   // The head's probabilities over the C classes, [B, C], from its scores: softmax for the
@@ -51,6 +56,10 @@ using HeadEntry = RegistryEntry<HeadFactory>;
 const Registry<HeadFactory>& head_registry();
 
 std::unique_ptr<Head> make_head(const json& cfg, const HeadContext& ctx, const std::string& path = "model.head");
+
+// True when the head type's registry entry has the "soft_targets" trait (false for an
+// unknown type).
+bool head_takes_soft_targets(const std::string& type);
 
 // Arg-max per row, ties to the lowest index.
 std::vector<int32_t> argmax_rows(const Tensor& scores);

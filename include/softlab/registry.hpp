@@ -17,6 +17,14 @@ struct RegistryEntry {
   std::string help;  // one line: what it is and where it comes from
   Schema schema;
   Factory factory;
+  // Capabilities the rest of softlab asks about by name, e.g. "soft_targets" (a head that
+  // trains on class distributions: mixup, CutMix). Absent means unsupported.
+  std::vector<std::string> traits = {};
+  bool has(const std::string& trait) const {
+    for (const auto& t : traits)
+      if (t == trait) return true;
+    return false;
+  }
 };
 
 template <class Factory>

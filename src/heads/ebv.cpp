@@ -1,6 +1,7 @@
 // ebv head: Equiangular Basis Vectors (Shen, Sun, Wei, CVPR 2023; docs/heads.md).
 //   v = h P^T + beta,  u = v / max(||v||, 1e-12),  cos_k = u . E_k   (E: fixed unit rows)
 //   l = CE(cos / tau, y; label_smoothing),  scores = cos,  prediction: the nearest E_k
+//   soft targets t: l = -sum_k t'_k log softmax(cos / tau)_k,  t' = (1-eps) t + eps/C
 // E is generated once from gen_seed when the head is built (generate_ebv_basis), saved in
 // checkpoints as the buffer "basis" and restored from them exactly; its rows are
 // re-normalised on every forward, so a basis loaded from anywhere is used as unit rows.
@@ -23,18 +24,22 @@ class EbvHead final : public Head {
     basis_ = register_buffer("basis", basis.basis);
   }
   HeadOutput forward(const Tensor& h, std::span<const int32_t> labels) override {
-    // Fused pieces with hand-written backwards: l2_normalize, a oneDNN matmul against the
-    // unit rows of the stored basis (a loaded basis need not be exactly normalised; it
-    // needs no gradient), cross_entropy. A GEMM, so the cost stays that of a linear layer
-    // at any C.
-    const Tensor cos = matmul(l2_normalize(linear(h, w_, b_)), l2_normalize(basis_), false, true);
+    const Tensor cos = cosines(h);
     HeadOutput out;
     out.scores = cos;
     if (!labels.empty()) {
       heads::check_labels("ebv", labels, cos.shape()[0], C_);
-      out.loss = cross_entropy(scale(cos, static_cast<float>(1.0 / tau_)), labels,
-                               training() ? static_cast<float>(smoothing_) : 0.0f);
+      out.loss = cross_entropy(logits(cos), labels, training() ? static_cast<float>(smoothing_) : 0.0f);
     }
+    return out;
+  }
+  // The same logits against a distribution, through the soft row rule (the hard path keeps
+  // the float cross_entropy op, which needs no [B, C] target).
+  HeadOutput forward_soft(const Tensor& h, const Tensor& targets) override {
+    HeadOutput out;
+    out.scores = cosines(h);
+    out.loss = heads::soft_cross_entropy("ebv", logits(out.scores), targets,
+                                         training() ? static_cast<float>(smoothing_) : 0.0f);
     return out;
   }
   Tensor probabilities(const Tensor& scores) const override {
@@ -45,6 +50,14 @@ class EbvHead final : public Head {
   }
 
  private:
+  // Fused pieces with hand-written backwards: l2_normalize, a oneDNN matmul against the
+  // unit rows of the stored basis (a loaded basis need not be exactly normalised; it needs
+  // no gradient). A GEMM, so the cost stays that of a linear layer at any C.
+  Tensor cosines(const Tensor& h) const {
+    return matmul(l2_normalize(linear(h, w_, b_)), l2_normalize(basis_), false, true);
+  }
+  Tensor logits(const Tensor& cos) const { return scale(cos, static_cast<float>(1.0 / tau_)); }
+
   int64_t C_, d_;
   double tau_;
   double smoothing_;
@@ -74,6 +87,7 @@ HeadEntry ebv_head_entry() {
       {.name = "gen_seed", .type = ParamType::Int, .default_value = 42, .min = 0.0,
        .help = "seed of the generator's Gaussian start"},
   };
+  e.traits = {"soft_targets"};
   e.factory = [](const json& p, const HeadContext& ctx) -> std::unique_ptr<Head> {
     const int64_t C = ctx.num_classes;
     const int64_t dim = p["dim"].is_null() ? C : p["dim"].get<int64_t>();

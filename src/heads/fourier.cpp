@@ -4,6 +4,7 @@
 // c_0 = sum_j |a_j|^2. Class i is bin i of C equal bins, centre x_i = -1 + (2i + 1)/C:
 //   q_i = p(x_i) / sum_j p(x_j),  scores S_i = log(q_i + eps_log),  l = CE(S, y)
 //   training adds R = gamma * 2 * sum_k 2 pi^2 k^2 |c_k|^2 (c_k: autocorrelation of a).
+//   soft targets t: l = -sum_k t_k log softmax(S)_k (+ R), softmax(S)_k = (q_k + eps_log) / (1 + C eps_log)
 // p(x_i) is computed from A(x_i) (the spec's route B: non-negative by construction); the
 // penalty needs the autocorrelation c_k and its gradient (route A).
 #include <cmath>
@@ -23,7 +24,10 @@ struct FourierRule {
   const double* sin_t = nullptr;  // [C, N+1]: sin(pi j x_i)
   int64_t scratch() const { return 4 * C + 2 * (N + 1); }
 
-  double row(const float* o, int32_t y, float* scores, float* g, double* s) const {
+  // One rule for labels and distributions: the data term is -sum_k t_k log softmax(S)_k
+  // (one term for a label), the penalty does not depend on the target.
+  template <class Target>
+  double row(const float* o, const Target* t, float* scores, float* g, double* s) const {
     const int64_t J = N + 1;
     const float* u = o;       // real parts
     const float* v = o + J;   // imaginary parts
@@ -49,9 +53,10 @@ struct FourierRule {
       psum += p[i];
     }
     for (int64_t i = 0; i < C; ++i) scores[i] = static_cast<float>(std::log(p[i] / psum + eps_log));
-    if (y < 0) return 0.0;
-    const double Ce = static_cast<double>(C) * eps_log;
-    double l = -std::log(p[y] / psum + eps_log) + std::log1p(Ce);
+    if (!t) return 0.0;
+    const double Ce = static_cast<double>(C) * eps_log, mass = t->mass();
+    double l = mass * std::log1p(Ce);
+    t->for_each([&](int64_t k, double tk) { l -= tk * std::log(p[k] / psum + eps_log); });
     // The smoothness penalty on the unnormalised autocorrelation (w_0 = 0, so k >= 1).
     const double pi2 = std::numbers::pi * std::numbers::pi;
     for (int64_t k = 0; k < J; ++k) {
@@ -66,12 +71,12 @@ struct FourierRule {
       gim[k] = gamma * 4.0 * w * ci;
     }
     if (!g) return l;
-    // Data term: dl/dlam = pi - onehot with pi = (q + eps)/(1 + C eps), then through
+    // Data term: dl/dlam = (sum t) pi - t with pi = (q + eps)/(1 + C eps), then through
     // q = p / psum and p = (Re^2 + Im^2) / (2 c_0).
     double gq_q = 0.0;
     for (int64_t i = 0; i < C; ++i) {
       const double q = p[i] / psum;
-      const double glam = (q + eps_log) / (1.0 + Ce) - (i == y ? 1.0 : 0.0);
+      const double glam = mass * (q + eps_log) / (1.0 + Ce) - (*t)[i];
       gp[i] = glam / (q + eps_log);  // dl/dq_i for now
       gq_q += gp[i] * q;
     }
@@ -124,6 +129,10 @@ class FourierHead final : public Head {
     FourierRule rule{C_, N_, eps_log_, training() ? gamma_ : 0.0, cos_.data(), sin_.data()};
     return heads::row_loss("fourier", linear(h, w_, b_), C_, labels, rule);
   }
+  HeadOutput forward_soft(const Tensor& h, const Tensor& targets) override {
+    FourierRule rule{C_, N_, eps_log_, training() ? gamma_ : 0.0, cos_.data(), sin_.data()};
+    return heads::row_loss_soft("fourier", linear(h, w_, b_), C_, targets, rule);
+  }
   // The density over the bins, q_i = exp(S_i) - eps_log (>= 0, sums to 1 up to rounding).
   Tensor probabilities(const Tensor& scores) const override {
     Tensor q = empty(scores.shape());
@@ -158,6 +167,7 @@ HeadEntry fourier_head_entry() {
       {.name = "init_div", .type = ParamType::Float, .default_value = 100.0, .min = 0.0, .min_exclusive = true,
        .help = "the linear layer's default init is divided by this (weight and bias), as the authors do"},
   };
+  e.traits = {"soft_targets"};
   e.factory = [](const json& p, const HeadContext& ctx) -> std::unique_ptr<Head> {
     const int64_t C = ctx.num_classes;
     const int64_t n = p["frequencies"].is_null() ? C - 1 : p["frequencies"].get<int64_t>();

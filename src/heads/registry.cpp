@@ -71,6 +71,15 @@ int64_t topk_correct(const Tensor& scores, std::span<const int32_t> labels, int6
 
 std::vector<int32_t> Head::predict(const Tensor& scores) const { return argmax_rows(scores); }
 
+HeadOutput Head::forward_soft(const Tensor&, const Tensor&) {
+  throw Error("this head does not train on soft targets (mixup, CutMix): its registry entry lacks \"soft_targets\"");
+}
+
+bool head_takes_soft_targets(const std::string& type) {
+  const HeadEntry* e = head_registry().find(type);
+  return e && e->has("soft_targets");
+}
+
 Tensor Head::probabilities(const Tensor& scores) const {
   NoGradGuard no_grad;
   return softmax(scores);

@@ -13,9 +13,13 @@
 //
 // A rule is any type with
 //   int64_t scratch() const;   // doubles of per-thread scratch the rule needs
-//   // Writes scores[C] of the row o[K]. If y >= 0 also returns l(o, y) and, when grad is
-//   // not null, writes dl/do into grad[K].
-//   double row(const float* o, int32_t y, float* scores, float* grad, double* scratch) const;
+//   // Writes scores[C] of the row o[K]. If t is not null also returns l(o, t) and, when
+//   // grad is not null, writes dl/do into grad[K].
+//   template <class Target>
+//   double row(const float* o, const Target* t, float* scores, float* grad, double* scratch) const;
+// Target is OneHot (forward: a label) or SoftRow (forward_soft: a distribution over the
+// classes, docs/heads.md "Soft targets"). A rule written against both is one piece of maths
+// for both paths; a rule without a soft loss (svm) takes `const OneHot*` only.
 #include <cmath>
 #include <span>
 #include <string>
@@ -54,16 +58,61 @@ struct RowLossNode final : Node {
 };
 }  // namespace detail
 
-// Scores [B, classes] (no autograd history) and, when labels are given, the mean loss
-// with its fused backward into o.
-template <class Rule>
-HeadOutput row_loss(const char* name, const Tensor& o, int64_t classes, std::span<const int32_t> labels,
+// The target of one row as a rule reads it: t_k, their sum ("mass", 1 for a distribution)
+// and a walk over the non-zero t_k. A label is the one-hot case: its walk has one term, so a
+// rule's hard path costs what a label-only rule would.
+struct OneHot {
+  int32_t y;
+  double mass() const { return 1.0; }
+  double operator[](int64_t k) const { return k == y ? 1.0 : 0.0; }
+  template <class F>
+  void for_each(F&& f) const { f(int64_t{y}, 1.0); }
+};
+
+struct SoftRow {
+  const float* t;  // [C]
+  int64_t C;
+  double total;    // sum_k t_k, ~1 (checked by check_targets)
+  double mass() const { return total; }
+  double operator[](int64_t k) const { return t[k]; }
+  // Zeros are skipped: a class with no weight contributes nothing, even where its own term
+  // would be infinite.
+  template <class F>
+  void for_each(F&& f) const {
+    for (int64_t k = 0; k < C; ++k)
+      if (t[k] != 0.0f) f(k, double{t[k]});
+  }
+};
+
+// Soft targets must be [B, C] like the scores, finite and non-negative, with rows that sum
+// to 1 up to float rounding: a row that does not is a bug upstream (a mixing weight applied
+// to one side only), not a distribution to train on.
+inline void check_targets(const char* head, const Tensor& targets, const Shape& scores) {
+  SOFTLAB_CHECK(targets.defined() && targets.shape() == scores, head, " head: soft targets of shape ",
+                targets.defined() ? targets.shape() : Shape{}, " do not match the scores' shape ", scores,
+                " (one distribution over the classes per example)");
+  const int64_t B = scores[0], C = scores[1];
+  const float* t = targets.data();
+  for (int64_t n = 0; n < B; ++n) {
+    double sum = 0.0;
+    for (int64_t k = 0; k < C; ++k) {
+      const float v = t[n * C + k];
+      SOFTLAB_CHECK(std::isfinite(v) && v >= 0.0f, head, " head: soft target ", v, " of example ", n, ", class ", k,
+                    " is not a probability");
+      sum += v;
+    }
+    SOFTLAB_CHECK(std::abs(sum - 1.0) <= 1e-3, head, " head: the soft targets of example ", n, " sum to ", sum,
+                  ", not 1");
+  }
+}
+
+namespace detail {
+// Runs the rule over the rows in parallel; target_at(n) gives row n's target when with_loss.
+template <class Rule, class TargetAt>
+HeadOutput run_rows(const char* name, const Tensor& o, int64_t classes, bool with_loss, const TargetAt& target_at,
                     const Rule& rule) {
-  SOFTLAB_CHECK(o.defined() && o.rank() == 2, name, ": expected a [batch, K] input, got ",
-                o.defined() ? o.shape() : Shape{});
+  using Target = decltype(target_at(int64_t{0}));
   const int64_t B = o.shape()[0], K = o.shape()[1];
-  const bool with_loss = !labels.empty();
-  if (with_loss) check_labels(name, labels, B, classes);
   const bool grad = with_loss && needs_grad({&o});
   HeadOutput out;
   out.scores = empty({B, classes});
@@ -75,17 +124,22 @@ HeadOutput row_loss(const char* name, const Tensor& o, int64_t classes, std::spa
   parallel_for(0, B, 16, [&](int64_t n0, int64_t n1) {
     std::vector<double> scratch(static_cast<size_t>(rule.scratch()));
     for (int64_t n = n0; n < n1; ++n) {
-      const int32_t y = with_loss ? labels[static_cast<size_t>(n)] : -1;
-      row_loss[static_cast<size_t>(n)] =
-          rule.row(op + n * K, y, sp + n * classes, gp ? gp + n * K : nullptr, scratch.data());
+      float* sn = sp + n * classes;
+      float* gn = gp ? gp + n * K : nullptr;
+      if (!with_loss) {
+        rule.row(op + n * K, static_cast<const Target*>(nullptr), sn, gn, scratch.data());
+        continue;
+      }
+      const Target t = target_at(n);
+      row_loss[static_cast<size_t>(n)] = rule.row(op + n * K, &t, sn, gn, scratch.data());
     }
   });
   if (!with_loss) return out;
   double total = 0.0;
   for (double v : row_loss) total += v;  // fixed order: the same result for any thread count
   out.loss = scalar(static_cast<float>(total / static_cast<double>(B)));
-  if (grad) {
-    auto node = std::make_shared<detail::RowLossNode>();
+  if (grad) {  // the targets are data: the node has o as its only input
+    auto node = std::make_shared<RowLossNode>();
     node->op_name = name;
     node->row_grads = row_grads;
     attach(out.loss, node, {&o});
@@ -93,22 +147,83 @@ HeadOutput row_loss(const char* name, const Tensor& o, int64_t classes, std::spa
   return out;
 }
 
-// Cross-entropy of one row of logits lam[C] against (1 - eps) onehot(y) + eps / C, in
-// double. Writes dl/dlam = softmax(lam) - q into g (if not null) and returns l.
-inline double row_cross_entropy(const double* lam, int64_t C, int32_t y, double eps, double* g) {
+inline void check_rows(const char* name, const Tensor& o) {
+  SOFTLAB_CHECK(o.defined() && o.rank() == 2, name, ": expected a [batch, K] input, got ",
+                o.defined() ? o.shape() : Shape{});
+}
+}  // namespace detail
+
+// Scores [B, classes] (no autograd history) and, when labels are given, the mean loss
+// with its fused backward into o.
+template <class Rule>
+HeadOutput row_loss(const char* name, const Tensor& o, int64_t classes, std::span<const int32_t> labels,
+                    const Rule& rule) {
+  detail::check_rows(name, o);
+  if (!labels.empty()) check_labels(name, labels, o.shape()[0], classes);
+  return detail::run_rows(
+      name, o, classes, !labels.empty(), [&](int64_t n) { return OneHot{labels[static_cast<size_t>(n)]}; }, rule);
+}
+
+// The same with soft targets [B, classes]: the mean of l(o_n, t_n).
+template <class Rule>
+HeadOutput row_loss_soft(const char* name, const Tensor& o, int64_t classes, const Tensor& targets,
+                         const Rule& rule) {
+  detail::check_rows(name, o);
+  check_targets(name, targets, Shape{o.shape()[0], classes});
+  const float* t = targets.data();
+  return detail::run_rows(
+      name, o, classes, true,
+      [&](int64_t n) {
+        const float* row = t + n * classes;
+        double total = 0.0;
+        for (int64_t k = 0; k < classes; ++k) total += row[k];
+        return SoftRow{row, classes, total};
+      },
+      rule);
+}
+
+// Cross-entropy of one row of logits lam[C] against q = (1 - eps) t + eps / C, in double:
+//   l = -sum_k q_k log softmax(lam)_k = (sum q) LSE(lam) - sum_k q_k lam_k.
+// Writes dl/dlam = (sum q) softmax(lam) - q into g (if not null) and returns l.
+template <class Target>
+double row_cross_entropy(const float* lam, int64_t C, const Target& t, double eps, float* g) {
   double m = lam[0];
-  for (int64_t k = 1; k < C; ++k) m = std::max(m, lam[k]);
+  for (int64_t k = 1; k < C; ++k) m = std::max(m, double{lam[k]});
   double z = 0.0, lam_sum = 0.0;
   for (int64_t k = 0; k < C; ++k) {
     z += std::exp(lam[k] - m);
     lam_sum += lam[k];
   }
-  const double lse = m + std::log(z);
-  if (g) {
-    for (int64_t k = 0; k < C; ++k) g[k] = std::exp(lam[k] - lse) - eps / static_cast<double>(C);
-    g[y] -= 1.0 - eps;
+  const double lse = m + std::log(z), off = eps / static_cast<double>(C);
+  const double mass = (1.0 - eps) * t.mass() + eps;  // sum_k q_k
+  if (g)
+    for (int64_t k = 0; k < C; ++k) g[k] = static_cast<float>(mass * std::exp(lam[k] - lse) - (1.0 - eps) * t[k] - off);
+  double tl = 0.0;
+  t.for_each([&](int64_t k, double tk) { tl += tk * lam[k]; });
+  return mass * lse - (1.0 - eps) * tl - off * lam_sum;
+}
+
+// The row rule of the softmax-family heads' soft loss (softmax, ebv, cosine): the scores
+// are the logits. Their hard loss stays on the fused float cross_entropy op, which needs no
+// [B, C] target; this rule is the same formula with a dense target, and with a one-hot row
+// the two agree to float rounding (tests/test_heads_soft.cpp).
+struct CrossEntropyRule {
+  int64_t C = 0;
+  double eps = 0.0;
+  int64_t scratch() const { return 0; }
+  template <class Target>
+  double row(const float* lam, const Target* t, float* scores, float* g, double*) const {
+    for (int64_t k = 0; k < C; ++k) scores[k] = lam[k];
+    return t ? row_cross_entropy(lam, C, *t, eps, g) : 0.0;
   }
-  return lse - (1.0 - eps) * lam[y] - eps / static_cast<double>(C) * lam_sum;
+};
+
+// Mean cross-entropy of logits [B, C] against soft targets, smoothed by eps; differentiable
+// in the logits only.
+inline Tensor soft_cross_entropy(const char* head, const Tensor& logits, const Tensor& targets, double eps) {
+  detail::check_rows(head, logits);
+  const int64_t C = logits.shape()[1];
+  return row_loss_soft(head, logits, C, targets, CrossEntropyRule{C, eps}).loss;
 }
 
 // nn.Linear's default initialisation U(-1/sqrt(D), 1/sqrt(D)), divided by `div` (the

@@ -1,6 +1,7 @@
 // softmax head: a linear layer and cross-entropy (docs/heads.md).
 //   S = (h W^T + b) / T,  l = CE(S, y; label_smoothing)
 // In eval mode the loss is plain cross-entropy (no smoothing): the data term.
+// Soft targets t (forward_soft): l = -sum_k t'_k log softmax(S)_k, t' = (1-eps) t + eps/C.
 #include <cmath>
 
 #include "heads/row_loss.hpp"
@@ -19,13 +20,25 @@ class SoftmaxHead final : public Head {
   }
   HeadOutput forward(const Tensor& h, std::span<const int32_t> labels) override {
     HeadOutput out;
-    out.scores = linear(h, w_, b_);
-    if (inv_t_ != 1.0f) out.scores = scale(out.scores, inv_t_);
+    out.scores = logits(h);
     if (!labels.empty()) out.loss = cross_entropy(out.scores, labels, training() ? smoothing_ : 0.0f);
+    return out;
+  }
+  // The same loss against a distribution: the fused row rule of heads::soft_cross_entropy
+  // (the hard path above keeps the float op, which reads a label instead of a [B, C] row).
+  HeadOutput forward_soft(const Tensor& h, const Tensor& targets) override {
+    HeadOutput out;
+    out.scores = logits(h);
+    out.loss = heads::soft_cross_entropy("softmax", out.scores, targets, training() ? smoothing_ : 0.0f);
     return out;
   }
 
  private:
+  Tensor logits(const Tensor& h) const {
+    const Tensor o = linear(h, w_, b_);
+    return inv_t_ != 1.0f ? scale(o, inv_t_) : o;
+  }
+
   float smoothing_, inv_t_;
   Tensor w_, b_;
 };
@@ -41,6 +54,7 @@ HeadEntry softmax_head_entry() {
       {.name = "temperature", .type = ParamType::Float, .default_value = 1.0, .min = 0.0, .min_exclusive = true,
        .help = "scores = logits / T"},
   };
+  e.traits = {"soft_targets"};
   e.factory = [](const json& p, const HeadContext& ctx) -> std::unique_ptr<Head> {
     return std::make_unique<SoftmaxHead>(ctx, p["label_smoothing"].get<float>(), p["temperature"].get<float>());
   };

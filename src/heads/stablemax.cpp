@@ -1,6 +1,6 @@
 // stablemax head: StableMax cross-entropy (Prieto et al. 2025; docs/heads.md).
 //   z = h W^T + b,  s(x) = x + 1 (x >= 0), 1 / (1 - x) (x < 0),  P_k = s(z_k) / sum_j s(z_j)
-//   l = -log P_y, scores = z
+//   l = -log P_y, scores = z;  soft targets t: l = -sum_k t_k log P_k
 // Evaluated through log s(x) = +-log1p(|x|) and a log-sum-exp of those, so no exponential
 // of a logit is ever formed: finite even at |z| = 1e30 in float32.
 #include <cmath>
@@ -23,17 +23,22 @@ double log_s_row(const float* z, int64_t C, double* ls) {
   return m + std::log(sum);
 }
 
+// One rule for labels and distributions: l = (sum t) log sum_j s(z_j) - sum_k t_k log s(z_k),
+// which is lse - log s(z_y) for a label.
 struct StablemaxRule {
   int64_t C = 0;
   int64_t scratch() const { return C; }
-  double row(const float* z, int32_t y, float* scores, float* g, double* ls) const {
+  template <class Target>
+  double row(const float* z, const Target* t, float* scores, float* g, double* ls) const {
     for (int64_t k = 0; k < C; ++k) scores[k] = z[k];
-    if (y < 0) return 0.0;
-    const double lse = log_s_row(z, C, ls);
-    if (g)  // dl/dz_k = (P_k - [k = y]) s'(z_k)/s(z_k), and s'/s = 1 / (1 + |z|)
+    if (!t) return 0.0;
+    const double lse = log_s_row(z, C, ls), mass = t->mass();
+    if (g)  // dl/dz_k = ((sum t) P_k - t_k) s'(z_k)/s(z_k), and s'/s = 1 / (1 + |z|)
       for (int64_t k = 0; k < C; ++k)
-        g[k] = static_cast<float>((std::exp(ls[k] - lse) - (k == y ? 1.0 : 0.0)) / (1.0 + std::abs(double{z[k]})));
-    return lse - ls[y];
+        g[k] = static_cast<float>((mass * std::exp(ls[k] - lse) - (*t)[k]) / (1.0 + std::abs(double{z[k]})));
+    double l = mass * lse;
+    t->for_each([&](int64_t k, double tk) { l -= tk * ls[k]; });
+    return l;
   }
 };
 
@@ -48,6 +53,12 @@ class StablemaxHead final : public Head {
     Tensor z = linear(h, w_, b_);
     HeadOutput out = heads::row_loss("stablemax", z, C_, labels, StablemaxRule{C_});
     out.scores = z;  // the logits, with their autograd history
+    return out;
+  }
+  HeadOutput forward_soft(const Tensor& h, const Tensor& targets) override {
+    Tensor z = linear(h, w_, b_);
+    HeadOutput out = heads::row_loss_soft("stablemax", z, C_, targets, StablemaxRule{C_});
+    out.scores = z;
     return out;
   }
   // P_k = s(z_k) / sum_j s(z_j), in double through log s.
@@ -76,6 +87,7 @@ HeadEntry stablemax_head_entry() {
   e.name = "stablemax";
   e.help = "StableMax cross-entropy (Prieto et al.): s(x) = x+1 or 1/(1-x) instead of exp; no overflow";
   e.schema = {};
+  e.traits = {"soft_targets"};
   e.factory = [](const json&, const HeadContext& ctx) -> std::unique_ptr<Head> {
     return std::make_unique<StablemaxHead>(ctx);
   };

@@ -36,9 +36,12 @@ struct SvmRule {
   double power(double v) const { return o.p == 1 ? v : v * v; }
   double slope(double v) const { return o.p == 1 ? (v > 0.0 ? 1.0 : 0.0) : 2.0 * v; }
 
-  double row(const float* s, int32_t y, float* scores, float* g, double*) const {
+  // Labels only: a hinge against a distribution has no meaning, so the svm head has no
+  // soft loss (docs/heads.md, "Soft targets").
+  double row(const float* s, const heads::OneHot* t, float* scores, float* g, double*) const {
     for (int64_t k = 0; k < C; ++k) scores[k] = s[k];
-    if (y < 0) return 0.0;
+    if (!t) return 0.0;
+    const int32_t y = t->y;
     if (g)
       for (int64_t k = 0; k < C; ++k) g[k] = 0.0f;
     double l = 0.0;

@@ -1,6 +1,7 @@
 // zloss head: the Z-loss of de Brebisson & Vincent (docs/heads.md).
 //   o = h W^T + beta,  z = (o - mean o) / sqrt(var o + var_eps)   (population variance)
 //   l = softplus(a (b - z_y)) / a,  scores = z
+//   soft targets t: l = sum_k t_k softplus(a (b - z_k)) / a   (the label's loss, averaged over t)
 // The loss depends on o only through its standardised form, so it is invariant to
 // o -> alpha o + c (exactly when var_eps = 0).
 #include <cmath>
@@ -15,8 +16,13 @@ namespace {
 struct ZlossRule {
   double a = 1.0, b = 3.0, var_eps = 1e-6;
   int64_t C = 0;
-  int64_t scratch() const { return C; }
-  double row(const float* o, int32_t y, float* scores, float* g, double* z) const {
+  int64_t scratch() const { return 2 * C; }
+  // One rule for labels and distributions: l = sum_k t_k softplus(x_k) / a, x_k = a (b - z_k),
+  // summed over the non-zero t_k only (one term for a label).
+  template <class Target>
+  double row(const float* o, const Target* t, float* scores, float* g, double* s) const {
+    double* z = s;      // [C] standardised outputs
+    double* w = s + C;  // [C] dl/dz_k = -t_k sigmoid(x_k), written where t_k != 0
     const double inv_c = 1.0 / static_cast<double>(C);
     double mu = 0.0;
     for (int64_t k = 0; k < C; ++k) mu += o[k];
@@ -28,18 +34,26 @@ struct ZlossRule {
       z[k] = sigma > 0.0 ? (o[k] - mu) / sigma : 0.0;
       scores[k] = static_cast<float>(z[k]);
     }
-    if (y < 0) return 0.0;
-    const double x = a * (b - z[y]);
-    const double e = std::exp(-std::abs(x));
-    const double softplus = std::max(x, 0.0) + std::log1p(e);
+    if (!t) return 0.0;
+    double l = 0.0, w_sum = 0.0, wz = 0.0;
+    t->for_each([&](int64_t k, double tk) {
+      const double x = a * (b - z[k]);
+      const double e = std::exp(-std::abs(x));
+      l += tk * (std::max(x, 0.0) + std::log1p(e));  // stable softplus
+      w[k] = -tk * (x >= 0.0 ? 1.0 / (1.0 + e) : e / (1.0 + e));
+      w_sum += w[k];
+      wz += w[k] * z[k];
+    });
     if (g) {
-      // dl/do_k = -(sigmoid(x) / sigma) ([k = y] - 1/C - z_y z_k / C)
-      const double sig = x >= 0.0 ? 1.0 / (1.0 + e) : e / (1.0 + e);
-      const double f = sigma > 0.0 ? -sig / sigma : 0.0;
-      for (int64_t k = 0; k < C; ++k)
-        g[k] = static_cast<float>(f * ((k == y ? 1.0 : 0.0) - inv_c - z[y] * z[k] * inv_c));
+      // dz_j/do_k = ([j = k] - 1/C - z_j z_k / C) / sigma, so
+      // dl/do_k = (w_k - (sum_j w_j) / C - z_k (sum_j w_j z_j) / C) / sigma.
+      const double inv_sigma = sigma > 0.0 ? 1.0 / sigma : 0.0;
+      for (int64_t k = 0; k < C; ++k) {
+        const double wk = (*t)[k] != 0.0 ? w[k] : 0.0;
+        g[k] = static_cast<float>(inv_sigma * (wk - (w_sum + z[k] * wz) * inv_c));
+      }
     }
-    return softplus / a;
+    return l / a;
   }
 };
 
@@ -52,6 +66,9 @@ class ZlossHead final : public Head {
   }
   HeadOutput forward(const Tensor& h, std::span<const int32_t> labels) override {
     return heads::row_loss("zloss", linear(h, w_, b_), rule_.C, labels, rule_);
+  }
+  HeadOutput forward_soft(const Tensor& h, const Tensor& targets) override {
+    return heads::row_loss_soft("zloss", linear(h, w_, b_), rule_.C, targets, rule_);
   }
   Tensor probabilities(const Tensor&) const override { return Tensor(); }
 
@@ -75,6 +92,7 @@ HeadEntry zloss_head_entry() {
       {.name = "var_eps", .type = ParamType::Float, .default_value = 1e-6, .min = 0.0,
        .help = "added to the variance (0: exact invariance)"},
   };
+  e.traits = {"soft_targets"};
   e.factory = [](const json& p, const HeadContext& ctx) -> std::unique_ptr<Head> {
     ZlossRule r;
     r.C = ctx.num_classes;

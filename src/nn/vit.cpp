@@ -46,4 +46,8 @@ HeadOutput ViT::forward(const Tensor& images, std::span<const int32_t> labels) {
   return head->forward(features(images), labels);
 }
 
+HeadOutput ViT::forward_soft(const Tensor& images, const Tensor& targets) {
+  return head->forward_soft(features(images), targets);
+}
+
 }  // namespace softlab::nn

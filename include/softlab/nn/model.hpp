@@ -6,6 +6,7 @@
 #include <span>
 #include <vector>
 
+#include "softlab/error.hpp"
 #include "softlab/head.hpp"
 #include "softlab/nn/module.hpp"
 #include "softlab/random.hpp"
@@ -18,6 +19,12 @@ class Model : public Module {
   // image, or one per position with -1 where nothing is predicted (seq). Without labels the
   // head scores one row per example (the last position of a sequence).
   virtual HeadOutput forward(const Tensor& input, std::span<const int32_t> labels = {}) = 0;
+  // The same with soft targets [B, C] (mixup, CutMix) for the head's forward_soft. Models
+  // that cannot (sequences) throw an Error.
+  virtual HeadOutput forward_soft(const Tensor& input, const Tensor& targets) {
+    (void)input, (void)targets;
+    throw Error("this model does not train on soft targets (mixup, CutMix)");
+  }
   // The labels forward(input, labels) scores, in the order of its score rows.
   virtual std::vector<int32_t> scored_labels(const Tensor& input, std::span<const int32_t> labels) const {
     return {labels.begin(), labels.end()};

@@ -18,6 +18,7 @@ class ViT : public Model {
   ViT(const Config::Model& cfg, int64_t num_classes, int64_t train_size, uint64_t seed);
   Tensor features(const Tensor& images);  // [B, C, H, W] -> pooled [B, D]
   HeadOutput forward(const Tensor& images, std::span<const int32_t> labels = {}) override;
+  HeadOutput forward_soft(const Tensor& images, const Tensor& targets) override;
   int64_t tokens() const override { return tokens_; }
 
   PatchEmbed* patch_embed;
