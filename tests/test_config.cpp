@@ -239,7 +239,10 @@ TEST(ConfigResolve, MinimalConfigGetsDefaults) {
   EXPECT_EQ(r["name"], "run");
   EXPECT_EQ(r["seed"], 0);
   EXPECT_TRUE(r["data"]["path"].is_null());
-  EXPECT_EQ(r["data"]["augment"], (json{{"random_crop", 0}, {"hflip", false}}));
+  EXPECT_EQ(r["data"]["augment"]["random_crop"], 0);
+  EXPECT_EQ(r["data"]["augment"]["hflip"], false);
+  EXPECT_EQ(r["data"]["augment"]["mixup"], 0.0);
+  EXPECT_EQ(r["data"]["subset"], 0);
   EXPECT_EQ(r["model"]["patch_size"], 7);
   EXPECT_EQ(r["model"]["attention"]["type"], "softmax");
   EXPECT_EQ(r["model"]["head"]["type"], "softmax");
@@ -258,6 +261,17 @@ TEST(ConfigResolve, TypedDefaultsMatchSchemaDefaults) {
   EXPECT_EQ(c.seed, d.seed);
   EXPECT_EQ(c.data.augment.random_crop, d.data.augment.random_crop);
   EXPECT_EQ(c.data.augment.hflip, d.data.augment.hflip);
+  EXPECT_EQ(c.data.augment.translate, d.data.augment.translate);
+  EXPECT_EQ(c.data.augment.random_resized_crop, d.data.augment.random_resized_crop);
+  EXPECT_EQ(c.data.augment.rrc_scale, d.data.augment.rrc_scale);
+  EXPECT_EQ(c.data.augment.rrc_ratio, d.data.augment.rrc_ratio);
+  EXPECT_EQ(c.data.augment.trivial_augment, d.data.augment.trivial_augment);
+  EXPECT_EQ(c.data.augment.random_erasing, d.data.augment.random_erasing);
+  EXPECT_EQ(c.data.augment.mixup, d.data.augment.mixup);
+  EXPECT_EQ(c.data.augment.cutmix, d.data.augment.cutmix);
+  EXPECT_EQ(c.data.augment.mix_prob, d.data.augment.mix_prob);
+  EXPECT_EQ(c.data.augment.switch_prob, d.data.augment.switch_prob);
+  EXPECT_EQ(c.data.subset, d.data.subset);
   EXPECT_EQ(c.model.type, d.model.type);
   EXPECT_EQ(c.model.image_size, d.model.image_size);
   EXPECT_EQ(c.model.channels, d.model.channels);
@@ -267,6 +281,7 @@ TEST(ConfigResolve, TypedDefaultsMatchSchemaDefaults) {
   EXPECT_EQ(c.model.heads, d.model.heads);
   EXPECT_EQ(c.model.mlp_ratio, d.model.mlp_ratio);
   EXPECT_EQ(c.model.dropout, d.model.dropout);
+  EXPECT_EQ(c.model.drop_path, d.model.drop_path);
   EXPECT_EQ(c.model.pool, d.model.pool);
   EXPECT_EQ(c.model.num_classes, d.model.num_classes);
   EXPECT_EQ(c.train.epochs, d.train.epochs);
@@ -286,6 +301,8 @@ TEST(ConfigResolve, TypedDefaultsMatchSchemaDefaults) {
   EXPECT_EQ(c.train.schedule.step_epochs, d.train.schedule.step_epochs);
   EXPECT_EQ(c.train.schedule.gamma, d.train.schedule.gamma);
   EXPECT_EQ(c.train.grad_clip, d.train.grad_clip);
+  EXPECT_EQ(c.train.accumulate, d.train.accumulate);
+  EXPECT_EQ(c.train.ema, d.train.ema);
   EXPECT_EQ(c.train.threads, d.train.threads);
   EXPECT_EQ(c.train.eval_every, d.train.eval_every);
   EXPECT_EQ(c.train.max_steps, d.train.max_steps);

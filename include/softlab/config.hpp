@@ -37,6 +37,7 @@ struct Config {
     std::string dataset;
     std::optional<std::string> path;
     Augment augment;
+    int64_t subset = 0;  // class-balanced training subset of this size; 0: the whole set
     // The synthetic:<task> keys of this section (task empty for image data sets).
     SyntheticOptions synthetic;
   } data;
@@ -53,6 +54,7 @@ struct Config {
     std::string target = "all";      // seq: all | last
     bool qk_norm = false;      // LayerNorm over Dh on q and k before the attention module
     double layer_scale = 0.0;  // initial per-channel residual scale; 0: off
+    double drop_path = 0.0;    // stochastic depth rate of the last block (linear in depth); 0: off
     int64_t num_classes = 0;   // 0: from the data set
     json attention;            // {"type": ..., params...} validated against the registry
     json head;
@@ -62,6 +64,8 @@ struct Config {
     OptimizerConfig optimizer;
     ScheduleConfig schedule;
     double grad_clip = 1.0;  // 0: off
+    int64_t accumulate = 1;  // loader batches per optimiser step
+    double ema = 0.0;        // weight EMA decay; 0: off
     int threads = 0;         // 0: physical cores
     Precision precision = Precision::fp32;  // of matrix products (softlab/precision.hpp)
     int64_t eval_every = 1;  // epochs
@@ -110,5 +114,9 @@ SyntheticOptions synthetic_options(const Config& cfg);
 // are param_spec_json(), model.attention / model.head are {"type": "registry", "keys",
 // "variants": {name: schema_json(...)}}.
 json config_schema_json();
+
+// The training recipe as resolved (augmentation, mixing, subset, dropout, drop path, label
+// smoothing, accumulation, EMA), several lines of text; `softlab validate` prints it.
+std::string recipe_summary(const Config& cfg);
 
 }  // namespace softlab

@@ -3,6 +3,7 @@
 // and Fashion-MNIST, plain or gzip; the CIFAR-10 and CIFAR-100 binary versions), the
 // lookup of where a data set lives, and a batch loader that normalises, augments and
 // prepares the next batch on a background thread.
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -96,14 +97,40 @@ struct Normalization {
 // must be normalised with the training split's statistics, so the loader never guesses.
 Normalization compute_normalization(const Dataset& ds);  // from the data set itself
 
+// Training-time augmentation and mixing (docs/training.md, "Augmentation and mixing"). Every
+// field's default is off, and with all of them off a batch is bit for bit what it was before
+// the recipe keys existed. Per image, in this order: random-resized crop, shift (random_crop or
+// translate), TrivialAugment, flip (all on the uint8 image), normalisation, random erasing (on
+// the normalised floats); then per batch mixup or CutMix.
 struct Augment {
   int random_crop = 0;  // pad by this many pixels (zeros), then crop back at a random offset
   bool hflip = false;   // horizontal flip with probability 1/2
+  // Shift by (dy, dx), each uniform in [-translate, translate], with pixel value 0 filling
+  // what comes in: the same shifts as random_crop (a padded crop is a shift), kept under the
+  // name timm-style recipes use. At most one of the two may be set.
+  int translate = 0;
+  // torchvision's RandomResizedCrop back to the image size (bilinear): a box whose area is a
+  // fraction in rrc_scale of the image and whose width / height is log-uniform in rrc_ratio.
+  bool random_resized_crop = false;
+  std::array<double, 2> rrc_scale = {0.35, 1.0};
+  std::array<double, 2> rrc_ratio = {3.0 / 4.0, 4.0 / 3.0};
+  bool trivial_augment = false;  // TrivialAugment (wide op list, ranges for 28-32 px images)
+  double random_erasing = 0.0;   // probability of erasing one rectangle (timm's defaults)
+  // Batch mixing as timm's Mixup in "batch" mode: Beta(alpha, alpha) parameters, 0 = off.
+  double mixup = 0.0, cutmix = 0.0;
+  double mix_prob = 1.0;     // probability that a batch is mixed at all
+  double switch_prob = 0.5;  // with both on: probability of CutMix rather than mixup
+  bool mixes() const { return mixup > 0.0 || cutmix > 0.0; }
 };
 
 struct Batch {
   Tensor images;                 // [B, C, H, W], normalised float
   std::vector<int32_t> labels;   // B
+  // [B, classes] soft targets whenever mixup or CutMix is configured (rows sum to 1): a mixed
+  // batch's rows hold lambda on the image's own class and 1 - lambda on its partner's (labels
+  // then hold each row's larger share, its own class at lambda >= 1/2), a batch that was not
+  // mixed (mix_prob) one-hot rows. Undefined when no mixing is configured.
+  Tensor targets;
   int64_t index = 0;             // batch index within the epoch
 };
 
@@ -119,6 +146,8 @@ class BatchLoader {
     Normalization norm;
     uint64_t seed = 0;
     bool prefetch = true;  // prepare the next batch on a background thread
+    // Classes of the soft targets; needed (> 0, above every label) when augment.mixes().
+    int64_t num_classes = 0;
   };
   // Keeps a reference to `ds`: the data set must outlive the loader.
   BatchLoader(const Dataset& ds, Options opt);
@@ -134,6 +163,14 @@ class BatchLoader {
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
+
+// A deterministic, class-balanced subset of `size` images of an image data set (data.subset):
+// size / K images of each of the K classes, the remainder one more each to the lowest class
+// indices; within a class, which images is drawn by a generator seeded from `seed` (the run
+// seed) and a fixed tag, so it never depends on the epoch. The kept images stay in the data
+// set's order. A size of 0 or more than the data set holds, or a class with fewer images than
+// its share, is a softlab::Error naming data.subset, the numbers and the class.
+Dataset class_balanced_subset(const Dataset& ds, int64_t size, uint64_t seed);
 
 // Writes a data set as IDX files (images-idx3-ubyte, labels-idx1-ubyte; gzip when `gz`),
 // named as the MNIST files are: {train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz].

@@ -104,4 +104,7 @@ class Generator;
 // Inverted dropout: zeroes each element with probability p and scales the rest by 1/(1-p).
 // The mask comes from `gen`, so a seeded generator gives a reproducible mask.
 Tensor dropout(const Tensor& x, float p, Generator& gen);
+// Drop path (stochastic depth): zeroes whole examples (rows of dimension 0) with
+// probability p and scales the rest by 1/(1-p).
+Tensor drop_path(const Tensor& x, float p, Generator& gen);
 }  // namespace softlab

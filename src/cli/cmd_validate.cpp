@@ -24,7 +24,7 @@ int cmd_validate(int argc, char** argv) {
   // Building the model checks what only construction can (module parameters, shapes).
   auto model = build_model(cfg, cfg.model.num_classes > 0 ? cfg.model.num_classes : 10, 0);
   std::cout << cfg.resolved.dump(2) << "\n";
-  std::cerr << "ok: " << model->num_parameters() << " parameters\n";
+  std::cerr << recipe_summary(cfg) << "ok: " << model->num_parameters() << " parameters\n";
   return 0;
 }
 

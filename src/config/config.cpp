@@ -9,7 +9,10 @@
 #include <memory>
 #include <unordered_set>
 
+#include "config/config_schema.hpp"
+#include "config/registries.hpp"
 #include "softlab/error.hpp"
+#include "softlab/head.hpp"
 
 namespace softlab {
 
@@ -74,6 +77,54 @@ json::parser_callback_t duplicate_key_check(const std::string& file) {
   };
 }
 
+// The rules of data.augment and data.subset that tie them to other keys (the schema has
+// checked each alone). Errors name the key and its value, as "data.augment.mixup = 0.8: ...".
+void check_augment(const json& r) {
+  const json& d = r["data"];
+  const json& aug = d["augment"];
+  const std::string dataset = d["dataset"].get<std::string>();
+  auto key = [&](const std::string& k) { return detail::cat("data.augment.", k, " = ", aug[k].dump()); };
+
+  // Sequences have no pixels to augment and no images to mix: a key set for them is a mistake
+  // the loader would otherwise ignore. Every key of the schema's augment object counts, so a
+  // key added later is covered without touching this.
+  if (is_synthetic(dataset)) {
+    const config_detail::Node* node = config_detail::config_schema().child("data")->child("augment");
+    for (const auto& child : node->children)
+      SOFTLAB_CHECK(aug[child.name] == child.param.default_value, key(child.name), ": data.dataset '", dataset,
+                    "' is a token-sequence task; image augmentation and mixing do not apply (remove the key or "
+                    "set it to ", child.param.default_value.dump(), ")");
+    SOFTLAB_CHECK(d["subset"].get<int64_t>() == 0, "data.subset = ", d["subset"].dump(), ": data.dataset '",
+                  dataset, "' is a token-sequence task; set its size with data.train_size instead");
+    return;
+  }
+
+  SOFTLAB_CHECK(aug["translate"].get<int>() == 0 || aug["random_crop"].get<int>() == 0, key("translate"),
+                " and data.augment.random_crop = ", aug["random_crop"].dump(),
+                ": both shift the image by up to that many pixels (a padded crop is a shift); set one of them");
+  const int64_t size = r["model"]["image_size"].get<int64_t>();
+  SOFTLAB_CHECK(aug["translate"].get<int64_t>() < size, key("translate"), ": must be below model.image_size (",
+                size, "), or nothing of the image is left");
+  for (const char* k : {"rrc_scale", "rrc_ratio"}) {
+    const json& v = aug[k];
+    SOFTLAB_CHECK(v.size() == 2 && v[0].get<double>() <= v[1].get<double>(), key(k),
+                  ": expected [min, max] with min <= max");
+  }
+
+  // Mixed batches carry class distributions; a head that cannot train on them would fail at
+  // the first step, after the data set was loaded and the model built.
+  const std::string head = r["model"]["head"]["type"].get<std::string>();
+  for (const char* k : {"mixup", "cutmix"}) {
+    if (aug[k].get<double>() <= 0.0 || head_takes_soft_targets(head)) continue;
+    std::string able;
+    for (const auto& t : head_types())
+      if (head_takes_soft_targets(t)) able += (able.empty() ? "" : ", ") + t;
+    throw Error(detail::cat(key(k), ": model.head.type \"", head, "\" does not train on soft targets (its registry "
+                            "entry lacks the \"soft_targets\" trait); set data.augment.", k, " to 0 or use a head "
+                            "that has it: ", able.empty() ? std::string("none is registered") : able));
+  }
+}
+
 }  // namespace
 
 json read_json_file(const std::string& path) {
@@ -107,8 +158,21 @@ Config parse_config(const json& cfg) {
   const json& d = r["data"];
   c.data.dataset = d["dataset"].get<std::string>();
   if (!d["path"].is_null()) c.data.path = d["path"].get<std::string>();
-  c.data.augment.random_crop = d["augment"]["random_crop"].get<int>();
-  c.data.augment.hflip = d["augment"]["hflip"].get<bool>();
+  check_augment(r);
+  c.data.subset = d["subset"].get<int64_t>();
+  const json& aug = d["augment"];
+  c.data.augment.random_crop = aug["random_crop"].get<int>();
+  c.data.augment.hflip = aug["hflip"].get<bool>();
+  c.data.augment.translate = aug["translate"].get<int>();
+  c.data.augment.random_resized_crop = aug["random_resized_crop"].get<bool>();
+  c.data.augment.rrc_scale = {aug["rrc_scale"][0].get<double>(), aug["rrc_scale"][1].get<double>()};
+  c.data.augment.rrc_ratio = {aug["rrc_ratio"][0].get<double>(), aug["rrc_ratio"][1].get<double>()};
+  c.data.augment.trivial_augment = aug["trivial_augment"].get<bool>();
+  c.data.augment.random_erasing = aug["random_erasing"].get<double>();
+  c.data.augment.mixup = aug["mixup"].get<double>();
+  c.data.augment.cutmix = aug["cutmix"].get<double>();
+  c.data.augment.mix_prob = aug["mix_prob"].get<double>();
+  c.data.augment.switch_prob = aug["switch_prob"].get<double>();
   SyntheticOptions& so = c.data.synthetic;
   if (is_synthetic(c.data.dataset)) so.task = c.data.dataset.substr(std::string("synthetic:").size());
   so.train_length = d["train_length"].get<int64_t>();
@@ -139,6 +203,7 @@ Config parse_config(const json& cfg) {
   c.model.target = m["target"].get<std::string>();
   c.model.qk_norm = m["qk_norm"].get<bool>();
   c.model.layer_scale = m["layer_scale"].is_null() ? 0.0 : m["layer_scale"].get<double>();
+  c.model.drop_path = m["drop_path"].get<double>();
   c.model.num_classes = m["num_classes"].get<int64_t>();
   c.model.attention = m["attention"];
   c.model.head = m["head"];
@@ -163,6 +228,8 @@ Config parse_config(const json& cfg) {
   c.train.schedule.step_epochs = s["step_epochs"].get<double>();
   c.train.schedule.gamma = s["gamma"].get<double>();
   c.train.grad_clip = t["grad_clip"].get<double>();
+  c.train.accumulate = t["accumulate"].get<int64_t>();
+  c.train.ema = t["ema"].get<double>();
   c.train.threads = t["threads"].get<int>();
   c.train.precision = parse_precision(t["precision"].get<std::string>());
   c.train.eval_every = t["eval_every"].get<int64_t>();

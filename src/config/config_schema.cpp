@@ -77,11 +77,45 @@ Node build() {
       leaf({.name = "train_fraction", .type = T::Float, .default_value = 0.4, .min = 0.0, .max = 1.0,
             .min_exclusive = true, .max_exclusive = true,
             .help = "synthetic:modadd: fraction of the p*p pairs used for training (the rest is the test set)"}),
-      object("augment", "training-time augmentation", {
+      leaf({.name = "subset", .type = T::Int, .default_value = 0, .min = 0.0,
+            .help = "train on a class-balanced subset of this many training images, the same in every epoch "
+                    "(drawn from seed); 0: the whole training set"}),
+      // The recipe keys (docs/training.md, "Augmentation and mixing"); all default to off.
+      // Per image: random_resized_crop, shift, trivial_augment, hflip, normalise, random_erasing;
+      // then mixup or cutmix over the batch.
+      object("augment", "training-time augmentation and mixing (image data sets only)", {
         leaf({.name = "random_crop", .type = T::Int, .default_value = 0, .min = 0.0,
               .help = "pad by this many pixels, then crop back at a random offset; 0: off"}),
         leaf({.name = "hflip", .type = T::Bool, .default_value = false,
               .help = "flip horizontally with probability 1/2"}),
+        leaf({.name = "translate", .type = T::Int, .default_value = 0, .min = 0.0, .max = 31.0,
+              .help = "shift by up to this many pixels each way, zeros filling in (random_crop's shifts; set "
+                      "one of the two); 0: off"}),
+        leaf({.name = "random_resized_crop", .type = T::Bool, .default_value = false,
+              .help = "crop a box of area rrc_scale and width/height rrc_ratio, resize it back bilinearly "
+                      "(torchvision RandomResizedCrop)"}),
+        leaf({.name = "rrc_scale", .type = T::FloatList, .default_value = json::array({0.35, 1.0}), .min = 0.0,
+              .max = 1.0, .min_exclusive = true,
+              .help = "random_resized_crop: [min, max] fraction of the image's area"}),
+        leaf({.name = "rrc_ratio", .type = T::FloatList, .default_value = json::array({0.75, 4.0 / 3.0}),
+              .min = 0.0, .max = 10.0, .min_exclusive = true,
+              .help = "random_resized_crop: [min, max] width/height of the box, drawn log-uniformly"}),
+        leaf({.name = "trivial_augment", .type = T::Bool, .default_value = false,
+              .help = "TrivialAugment: one op per image (TrivialAugmentWide's list; geometric ranges narrowed "
+                      "for 28-32 px images), magnitude uniform over 31 bins"}),
+        leaf({.name = "random_erasing", .type = T::Float, .default_value = 0.0, .min = 0.0, .max = 1.0,
+              .help = "probability of replacing one rectangle (2-33% of the image, aspect 0.3-3.3) with "
+                      "normal noise after normalisation (timm); 0: off"}),
+        leaf({.name = "mixup", .type = T::Float, .default_value = 0.0, .min = 0.0, .max = 100.0,
+              .help = "mixup: Beta(alpha, alpha) of the share each image keeps when blended with the "
+                      "reversed batch (timm; DeiT's recipe: 0.8); 0: off"}),
+        leaf({.name = "cutmix", .type = T::Float, .default_value = 0.0, .min = 0.0, .max = 100.0,
+              .help = "CutMix: Beta(alpha, alpha) of the area each image keeps when a box of the reversed "
+                      "batch is pasted in (timm; DeiT's recipe: 1.0); 0: off"}),
+        leaf({.name = "mix_prob", .type = T::Float, .default_value = 1.0, .min = 0.0, .max = 1.0,
+              .help = "mixup/cutmix: probability that a batch is mixed (unmixed ones get one-hot targets)"}),
+        leaf({.name = "switch_prob", .type = T::Float, .default_value = 0.5, .min = 0.0, .max = 1.0,
+              .help = "with both mixup and cutmix: probability that a mixed batch uses CutMix"}),
       }),
     }),
     object("model", "the network", {
@@ -116,6 +150,10 @@ Node build() {
       leaf({.name = "layer_scale", .type = T::Float, .default_value = nullptr, .min = 0.0, .min_exclusive = true,
             .help = "LayerScale: initial value of a learnable per-channel scale on each residual branch; "
                     "null: off", .nullable = true}),
+      leaf({.name = "drop_path", .type = T::Float, .default_value = 0.0, .min = 0.0, .max = 1.0,
+            .max_exclusive = true,
+            .help = "stochastic depth: the last block drops each residual branch per example with this "
+                    "probability, block i of d with i/(d-1) of it (training only); 0: off"}),
       leaf({.name = "num_classes", .type = T::Int, .default_value = 0, .min = 0.0,
             .help = "classes; 0: from the data set"}),
       registry("attention", "the attention module: {\"type\": name, ...its parameters}",
@@ -158,6 +196,12 @@ Node build() {
       }),
       leaf({.name = "grad_clip", .type = T::Float, .default_value = 1.0, .min = 0.0,
             .help = "clip the global gradient norm to this; 0: off"}),
+      leaf({.name = "accumulate", .type = T::Int, .default_value = 1, .min = 1.0, .max = 4096.0,
+            .help = "batches per optimiser step (gradient accumulation): the step sees batch_size x "
+                    "accumulate examples"}),
+      leaf({.name = "ema", .type = T::Float, .default_value = 0.0, .min = 0.0, .max = 1.0, .max_exclusive = true,
+            .help = "decay of an exponential moving average of the weights, evaluated beside them and saved "
+                    "in checkpoints (warm-up: min(ema, (1+t)/(10+t)) at step t); 0: off"}),
       leaf({.name = "threads", .type = T::Int, .default_value = 0, .min = 0.0, .help = "OpenMP threads; 0: the default (OMP_NUM_THREADS, else physical cores in the affinity mask, capped by a cgroup CPU quota)"}),
       leaf({.name = "precision", .type = T::String, .default_value = "fp32", .choices = {"fp32", "bf16"},
             .help = "matrix products: fp32, or bf16 inputs with f32 accumulation (needs AVX512-BF16 or AMX)"}),

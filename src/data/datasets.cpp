@@ -1,11 +1,13 @@
 // Where each data set lives and how it is loaded. The lookup order is the one in
 // DESIGN.md ("Where data is found"); a miss lists every place tried, and why each did not
 // count, because "data set not found" alone sends users guessing.
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 
 #include "softlab/data.hpp"
 #include "softlab/error.hpp"
+#include "softlab/random.hpp"
 
 namespace softlab {
 
@@ -188,6 +190,68 @@ DataSplit load_dataset(const std::string& dataset, const std::optional<std::stri
                 "x", split.train.height, "x", split.train.width, " but test images are ",
                 split.test.channels, "x", split.test.height, "x", split.test.width);
   return split;
+}
+
+Dataset class_balanced_subset(const Dataset& ds, int64_t size, uint64_t seed) {
+  SOFTLAB_CHECK(!ds.is_sequence(), "data.subset = ", size, ": data set '", ds.name,
+                "' holds token sequences; a class-balanced subset needs labelled images (use data.train_size)");
+  SOFTLAB_CHECK(ds.num_classes > 0 && ds.labels.size() == static_cast<size_t>(ds.size) &&
+                    ds.images.size() == static_cast<size_t>(ds.size * ds.image_bytes()),
+                "data.subset = ", size, ": data set '", ds.name, "' is inconsistent: ", ds.size, " images, ",
+                ds.labels.size(), " labels, ", ds.num_classes, " classes");
+  SOFTLAB_CHECK(size > 0 && size <= ds.size, "data.subset = ", size, ": expected 1..", ds.size,
+                " (the training set of '", ds.name, "' holds ", ds.size, " images)");
+  const int64_t K = ds.num_classes;
+  std::vector<std::vector<int64_t>> by_class(static_cast<size_t>(K));
+  for (int64_t i = 0; i < ds.size; ++i) {
+    const int32_t y = ds.labels[static_cast<size_t>(i)];
+    SOFTLAB_CHECK(y >= 0 && y < K, "data.subset: image ", i, " of '", ds.name, "' has label ", y, ", outside [0, ",
+                  K, ")");
+    by_class[static_cast<size_t>(y)].push_back(i);
+  }
+  // Its own stream, fixed by the run seed alone: the subset is the same in every epoch and on
+  // resume, and changing augmentation or order seeds never changes which images are in it.
+  Generator g(seed ^ 0x73756273657421ULL);  // "subset!"; Generator scrambles it through splitmix64
+  std::vector<int64_t> kept;
+  kept.reserve(static_cast<size_t>(size));
+  for (int64_t c = 0; c < K; ++c) {
+    const int64_t want = size / K + (c < size % K ? 1 : 0);
+    std::vector<int64_t>& pool = by_class[static_cast<size_t>(c)];
+    const int64_t have = static_cast<int64_t>(pool.size());
+    if (want > have) {
+      const std::string name = static_cast<size_t>(c) < ds.class_names.size()
+                                   ? detail::cat(" ('", ds.class_names[static_cast<size_t>(c)], "')")
+                                   : std::string();
+      throw Error(detail::cat("data.subset = ", size, ": class ", c, name, " needs ", want, " images (", size,
+                              " over ", K, " classes, the remainder to the lowest classes) but the training set of '",
+                              ds.name, "' has only ", have));
+    }
+    // The first `want` places of a Fisher-Yates shuffle: a uniform draw without replacement.
+    for (int64_t j = 0; j < want; ++j) {
+      const int64_t r = j + static_cast<int64_t>(g.below(static_cast<uint64_t>(have - j)));
+      std::swap(pool[static_cast<size_t>(j)], pool[static_cast<size_t>(r)]);
+      kept.push_back(pool[static_cast<size_t>(j)]);
+    }
+  }
+  std::sort(kept.begin(), kept.end());  // the data set's order, whatever the class order
+
+  Dataset out;
+  out.name = ds.name;
+  out.size = size;
+  out.channels = ds.channels;
+  out.height = ds.height;
+  out.width = ds.width;
+  out.num_classes = ds.num_classes;
+  out.class_names = ds.class_names;
+  const int64_t bytes = ds.image_bytes();
+  out.images.resize(static_cast<size_t>(size * bytes));
+  out.labels.resize(static_cast<size_t>(size));
+  for (int64_t i = 0; i < size; ++i) {
+    const int64_t k = kept[static_cast<size_t>(i)];
+    std::copy_n(ds.images.begin() + k * bytes, bytes, out.images.begin() + i * bytes);
+    out.labels[static_cast<size_t>(i)] = ds.labels[static_cast<size_t>(k)];
+  }
+  return out;
 }
 
 }  // namespace softlab

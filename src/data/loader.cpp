@@ -6,6 +6,15 @@
 // start_epoch(e, b) sees bit for bit the batches an uninterrupted run sees, and the
 // background thread prepares exactly what the caller's thread would.
 //
+// Augmentation (docs/training.md, "Augmentation and mixing"): per image, in this order,
+// random-resized crop, shift (random_crop or translate), TrivialAugment and flip on the uint8
+// pixels, then normalisation, then random erasing on the floats; then mixup or CutMix over the
+// batch. The per-image draws come from the batch's augmentation generator in that same order,
+// each only when its key is on, so with the recipe keys off the draws, and the batches, are
+// exactly those of the loader before they existed (crop y, crop x, flip). The batch mixing
+// draws from its own generator, seeded from (seed, epoch, batch) and a tag, so turning mixing
+// on or off leaves every image's augmentation as it was.
+//
 // Prefetch: one worker thread and a one-slot handoff. The caller asks for batch b, the
 // worker prepares it; when the caller takes it, it asks for b + 1, which the worker prepares
 // while the caller trains on b. start_epoch bumps a generation counter, so a batch still
@@ -20,6 +29,9 @@
 #include <optional>
 #include <thread>
 
+#include "data/augment.hpp"
+#include "data/mix.hpp"
+#include "data/trivial_augment.hpp"
 #include "softlab/data.hpp"
 #include "softlab/error.hpp"
 #include "softlab/random.hpp"
@@ -81,6 +93,11 @@ uint64_t augment_seed(uint64_t seed, int64_t epoch, int64_t batch) {
   return mix64(h ^ static_cast<uint64_t>(batch));
 }
 
+// The batch mixing's stream: derived from the batch's augmentation seed with a tag of its own.
+uint64_t mixing_seed(uint64_t seed, int64_t epoch, int64_t batch) {
+  return mix64(augment_seed(seed, epoch, batch) ^ 0x6d6978696e672121ULL);  // "mixing!!"
+}
+
 // Copies one uint8 CHW image into floats through the per-channel lookup table, shifted by
 // (dy, dx) (padding reads pixel value 0) and, when `flip`, mirrored left-right after the
 // crop, as torchvision's RandomCrop(padding) followed by RandomHorizontalFlip does.
@@ -140,6 +157,7 @@ struct BatchLoader::Impl {
 
   Impl(const Dataset& d, Options o) : ds(d), opt(std::move(o)) {}
   void check_images();  // sizes, normalisation, and the lookup table it becomes
+  void check_augment() const;  // the recipe keys' ranges, and what they need of the data set
 
   Order make_order(int64_t e) const {
     auto v = std::make_shared<std::vector<int64_t>>(ds.size);
@@ -174,23 +192,54 @@ struct BatchLoader::Impl {
     const int64_t C = ds.channels, H = ds.height, W = ds.width, img = ds.image_bytes();
     const int64_t begin = b * opt.batch_size;
     const int64_t count = std::min(opt.batch_size, ds.size - begin);
-    const int64_t p = opt.augment.random_crop;
+    const Augment& a = opt.augment;
+    // random_crop and translate are the same shift (the constructor allows one of them).
+    const int64_t p = a.random_crop > 0 ? a.random_crop : a.translate;
     out.index = b;
     out.labels.resize(count);
     out.images = empty(Shape{count, C, H, W});
     float* dst = out.images.mutable_data();
     Generator g(augment_seed(opt.seed, e, b));
+    std::vector<uint8_t> cropped, work, scratch;  // uint8 stages, only for the ops that are on
+    if (a.random_resized_crop) cropped.resize(img);
+    if (a.trivial_augment) work.resize(img);
     for (int64_t i = 0; i < count; ++i) {
       const int64_t k = ord[begin + i];
-      // Fixed draw order per image (crop y, crop x, flip) keeps the stream reproducible.
-      int64_t oy = p, ox = p;
-      if (p > 0) {
-        oy = static_cast<int64_t>(g.below(2 * p + 1));
-        ox = static_cast<int64_t>(g.below(2 * p + 1));
+      const uint8_t* src = ds.images.data() + k * img;
+      // Fixed draw order per image (resized crop, shift y, shift x, TrivialAugment, flip,
+      // erasing; each only when on) keeps the stream reproducible.
+      if (a.random_resized_crop) {
+        const augment::Box box = augment::draw_resized_crop_box(g, H, W, a.rrc_scale, a.rrc_ratio);
+        augment::resized_crop(src, cropped.data(), C, H, W, box);
+        src = cropped.data();
       }
-      const bool flip = opt.augment.hflip && (g.next_u64() >> 63) != 0;
-      augment_image(ds.images.data() + k * img, dst + i * img, C, H, W, oy - p, ox - p, flip, lut);
+      int64_t dy = 0, dx = 0;
+      if (p > 0) {
+        dy = static_cast<int64_t>(g.below(2 * p + 1)) - p;
+        dx = static_cast<int64_t>(g.below(2 * p + 1)) - p;
+      }
+      if (a.trivial_augment) {
+        const augment::TaDraw t = augment::draw_trivial_augment(g, C, H, W);
+        // TrivialAugment sees the shifted image, so the shift cannot wait for the flip.
+        augment::shift(src, work.data(), C, H, W, dy, dx);
+        augment::apply_ta_op(work.data(), C, H, W, t.op, t.magnitude, scratch);
+        src = work.data();
+        dy = dx = 0;
+      }
+      const bool flip = a.hflip && (g.next_u64() >> 63) != 0;
+      float* out_img = dst + i * img;
+      augment_image(src, out_img, C, H, W, dy, dx, flip, lut);
+      if (a.random_erasing > 0.0) {
+        const augment::EraseDraw er = augment::draw_erase_box(g, H, W, a.random_erasing);
+        if (er.placed) augment::erase(out_img, C, H, W, er.box, g);
+      }
       out.labels[i] = ds.labels[k];
+    }
+    if (a.mixes()) {
+      Generator mg(mixing_seed(opt.seed, e, b));
+      const augment::MixDraw m = augment::draw_mix(mg, a, H, W);
+      out.targets = empty(Shape{count, opt.num_classes});
+      augment::apply_mix(m, dst, count, C, H, W, out.labels, out.targets.mutable_data(), opt.num_classes);
     }
   }
 
@@ -227,6 +276,7 @@ BatchLoader::BatchLoader(const Dataset& ds, Options opt) : impl_(std::make_uniqu
   SOFTLAB_CHECK(o.batch_size > 0, "BatchLoader: batch_size is ", o.batch_size, ", expected > 0");
   SOFTLAB_CHECK(o.augment.random_crop >= 0, "BatchLoader: augment.random_crop is ",
                 o.augment.random_crop, ", expected >= 0");
+  im.check_augment();
   if (ds.is_sequence())
     SOFTLAB_CHECK(ds.tokens.size() == static_cast<size_t>(ds.size * ds.seq_len) &&
                       ds.targets.size() == ds.tokens.size(),
@@ -260,6 +310,39 @@ void BatchLoader::Impl::check_images() {
                   " has mean ", mean, " and std ", sd, "; expected finite values and std > 0");
     for (int v = 0; v < 256; ++v) im.lut[c][v] = (static_cast<float>(v) / 255.0f - mean) / sd;
   }
+}
+
+void BatchLoader::Impl::check_augment() const {
+  const Augment& a = opt.augment;
+  auto in01 = [](double v) { return v >= 0.0 && v <= 1.0; };
+  SOFTLAB_CHECK(a.translate >= 0, "BatchLoader: augment.translate is ", a.translate, ", expected >= 0");
+  SOFTLAB_CHECK(a.translate == 0 || a.random_crop == 0, "BatchLoader: augment.translate (", a.translate,
+                ") and augment.random_crop (", a.random_crop, ") are the same shift; set one of them");
+  SOFTLAB_CHECK(a.rrc_scale[0] > 0.0 && a.rrc_scale[0] <= a.rrc_scale[1] && a.rrc_scale[1] <= 1.0,
+                "BatchLoader: augment.rrc_scale is [", a.rrc_scale[0], ", ", a.rrc_scale[1],
+                "], expected 0 < min <= max <= 1");
+  SOFTLAB_CHECK(a.rrc_ratio[0] > 0.0 && a.rrc_ratio[0] <= a.rrc_ratio[1] && std::isfinite(a.rrc_ratio[1]),
+                "BatchLoader: augment.rrc_ratio is [", a.rrc_ratio[0], ", ", a.rrc_ratio[1],
+                "], expected 0 < min <= max");
+  SOFTLAB_CHECK(in01(a.random_erasing), "BatchLoader: augment.random_erasing is ", a.random_erasing,
+                ", expected a probability in [0, 1]");
+  SOFTLAB_CHECK(a.mixup >= 0.0 && a.cutmix >= 0.0 && std::isfinite(a.mixup) && std::isfinite(a.cutmix),
+                "BatchLoader: augment.mixup is ", a.mixup, " and augment.cutmix ", a.cutmix,
+                ", expected Beta alphas >= 0 (0: off)");
+  SOFTLAB_CHECK(in01(a.mix_prob) && in01(a.switch_prob), "BatchLoader: augment.mix_prob is ", a.mix_prob,
+                " and augment.switch_prob ", a.switch_prob, ", expected probabilities in [0, 1]");
+  const Augment off;
+  const bool image_ops = a.random_crop != off.random_crop || a.hflip != off.hflip || a.translate != off.translate ||
+                         a.random_resized_crop || a.trivial_augment || a.random_erasing > 0.0 || a.mixes();
+  SOFTLAB_CHECK(!ds.is_sequence() || !image_ops, "BatchLoader: data set '", ds.name,
+                "' holds token sequences; image augmentation and mixing do not apply to it");
+  if (!a.mixes()) return;
+  SOFTLAB_CHECK(opt.num_classes > 0, "BatchLoader: mixup / CutMix need Options::num_classes (the classes of "
+                "the soft targets), got ", opt.num_classes);
+  for (size_t i = 0; i < ds.labels.size(); ++i)
+    SOFTLAB_CHECK(ds.labels[i] >= 0 && ds.labels[i] < opt.num_classes, "BatchLoader: data set '", ds.name,
+                  "' has label ", ds.labels[i], " at image ", i, ", outside the ", opt.num_classes,
+                  " classes of Options::num_classes");
 }
 
 BatchLoader::~BatchLoader() {

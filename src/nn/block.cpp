@@ -47,7 +47,7 @@ Tensor SelfAttention::forward(const Tensor& x) {
 }
 
 Block::Block(const BlockOptions& opt, std::unique_ptr<Attention> a, Generator& init, Generator* dropout_gen)
-    : dropout_(opt.dropout), dropout_gen_(dropout_gen) {
+    : dropout_(opt.dropout), drop_path_(opt.drop_path), dropout_gen_(dropout_gen) {
   norm1 = register_module("norm1", std::make_unique<LayerNorm>(opt.dim));
   attn = register_module("attn",
                          std::make_unique<SelfAttention>(opt.dim, opt.heads, std::move(a), init, opt.qk_norm,
@@ -64,9 +64,13 @@ Tensor Block::forward(const Tensor& x) {
   auto drop = [&](const Tensor& t) {
     return (training() && dropout_ > 0.0f && dropout_gen_) ? dropout(t, dropout_, *dropout_gen_) : t;
   };
+  // Stochastic depth drops a whole residual branch per example, after its dropout.
+  auto skip = [&](const Tensor& t) {
+    return (training() && drop_path_ > 0.0f && dropout_gen_) ? drop_path(t, drop_path_, *dropout_gen_) : t;
+  };
   auto gain = [](const Tensor& t, const Tensor& g) { return g.defined() ? mul(t, g) : t; };
-  Tensor h = add(x, drop(gain(attn->forward(norm1->forward(x)), ls1)));
-  return add(h, drop(gain(mlp->forward(norm2->forward(h)), ls2)));
+  Tensor h = add(x, skip(drop(gain(attn->forward(norm1->forward(x)), ls1))));
+  return add(h, skip(drop(gain(mlp->forward(norm2->forward(h)), ls2))));
 }
 
 }  // namespace softlab::nn

@@ -47,10 +47,12 @@ SeqModel::SeqModel(const Config::Model& cfg, int64_t vocab, int64_t num_classes,
   BlockOptions bo = detail::block_options(cfg);
   bo.rope_theta = cfg.positions == "rope" ? static_cast<float>(cfg.rope_theta) : 0.0f;
   const json attn = attention_config(cfg);
-  for (int64_t i = 0; i < cfg.depth; ++i)
+  for (int64_t i = 0; i < cfg.depth; ++i) {
+    bo.drop_path = detail::drop_path_rate(cfg, i);
     blocks.push_back(register_module(
         "blocks." + std::to_string(i),
         std::make_unique<Block>(bo, make_attention(attn, actx), init, &dropout_gen_)));
+  }
   norm = register_module("norm", std::make_unique<LayerNorm>(cfg.dim));
   head = register_module("head", make_head(cfg.head, detail::head_context(cfg, num_classes, train_size, seed, init)));
 }

@@ -24,6 +24,11 @@ BlockOptions block_options(const Config::Model& cfg) {
   return b;
 }
 
+float drop_path_rate(const Config::Model& cfg, int64_t block) {
+  if (cfg.depth <= 1) return static_cast<float>(cfg.drop_path);
+  return static_cast<float>(cfg.drop_path * static_cast<double>(block) / static_cast<double>(cfg.depth - 1));
+}
+
 HeadContext head_context(const Config::Model& cfg, int64_t num_classes, int64_t train_size, uint64_t seed,
                          Generator& init) {
   HeadContext h;

@@ -10,6 +10,8 @@ namespace softlab::nn::detail {
 
 AttentionContext attention_context(const Config::Model& cfg, int64_t seq_len, Generator& init);
 BlockOptions block_options(const Config::Model& cfg);  // RoPE off: the sequence model turns it on
+// Stochastic depth of block i: linear in depth, from 0 (first block) to model.drop_path (last).
+float drop_path_rate(const Config::Model& cfg, int64_t block);
 HeadContext head_context(const Config::Model& cfg, int64_t num_classes, int64_t train_size, uint64_t seed,
                          Generator& init);
 

@@ -21,11 +21,13 @@ ViT::ViT(const Config::Model& cfg, int64_t num_classes, int64_t train_size, uint
   AttentionContext actx = detail::attention_context(cfg, tokens_, init);
   actx.grid_h = actx.grid_w = cfg.image_size / cfg.patch_size;
   actx.prefix_tokens = use_cls ? 1 : 0;
-  const BlockOptions bo = detail::block_options(cfg);
-  for (int64_t i = 0; i < cfg.depth; ++i)
+  BlockOptions bo = detail::block_options(cfg);
+  for (int64_t i = 0; i < cfg.depth; ++i) {
+    bo.drop_path = detail::drop_path_rate(cfg, i);
     blocks.push_back(register_module("blocks." + std::to_string(i),
                                      std::make_unique<Block>(bo, make_attention(cfg.attention, actx), init,
                                                              &dropout_gen_)));
+  }
   norm = register_module("norm", std::make_unique<LayerNorm>(cfg.dim));
   head = register_module("head", make_head(cfg.head, detail::head_context(cfg, num_classes, train_size, seed, init)));
 }

@@ -6,17 +6,21 @@
 #include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <optional>
+#include <vector>
 
 #include <sys/resource.h>
 
 #include "softlab/autograd.hpp"
 #include "softlab/checkpoint.hpp"
 #include "softlab/error.hpp"
+#include "softlab/ops.hpp"
 #include "softlab/optim.hpp"
 #include "softlab/parallel.hpp"
 #include "softlab/precision.hpp"
 #include "softlab/train.hpp"
 #include "softlab/version.hpp"
+#include "train/ema.hpp"
 #include "train/progress.hpp"
 
 namespace softlab {
@@ -144,10 +148,12 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
 
   detail::Progress progress(opt.progress, opt.quiet);
   DataSplit data = load_data(cfg);
+  if (cfg.data.subset > 0) data.train = class_balanced_subset(data.train, cfg.data.subset, cfg.seed);
   const Normalization norm = data.train.is_sequence() ? Normalization{} : compute_normalization(data.train);
   auto model = build_model(cfg, data.train.num_classes, data.train.size);
   const auto params = model->parameters();
   auto optimizer = make_optimizer(cfg.train.optimizer, params);
+  std::optional<detail::WeightEma> ema;  // train.ema > 0: the averaged weights beside the raw ones
 
   Position pos;
   if (opt.resume) {
@@ -156,9 +162,14 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
     model->load_state(with_prefix(ck.tensors, "model."));
     optimizer->load_state(with_prefix(ck.tensors, "optim."));
     pos = Position::parse(ck.meta.at("position"));
+    if (cfg.train.ema > 0.0) {
+      ema.emplace(*model, cfg.train.ema);
+      ema->load_state(with_prefix(ck.tensors, "ema."));
+    }
   } else {
     fs::create_directories(dir);
     write_file_atomic((dir / "config.json").string(), cfg.resolved.dump(2) + "\n");
+    if (cfg.train.ema > 0.0) ema.emplace(*model, cfg.train.ema);
   }
 
   BatchLoader::Options lo;
@@ -166,13 +177,17 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
   lo.shuffle = !opt.overfit_batch;
   lo.augment = opt.overfit_batch ? Augment{} : cfg.data.augment;
   lo.norm = norm;
+  lo.num_classes = data.train.num_classes;
   lo.seed = mix(cfg.seed, kDataStream);
   BatchLoader loader(data.train, lo);
   int64_t batches = loader.batches_per_epoch();
   if (cfg.train.max_batches_per_epoch > 0) batches = std::min(batches, cfg.train.max_batches_per_epoch);
   if (opt.overfit_batch) batches = 1;
+  // An optimiser step takes `accumulate` loader batches (fewer at the end of an epoch).
+  const int64_t accumulate = opt.overfit_batch ? 1 : cfg.train.accumulate;
+  const int64_t steps_per_epoch = (batches + accumulate - 1) / accumulate;
   const int64_t epochs = cfg.train.epochs;
-  int64_t total_steps = epochs * batches;
+  int64_t total_steps = epochs * steps_per_epoch;
   if (cfg.train.max_steps > 0) total_steps = std::min(total_steps, cfg.train.max_steps);
 
   // The evaluation set: the test split, or the one training batch when overfitting.
@@ -197,6 +212,8 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
                {"softlab_version", version()}};
     for (auto& [n, t] : model->state()) ck.tensors.emplace_back("model." + n, t);
     for (auto& [n, t] : optimizer->state()) ck.tensors.emplace_back("optim." + n, t);
+    if (ema)
+      for (auto& [n, t] : ema->state()) ck.tensors.emplace_back("ema." + n, t);
     save_checkpoint(path.string(), ck);
   };
 
@@ -220,13 +237,17 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
 
   TrainResult result;
   result.run_dir = run_dir;
-  EvalResult last_eval{};
+  EvalResult last_eval{}, last_ema_eval{};
   json last_by_length = json::object();
   bool have_eval = false;
   auto run_eval = [&] {
     last_eval = evaluate(*model, eval_set, norm, cfg.train.eval_batch_size, cfg.train.max_eval_batches);
     if (!opt.overfit_batch)
       last_by_length = evaluate_by_length(*model, data, last_eval, cfg.train.eval_batch_size, cfg.train.max_eval_batches);
+    if (ema) {
+      detail::WeightEma::Swap averaged(*ema);
+      last_ema_eval = evaluate(*model, eval_set, norm, cfg.train.eval_batch_size, cfg.train.max_eval_batches);
+    }
   };
   auto session_start = Clock::now();
   // Training time without evaluation, this session: the honest cost of a step.
@@ -253,15 +274,45 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
     loader.start_epoch(opt.overfit_batch ? 0 : pos.epoch, opt.overfit_batch ? 0 : pos.batch);
     const auto epoch_start = Clock::now();
     const int64_t epoch_images_before = pos.images;  // examples (images or sequences), for the rate
-    Batch b;
+    std::vector<Batch> micro;
     while (pos.batch < batches && pos.step < total_steps) {
       if (opt.overfit_batch) loader.start_epoch(0, 0);
-      if (!loader.next(b)) break;
-      const double lr = schedule_lr(cfg.train.schedule, cfg.train.optimizer.lr, pos.step, batches, total_steps);
+      // The step's batches, then each one's share of the step's scored examples: the mean
+      // loss of a micro-batch is weighted by its share, so the gradient is that of the mean
+      // over all of them, as one batch of that size would give.
+      micro.assign(static_cast<size_t>(std::min(accumulate, batches - pos.batch)), Batch{});
+      size_t got = 0;
+      while (got < micro.size() && loader.next(micro[got])) ++got;
+      if (got == 0) break;
+      micro.resize(got);
+      std::vector<std::vector<int32_t>> scored;
+      int64_t step_examples = 0;
+      for (const Batch& b : micro) {
+        scored.push_back(model->scored_labels(b.images, b.labels));
+        step_examples += static_cast<int64_t>(scored.back().size());
+      }
+      const double lr = schedule_lr(cfg.train.schedule, cfg.train.optimizer.lr, pos.step, steps_per_epoch, total_steps);
+      // One dropout stream per step, drawn on through its micro-batches.
       model->dropout_generator().seed(mix(mix(cfg.seed, kDropoutStream), static_cast<uint64_t>(pos.step)));
-      HeadOutput out = model->forward(b.images, b.labels);
-      const float loss = out.loss.item();
-      out.loss.backward();
+      float loss = 0.0f;  // the step's first non-finite micro-batch loss, else the last
+      for (size_t j = 0; j < micro.size(); ++j) {
+        const Batch& b = micro[j];
+        HeadOutput out = b.targets.defined() ? model->forward_soft(b.images, b.targets) : model->forward(b.images, b.labels);
+        const float micro_loss = out.loss.item();
+        if (std::isfinite(loss)) loss = micro_loss;
+        const auto n = static_cast<int64_t>(scored[j].size());
+        if (micro.size() == 1)
+          out.loss.backward();
+        else
+          scale(out.loss, static_cast<float>(static_cast<double>(n) / static_cast<double>(step_examples))).backward();
+        const auto pred = model->head->predict(out.scores);
+        for (int64_t i = 0; i < n; ++i)
+          pos.correct += pred[static_cast<size_t>(i)] == scored[j][static_cast<size_t>(i)];
+        pos.loss_sum += static_cast<double>(micro_loss) * static_cast<double>(n);
+        pos.seen += n;  // scored targets: one per image, one per target position of a sequence
+        pos.images += b.images.shape()[0];
+        ++pos.batch;
+      }
       const double gnorm = clip_grad_norm(params, cfg.train.grad_clip);
       if (!std::isfinite(loss) || !std::isfinite(gnorm)) {
         throw Error(detail::cat("training diverged: ", std::isfinite(loss) ? "gradient norm" : "loss", " is ",
@@ -275,21 +326,14 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
       }
       optimizer->step(lr);
       optimizer->zero_grad();
-      const auto pred = model->head->predict(out.scores);
-      const std::vector<int32_t> labels = model->scored_labels(b.images, b.labels);
-      const int64_t n = static_cast<int64_t>(labels.size());
-      for (int64_t i = 0; i < n; ++i) pos.correct += pred[static_cast<size_t>(i)] == labels[static_cast<size_t>(i)];
-      pos.loss_sum += static_cast<double>(loss) * static_cast<double>(n);
-      pos.seen += n;  // scored targets: one per image, one per target position of a sequence
-      pos.images += b.images.shape()[0];
+      if (ema) ema->update(pos.step + 1);
       pos.grad_norm_sum += gnorm;
       ++pos.epoch_steps;
       ++pos.step;
-      ++pos.batch;
       const double es = seconds_since(epoch_start);
       const double ips = static_cast<double>(pos.images - epoch_images_before) / std::max(es, 1e-9);
-      const double eta = static_cast<double>(total_steps - pos.step) * static_cast<double>(cfg.train.batch_size) /
-                         std::max(ips, 1e-9);
+      const double eta = static_cast<double>(total_steps - pos.step) *
+                         static_cast<double>(cfg.train.batch_size * accumulate) / std::max(ips, 1e-9);
       progress.step(pos.epoch + 1, epochs, pos.batch, batches, pos.loss_sum / static_cast<double>(pos.seen),
                     static_cast<double>(pos.correct) / static_cast<double>(pos.seen), ips, eta);
       if (opt.stop_after_step > 0 && pos.step == opt.stop_after_step) request_stop();
@@ -315,7 +359,7 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
       json m = {{"epoch", pos.epoch + 1},
                 {"step", pos.step},
                 {"lr", schedule_lr(cfg.train.schedule, cfg.train.optimizer.lr, std::max<int64_t>(pos.step - 1, 0),
-                                   batches, total_steps)},
+                                   steps_per_epoch, total_steps)},
                 {"train_loss", pos.seen ? pos.loss_sum / static_cast<double>(pos.seen) : 0.0},
                 {"train_accuracy", pos.seen ? static_cast<double>(pos.correct) / static_cast<double>(pos.seen) : 0.0},
                 {"test_loss", last_eval.loss},
@@ -329,6 +373,10 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
                 {"wall_time", seconds_since(wall_start)}};
       for (const auto& [k, v] : last_eval.extra) m["test_" + k] = v;
       if (!last_by_length.empty()) m["by_length"] = last_by_length;
+      if (ema) {
+        m["ema_test_loss"] = last_ema_eval.loss;
+        m["ema_test_accuracy"] = last_ema_eval.accuracy;
+      }
       {
         std::ofstream mf(metrics_path, std::ios::app);
         mf << m.dump() << "\n";
@@ -337,7 +385,8 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
       progress.line(detail::cat("epoch ", pos.epoch + 1, "/", epochs, "  train loss ",
                                 fmt("%.4f", m["train_loss"].get<double>()), " acc ",
                                 fmt("%.2f%%", 100.0 * m["train_accuracy"].get<double>()), "  test loss ",
-                                fmt("%.4f", last_eval.loss), " acc ", fmt("%.2f%%", 100.0 * last_eval.accuracy), "  ",
+                                fmt("%.4f", last_eval.loss), " acc ", fmt("%.2f%%", 100.0 * last_eval.accuracy),
+                                ema ? "  ema acc " + fmt("%.2f%%", 100.0 * last_ema_eval.accuracy) : std::string(), "  ",
                                 fmt("%.0f img/s", m["images_per_sec"].get<double>()), "  ",
                                 detail::format_duration(epoch_seconds)));
     }
@@ -392,6 +441,10 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
                   {"build", build_info()}};
   for (const auto& [k, v] : last_eval.extra) summary["test_" + k] = v;
   if (!last_by_length.empty()) summary["test_by_length"] = last_by_length;
+  if (ema) {
+    summary["ema_test_accuracy"] = last_ema_eval.accuracy;
+    summary["ema_test_loss"] = last_ema_eval.loss;
+  }
   json per_module = json::object();
   for (const auto& [n, c] : model->parameter_counts()) per_module[n] = c;
   summary["params_per_module"] = per_module;

@@ -35,6 +35,7 @@ struct BlockOptions {
   bool qk_norm = false;
   float layer_scale = 0.0f;  // initial γ of LayerScale (Touvron et al. 2021); 0: off
   float rope_theta = 0.0f;   // RoPE base for q and k; 0: off (the ViT's learned positions)
+  float drop_path = 0.0f;    // probability of dropping each residual branch per example (training only)
 };
 
 class Block : public Module {
@@ -49,6 +50,7 @@ class Block : public Module {
 
  private:
   float dropout_;
+  float drop_path_;
   Generator* dropout_gen_;
 };
 
