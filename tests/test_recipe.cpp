@@ -243,3 +243,12 @@ TEST_F(RecipeTest, ValidatePrintsTheRecipe) {
                         "model.drop_path=0.1 (per block: 0 0.1)", "train.ema=0.999"})
     EXPECT_NE(r.err.find(s), std::string::npos) << s << " in\n" << r.err;
 }
+
+TEST_F(RecipeTest, InfoListsTheRecipeKeysWithDefaults) {
+  const auto r = test::softlab_cli({"info"}, root);
+  ASSERT_EQ(r.code, 0) << r.err;
+  for (const char* s : {"training recipe keys", "data.augment.mixup (float, default 0.0", "data.subset (int, default 0",
+                        "model.drop_path (float, default 0.0", "train.accumulate (int, default 1",
+                        "train.ema (float, default 0.0", "data.augment.trivial_augment (bool, default false"})
+    EXPECT_NE(r.out.find(s), std::string::npos) << s;
+}

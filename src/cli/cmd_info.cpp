@@ -1,10 +1,12 @@
-// softlab info: version, build flags, threads, and every registered attention module and
-// head with its parameters and defaults (read from the same schemas the validator uses).
+// softlab info: version, build flags, threads, every registered attention module and head
+// with its parameters and defaults, and the training-recipe keys (read from the same
+// schemas the validator uses).
 #include <iostream>
 
 #include "cli/options.hpp"
 
 #include "cli/commands.hpp"
+#include "config/config_schema.hpp"
 #include "softlab/attention.hpp"
 #include "softlab/head.hpp"
 #include "softlab/softlab.hpp"
@@ -22,6 +24,22 @@ std::string describe(const ParamSpec& p) {
     for (const auto& c : p.choices) s += " " + c;
   }
   return s + "): " + p.help;
+}
+
+// The training-recipe keys of the config schema, with their defaults: every data.augment
+// key, the subset, and the model and train keys that regularise or average.
+void list_recipe_keys() {
+  std::cout << "training recipe keys (docs/training.md):\n";
+  const auto& root = config_detail::config_schema();
+  auto show = [](const std::string& path, const config_detail::Node& n) {
+    std::string line = describe(n.param);
+    std::cout << "  " << path << "." << line.substr(4) << "\n";
+  };
+  const auto* data = root.child("data");
+  for (const auto& n : data->child("augment")->children) show("data.augment", n);
+  show("data", *data->child("subset"));
+  for (const char* k : {"dropout", "drop_path"}) show("model", *root.child("model")->child(k));
+  for (const char* k : {"accumulate", "ema"}) show("train", *root.child("train")->child(k));
 }
 
 template <class R>
@@ -50,6 +68,8 @@ int cmd_info(int argc, char** argv) {
   list("attention modules (model.attention.type)", attention_registry());
   std::cout << "\n";
   list("heads (model.head.type)", head_registry());
+  std::cout << "\n";
+  list_recipe_keys();
   return 0;
 }
 
