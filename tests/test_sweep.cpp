@@ -229,14 +229,17 @@ TEST_F(SweepTest, SweepCommandRunsResumesSkipsAndReports) {
   // The report: tables and plots.
   r = test::softlab_cli({"report", root + "/out"}, root);
   ASSERT_EQ(r.code, 0) << r.out << r.err;
-  for (const char* f : {"report.md", "accuracy_per_epoch.svg", "train_loss_per_epoch.svg", "test_loss_per_epoch.svg",
-                        "accuracy_vs_length.svg",
+  for (const char* f : {"report.md", "accuracy_per_epoch.svg", "accuracy_per_minute.svg", "train_loss_per_epoch.svg",
+                        "test_loss_per_epoch.svg", "accuracy_vs_length.svg",
                         "loss_vs_length.svg"})
     EXPECT_TRUE(fs::exists(fs::path(root) / "out" / f)) << f;
   const std::string svg = test::slurp(root + "/out/accuracy_vs_length.svg");
   EXPECT_EQ(svg.rfind("<svg", 0), 0u);
   EXPECT_NE(svg.find("softmax"), std::string::npos);
   EXPECT_NE(test::slurp(root + "/out/report.md").find("![accuracy_vs_length.svg]"), std::string::npos);
+  const std::string per_minute = test::slurp(root + "/out/accuracy_per_minute.svg");
+  EXPECT_NE(per_minute.find("minutes of training"), std::string::npos);
+  EXPECT_NE(per_minute.find("softmax"), std::string::npos);
 }
 
 // A sweep over the sequence length gets the cost plots: one line per attention module, the

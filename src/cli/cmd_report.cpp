@@ -3,6 +3,7 @@
 // Reads <dir>/sweep.json (written by softlab sweep), re-collects every run (so a sweep that is
 // still running, or was interrupted, can be reported), rewrites results.{csv,json,md} and adds:
 //   accuracy_per_epoch.svg   test accuracy after each evaluation, mean over seeds, per cell
+//   accuracy_per_minute.svg  the same against minutes of training (time to accuracy)
 //   train_loss_per_epoch.svg the training loss of those epochs (log scale)
 //   test_loss_per_epoch.svg  the test loss after each evaluation
 //   accuracy_vs_length.svg   accuracy at each evaluation length (sequence tasks), ± std
@@ -106,6 +107,8 @@ int cmd_report(int argc, char** argv) {
   {
     std::vector<std::string> order;
     std::map<std::string, Stat> by_cell, loss_by_cell, test_loss_by_cell;
+    // Per cell and epoch: minutes of training so far and the accuracy, one entry per seed.
+    std::map<std::string, std::map<double, std::pair<std::vector<double>, std::vector<double>>>> minutes;
     for (const SweepRun& run : s.runs) {
       const fs::path m = fs::path(run.dir) / "metrics.jsonl";
       if (!fs::exists(m)) continue;
@@ -118,6 +121,11 @@ int cmd_report(int argc, char** argv) {
         const json j = json::parse(line, nullptr, false);
         if (!j.is_object() || !j.contains("epoch")) continue;
         if (j.contains("test_accuracy")) by_cell[label].add(j["epoch"].get<double>(), j["test_accuracy"].get<double>());
+        if (j.contains("test_accuracy") && j.contains("seconds")) {
+          auto& [mins, accs] = minutes[label][j["epoch"].get<double>()];
+          mins.push_back(j["seconds"].get<double>() / 60.0);
+          accs.push_back(j["test_accuracy"].get<double>());
+        }
         if (j.contains("train_loss")) loss_by_cell[label].add(j["epoch"].get<double>(), j["train_loss"].get<double>());
         if (j.contains("test_loss"))
           test_loss_by_cell[label].add(j["epoch"].get<double>(), j["test_loss"].get<double>());
@@ -132,6 +140,23 @@ int cmd_report(int argc, char** argv) {
     if (!series.empty()) {
       write_plot(dir, "accuracy_per_epoch.svg", {title + ": test accuracy per epoch", "epoch", "test accuracy (%)"},
                  series, plots);
+      // Time to accuracy: each epoch's point sits at the mean over seeds of the training
+      // minutes so far (metrics "seconds": training without evaluation, all sessions).
+      std::vector<report::Series> per_minute;
+      for (const auto& l : order) {
+        report::Series ps;
+        ps.label = l;
+        for (const auto& [epoch, v] : minutes[l]) {
+          const MeanStd t = mean_std(v.first), a = mean_std(v.second);
+          ps.x.push_back(t.mean);
+          ps.y.push_back(100.0 * a.mean);
+          ps.err.push_back(100.0 * a.sd);
+        }
+        per_minute.push_back(ps);
+      }
+      write_plot(dir, "accuracy_per_minute.svg",
+                 {title + ": test accuracy against training time", "minutes of training", "test accuracy (%)"},
+                 per_minute, plots);
       // Log scale: a loss falling towards float32's floor (softmax collapse) stays visible.
       report::PlotSpec pl{title + ": training loss per epoch", "epoch", "training loss (mean over the epoch)"};
       pl.log_y = true;
