@@ -225,6 +225,17 @@ TEST_F(RecipeTest, FullRecipeLearnsSavesTheEmaAndResumesBitExact) {
   }
   EXPECT_GT(ema_tensors, 0);
   EXPECT_EQ(m.back()["ema_test_accuracy"], read_metrics(rb.run_dir).back()["ema_test_accuracy"]);
+  // softlab eval --ema evaluates the averaged weights: the run's own EMA figure.
+  const auto ev = test::softlab_cli({"eval", ra.run_dir, "--ema", "--threads", "1"}, root);
+  ASSERT_EQ(ev.code, 0) << ev.err;
+  const json e = json::parse(ev.out);
+  EXPECT_EQ(e["weights"], "ema");
+  EXPECT_DOUBLE_EQ(e["test_accuracy"].get<double>(), m.back()["ema_test_accuracy"].get<double>());
+  // A run without an EMA: --ema is an error naming the checkpoint (exit 2).
+  TrainResult plain = train(config("plain", {"train.epochs=1", "train.max_batches_per_epoch=2"}), quiet());
+  const auto bad = test::softlab_cli({"eval", plain.run_dir, "--ema"}, root);
+  EXPECT_EQ(bad.code, 2);
+  EXPECT_NE(bad.err.find("holds no weight EMA"), std::string::npos) << bad.err;
 }
 
 // ---- validate ------------------------------------------------------------------------------

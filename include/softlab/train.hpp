@@ -70,7 +70,9 @@ struct LoadedModel {
   int64_t num_classes = 0;
   std::vector<std::string> class_names;
 };
-LoadedModel load_model(const std::string& checkpoint_path);
+// With `ema`, the weights are the checkpoint's weight EMA (train.ema, tensors "ema.*"); a
+// checkpoint without one is an Error naming the file.
+LoadedModel load_model(const std::string& checkpoint_path, bool ema = false);
 
 // Stop requests (SIGINT/SIGTERM): async-signal-safe; the loop saves a checkpoint and returns.
 void request_stop();

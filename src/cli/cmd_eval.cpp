@@ -16,7 +16,7 @@ int cmd_eval(int argc, char** argv) {
   opts.positional_help("RUN_DIR");
   opts.add_options()("run_dir", "run directory (evaluates its last.ckpt, or best.ckpt with --best)",
                      cxxopts::value<std::string>())("checkpoint", "a checkpoint file", cxxopts::value<std::string>())(
-      "best", "use best.ckpt of the run directory")("data-path", "read the data set from this directory",
+      "best", "use best.ckpt of the run directory")("ema", "evaluate the checkpoint's weight EMA (train.ema)")("data-path", "read the data set from this directory",
                                                     cxxopts::value<std::string>())(
       "batch-size", "evaluation batch size", cxxopts::value<int64_t>()->default_value("256"))(
       "threads", "threads (0 = physical cores)", cxxopts::value<int>()->default_value("0"))("h,help", "show this help");
@@ -38,14 +38,14 @@ int cmd_eval(int argc, char** argv) {
   }
   set_num_threads(r["threads"].as<int>());
   const PrecisionGuard precision(inference_precision(r, "eval"));
-  LoadedModel m = load_model(ckpt);
+  LoadedModel m = load_model(ckpt, r.count("ema") > 0);
   const auto path = r.count("data-path") ? std::optional<std::string>(r["data-path"].as<std::string>()) : m.config.data.path;
   // A synthetic task is regenerated from the run's config and seed: the same test sets.
   DataSplit data = is_synthetic(m.config.data.dataset) ? make_synthetic(synthetic_options(m.config), m.config.seed)
                                                        : load_dataset(m.config.data.dataset, path);
   const int64_t bs = r["batch-size"].as<int64_t>();
   EvalResult e = evaluate(*m.model, data.test, m.norm, bs);
-  json out = {{"checkpoint", ckpt}, {"dataset", m.config.data.dataset}, {"examples", e.count},
+  json out = {{"checkpoint", ckpt}, {"weights", r.count("ema") ? "ema" : "model"}, {"dataset", m.config.data.dataset}, {"examples", e.count},
               {"test_loss", e.loss}, {"test_accuracy", e.accuracy}, {"test_top3_accuracy", e.top3},
               {"test_top5_accuracy", e.top5}};
   for (const auto& [k, v] : e.extra) out["test_" + k] = v;

@@ -19,7 +19,7 @@ int cmd_predict(int argc, char** argv) {
   opts.add_options()("checkpoint", "a checkpoint file (last.ckpt or best.ckpt of a run)", cxxopts::value<std::string>())(
       "inputs", "PGM/PPM images, IDX image files, CIFAR .bin files", cxxopts::value<std::vector<std::string>>())(
       "limit", "at most this many images per input file (0 = all)", cxxopts::value<int64_t>()->default_value("0"))(
-      "json", "print one JSON object per image")("threads", "threads (0 = physical cores)",
+      "json", "print one JSON object per image")("ema", "use the checkpoint's weight EMA (train.ema)")("threads", "threads (0 = physical cores)",
                                                   cxxopts::value<int>()->default_value("0"))("h,help", "show this help");
   add_inference_set_option(opts);
   opts.parse_positional({"inputs"});
@@ -32,7 +32,7 @@ int cmd_predict(int argc, char** argv) {
   SOFTLAB_CHECK(r.count("inputs"), "predict: no input files given");
   set_num_threads(r["threads"].as<int>());
   const PrecisionGuard precision(inference_precision(r, "predict"));
-  LoadedModel m = load_model(r["checkpoint"].as<std::string>());
+  LoadedModel m = load_model(r["checkpoint"].as<std::string>(), r.count("ema") > 0);
   SOFTLAB_CHECK(m.config.model.type == "vit", "predict: classifies image files, but ", r["checkpoint"].as<std::string>(),
                 " holds a '", m.config.model.type, "' model; evaluate sequence models with softlab eval");
   const int64_t limit = r["limit"].as<int64_t>();

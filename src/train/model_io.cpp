@@ -116,7 +116,7 @@ json evaluate_by_length(nn::Model& model, const DataSplit& data, const EvalResul
   return by;
 }
 
-LoadedModel load_model(const std::string& path) {
+LoadedModel load_model(const std::string& path, bool ema) {
   Checkpoint ck = load_checkpoint(path);
   LoadedModel m;
   SOFTLAB_CHECK(ck.meta.contains("config") && ck.meta.contains("data"), "checkpoint ", path,
@@ -128,7 +128,13 @@ LoadedModel load_model(const std::string& path) {
   m.norm.std = d.value("std", std::vector<float>{});
   m.class_names = d.value("class_names", std::vector<std::string>{});
   m.model = build_model(m.config, m.num_classes, d.value("train_size", int64_t{0}));
-  m.model->load_state(with_prefix(ck.tensors, "model."));
+  if (ema) {
+    const nn::NamedTensors averaged = with_prefix(ck.tensors, "ema.");
+    SOFTLAB_CHECK(!averaged.empty(), "checkpoint ", path, " holds no weight EMA (the run had train.ema = 0)");
+    m.model->load_state(averaged);
+  } else {
+    m.model->load_state(with_prefix(ck.tensors, "model."));
+  }
   m.model->eval();
   return m;
 }
