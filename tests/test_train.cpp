@@ -17,35 +17,10 @@ using namespace softlab;
 namespace fs = std::filesystem;
 
 namespace {
-std::vector<json> read_metrics(const std::string& run) {
-  std::vector<json> out;
-  std::ifstream in(fs::path(run) / "metrics.jsonl");
-  std::string line;
-  while (std::getline(in, line)) out.push_back(json::parse(line));
-  return out;
-}
 
-TrainOptions quiet() {
-  TrainOptions o;
-  o.quiet = true;
-  return o;
-}
-
-class TrainTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    root = test::temp_dir(::testing::UnitTest::GetInstance()->current_test_info()->name());
-    data = root + "/data";
-    test::write_learnable_mnist(data, 1000, 200);
-  }
-  void TearDown() override { fs::remove_all(root); }
-  Config config(const std::string& out, const std::vector<std::string>& sets = {}) {
-    json j = test::tiny_config(data, root + "/" + out);
-    for (const auto& s : sets) apply_override(j, s);
-    return parse_config(resolve_config(j));
-  }
-  std::string root, data;
-};
+using TrainTest = test::RunTest;
+using test::quiet;
+using test::read_metrics;
 }  // namespace
 
 TEST_F(TrainTest, LearnsAndLeavesCompleteRunDirectory) {

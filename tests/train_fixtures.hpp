@@ -3,11 +3,16 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
 #include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
 
 #include "softlab/config.hpp"
 #include "softlab/data.hpp"
 #include "softlab/random.hpp"
+#include "softlab/train.hpp"
 
 namespace softlab::test {
 
@@ -65,5 +70,39 @@ inline std::string temp_dir(const std::string& name) {
   std::filesystem::create_directories(d);
   return d.string();
 }
+
+// Train options that print nothing.
+inline TrainOptions quiet() {
+  TrainOptions o;
+  o.quiet = true;
+  return o;
+}
+
+// The lines of a run directory's metrics.jsonl.
+inline std::vector<json> read_metrics(const std::string& run) {
+  std::vector<json> out;
+  std::ifstream in(std::filesystem::path(run) / "metrics.jsonl");
+  std::string line;
+  while (std::getline(in, line)) out.push_back(json::parse(line));
+  return out;
+}
+
+// A test with its own temporary folder holding the learnable MNIST-format data set (1000
+// train, 200 test images), and tiny_config() runs on it with --set style overrides.
+class RunTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    root = temp_dir(::testing::UnitTest::GetInstance()->current_test_info()->name());
+    data = root + "/data";
+    write_learnable_mnist(data, 1000, 200);
+  }
+  void TearDown() override { std::filesystem::remove_all(root); }
+  Config config(const std::string& out, const std::vector<std::string>& sets = {}) {
+    json j = tiny_config(data, root + "/" + out);
+    for (const auto& s : sets) apply_override(j, s);
+    return parse_config(resolve_config(j));
+  }
+  std::string root, data;
+};
 
 }  // namespace softlab::test
