@@ -514,7 +514,7 @@ TEST(SoftTargets, EveryHeadWithTheTraitHasCases) {
   std::set<std::string> covered;
   for (const auto& c : soft_cases()) covered.insert(type_of(c));
   for (const auto& e : head_registry().entries())
-    EXPECT_EQ(covered.count(e.name) == 1, e.has("soft_targets")) << e.name;
+    EXPECT_EQ(covered.count(e.name) == 1, e.soft_targets) << e.name;
 }
 
 // svm (a hinge has no meaning against a distribution), and any head without the trait, keeps
@@ -522,7 +522,7 @@ TEST(SoftTargets, EveryHeadWithTheTraitHasCases) {
 TEST(SoftTargets, HeadsWithoutTheTraitRefuse) {
   int refused = 0;
   for (const auto& e : head_registry().entries()) {
-    if (e.has("soft_targets")) continue;
+    if (e.soft_targets) continue;
     SoftCase c{e.name, {{"type", e.name}}};
     Built b = build(c);
     EXPECT_THROW(b.head->forward_soft(b.h, b.targets), Error) << e.name;

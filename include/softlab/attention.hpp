@@ -5,6 +5,8 @@
 // other keys of that object are its parameters, validated against its schema.
 #include <functional>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "softlab/nn/module.hpp"
 #include "softlab/random.hpp"
@@ -29,9 +31,47 @@ class Attention : public nn::Module {
 };
 
 using AttentionFactory = std::function<std::unique_ptr<Attention>(const json& params, const AttentionContext& ctx)>;
-using AttentionEntry = RegistryEntry<AttentionFactory>;
 
-const Registry<AttentionFactory>& attention_registry();
+// The same maths as a module's forward, composed from the differentiable primitive ops
+// (softlab/ops.hpp), so that autograd gives its backward: the fused kernel is tested
+// against it, values and gradients. `module` is the one the factory built from `params`
+// (for its learnable parameters); q, k, v are [B, H, N, Dh].
+using AttentionReference = std::function<Tensor(Attention& module, const json& params, const AttentionContext& ctx,
+                                                const Tensor& q, const Tensor& k, const Tensor& v)>;
+
+// What the rest of softlab may ask of a module; the test suite checks every claim.
+struct AttentionCaps {
+  // Has a causal form: query i sees keys 0..i. Exactly the modules whose schema has the
+  // Bool key "causal" (register_attention checks it); a sequence model with causal
+  // targets needs it.
+  bool causal = false;
+  // Needs the image grid of AttentionContext (SOFT's landmark pooling): only the ViT has it.
+  bool needs_grid = false;
+  // Has learnable parameters (in some configuration): they train with the model, load and
+  // save with it, and get gradient checks.
+  bool learnable = false;
+};
+
+// One module's registration: everything softlab and its test suite know about it.
+struct AttentionEntry {
+  std::string name;  // model.attention.type
+  std::string help;  // one line: what it is and where it comes from
+  Schema schema;     // its keys beside "type"
+  AttentionFactory factory;
+  AttentionCaps caps = {};
+  AttentionReference reference = {};  // optional
+  // Golden cases: tests/golden/attention/<case>.json (computed in float64 by
+  // tools/golden/attention.py). Every built-in module has at least one.
+  std::vector<std::string> golden = {};
+  bool builtin = false;  // set by the registry for the built-in table
+};
+
+const Registry<AttentionEntry>& attention_registry();
+
+// Adds a module to the registry, for user code and plugins, before a config names it.
+// Throws an Error (exit 2 from the command line) if the name is taken or malformed, the
+// entry has no factory, or caps.causal and the schema's "causal" key disagree.
+const AttentionEntry& register_attention(AttentionEntry entry);
 
 // cfg: {"type": name, ...params}; params are validated (and defaults filled) here too.
 std::unique_ptr<Attention> make_attention(const json& cfg, const AttentionContext& ctx,

@@ -36,8 +36,8 @@ class Head : public nn::Module {
   virtual HeadOutput forward(const Tensor& features, std::span<const int32_t> labels) = 0;
   // Soft targets [B, C]: each row a distribution over the classes (mixup, CutMix). The loss
   // is the head's loss against that distribution (docs/heads.md, "Soft targets"); with a
-  // one-hot row it equals forward()'s loss for that label. Heads whose registry entry has
-  // the "soft_targets" trait implement it; the default throws an Error.
+  // one-hot row it equals forward()'s loss for that label. Heads whose registry entry says
+  // soft_targets implement it; the default throws an Error.
   virtual HeadOutput forward_soft(const Tensor& features, const Tensor& targets);
   // The head's decision rule; the default is arg-max with ties to the lowest index.
   virtual std::vector<int32_t> predict(const Tensor& scores) const;
@@ -51,13 +51,32 @@ class Head : public nn::Module {
 };
 
 using HeadFactory = std::function<std::unique_ptr<Head>(const json& params, const HeadContext& ctx)>;
-using HeadEntry = RegistryEntry<HeadFactory>;
 
-const Registry<HeadFactory>& head_registry();
+// One head's registration: everything softlab and its test suite know about it.
+struct HeadEntry {
+  std::string name;  // model.head.type
+  std::string help;  // one line: what it is and where it comes from
+  Schema schema;     // its keys beside "type"
+  HeadFactory factory;
+  // Trains on class distributions (forward_soft: mixup, CutMix). Absent, a config that
+  // mixes is refused at validation.
+  bool soft_targets = false;
+  // Golden cases: tests/golden/heads/<case>.json (tools/golden/heads.py). Every built-in
+  // head has at least one.
+  std::vector<std::string> golden = {};
+  bool builtin = false;  // set by the registry for the built-in table
+};
+
+const Registry<HeadEntry>& head_registry();
+
+// Adds a head to the registry, for user code and plugins, before a config names it.
+// Throws an Error (exit 2 from the command line) if the name is taken or malformed or the
+// entry has no factory.
+const HeadEntry& register_head(HeadEntry entry);
 
 std::unique_ptr<Head> make_head(const json& cfg, const HeadContext& ctx, const std::string& path = "model.head");
 
-// True when the head type's registry entry has the "soft_targets" trait (false for an
+// True when the head type's registry entry says soft_targets (false for an
 // unknown type).
 bool head_takes_soft_targets(const std::string& type);
 

@@ -29,6 +29,7 @@ AttentionEntry linear_attention_entry() {
   e.name = "linear";
   e.help = "linear attention, phi(q)^T sum phi(k)v^T / (phi(q).sum phi(k) + eps), phi = elu+1 "
            "(Katharopoulos et al. 2020)";
+  e.caps = {.causal = true};
   e.schema = {
       {.name = "eps", .type = ParamType::Float, .default_value = 1e-6, .min = 0.0,
        .help = "added to the denominator phi(q).sum phi(k)"},
@@ -39,6 +40,11 @@ AttentionEntry linear_attention_entry() {
     rule.mala = false;
     rule.eps = p["eps"].get<double>();
     return detail::chunked_attention("linear_attention", rule, p["causal"].get<bool>());
+  };
+  e.golden = {
+      "linear_bidir_n1",
+      "linear_bidir_n7",
+      "linear_causal_n7",
   };
   return e;
 }

@@ -42,6 +42,7 @@ AttentionEntry mala_attention_entry() {
   e.name = "mala";
   e.help = "magnitude-aware linear attention, (1 + 1/z) phi(q)^T KV - z vbar, z = s phi(q).kbar, phi = elu+1 "
            "(Fan et al. 2025)";
+  e.caps = {.causal = true};
   e.schema = {
       {.name = "eps", .type = ParamType::Float, .default_value = 1e-6, .min = 0.0, .help = "added to z in 1/(z + eps)"},
       {.name = "causal", .type = ParamType::Bool, .default_value = false,
@@ -55,6 +56,11 @@ AttentionEntry mala_attention_entry() {
     rule.s = p["scale"].is_null() ? 0.0 : p["scale"].get<double>();  // 0: Dh^-1/2, resolved per call
     rule.eps = p["eps"].get<double>();
     return detail::chunked_attention("mala_attention", rule, p["causal"].get<bool>());
+  };
+  e.golden = {
+      "mala_bidir_n13_d8",
+      "mala_bidir_n7",
+      "mala_causal_n7",
   };
   return e;
 }

@@ -63,6 +63,7 @@ AttentionEntry power_attention_entry() {
   AttentionEntry e;
   e.name = "power";
   e.help = "Power-Softmax, (s QK^T)^p / sum (s QK^T)^p with p even (Zimerman et al. 2024)";
+  e.caps = {.causal = true};
   e.schema = {
       scale_param(),
       causal_param(),
@@ -78,6 +79,11 @@ AttentionEntry power_attention_entry() {
     map.eps = p["eps"].get<float>();
     return attention_kernel::row_map_attention("power_attention", configured_scale(p), p["causal"].get<bool>(),
                                                map);
+  };
+  e.golden = {
+      "power_bidir_n7",
+      "power_bidir_n7_p4",
+      "power_causal_n7",
   };
   return e;
 }

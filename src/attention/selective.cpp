@@ -82,6 +82,7 @@ AttentionEntry selective_attention_entry() {
   AttentionEntry e;
   e.name = "selective";
   e.help = "selective attention: softmax with query- and value-dependent temperatures (Zhang et al. 2024)";
+  e.caps = {.causal = true, .learnable = true};
   e.schema = {
       scale_param(),
       causal_param(),
@@ -96,6 +97,12 @@ AttentionEntry selective_attention_entry() {
   };
   e.factory = [](const json& p, const AttentionContext& ctx) -> std::unique_ptr<Attention> {
     return std::make_unique<SelectiveAttention>(p, ctx);
+  };
+  e.golden = {
+      "selective_bidir_n7",
+      "selective_causal_n13_d8",
+      "selective_causal_n7",
+      "selective_causal_n7_pos_only",
   };
   return e;
 }

@@ -34,6 +34,7 @@ AttentionEntry sigmoid_attention_entry() {
   AttentionEntry e;
   e.name = "sigmoid";
   e.help = "sigmoid attention, sigmoid(s QK^T + b) V without normalisation (Ramapuram et al. 2024)";
+  e.caps = {.causal = true};
   e.schema = {
       scale_param(),
       {.name = "bias", .type = ParamType::Float, .default_value = nullptr,
@@ -51,6 +52,13 @@ AttentionEntry sigmoid_attention_entry() {
     }
     return attention_kernel::row_map_attention("sigmoid_attention", configured_scale(p), p["causal"].get<bool>(),
                                                SigmoidMap{bias});
+  };
+  e.golden = {
+      "sigmoid_bidir_n1",
+      "sigmoid_bidir_n7",
+      "sigmoid_bidir_n7_train50",
+      "sigmoid_causal_n7",
+      "sigmoid_causal_n7_bias",
   };
   return e;
 }

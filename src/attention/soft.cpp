@@ -120,6 +120,7 @@ AttentionEntry soft_attention_entry() {
   e.help =
       "SOFT, softmax-free Gaussian-kernel attention with landmarks, O = K1 (K2 + reg I)^-1 K1^T V "
       "(Lu et al. 2021); bidirectional only (landmarks pool the image grid), needs an image grid";
+  e.caps = {.needs_grid = true, .learnable = true};
   e.schema = {
       {.name = "ratio", .type = ParamType::Int, .default_value = 2, .min = 1.0,
        .help = "landmark ratio r: landmarks pool r x r windows, m = floor(grid_h/r) floor(grid_w/r)"},
@@ -134,6 +135,13 @@ AttentionEntry soft_attention_entry() {
   };
   e.factory = [](const json& p, const AttentionContext& ctx) -> std::unique_ptr<Attention> {
     return std::make_unique<SoftAttention>(p, ctx);
+  };
+  e.golden = {
+      "soft_avgpool_cholesky_cls_n17",
+      "soft_avgpool_newton_n16",
+      "soft_conv_cholesky_n16",
+      "soft_conv_newton_cls_grid5x6",
+      "soft_conv_newton_cls_n17",
   };
   return e;
 }

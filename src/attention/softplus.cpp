@@ -69,6 +69,7 @@ AttentionEntry softplus_attention_entry() {
   e.name = "softplus";
   e.help = "length-scaled softplus attention with re-weighting, softplus(log(n) s QK^T)^p, l1-normalised "
            "(Gao et al. 2025)";
+  e.caps = {.causal = true};
   e.schema = {
       scale_param(),
       causal_param(),
@@ -92,6 +93,14 @@ AttentionEntry softplus_attention_entry() {
     map.power = p["p"].get<float>();
     return attention_kernel::row_map_attention("softplus_attention", configured_scale(p), p["causal"].get<bool>(),
                                                map);
+  };
+  e.golden = {
+      "softplus_bidir_n7",
+      "softplus_bidir_n7_none",
+      "softplus_bidir_n7_p2.5",
+      "softplus_causal_n7",
+      "softplus_causal_n7_over_train",
+      "softplus_causal_n7_p2.5",
   };
   return e;
 }

@@ -81,10 +81,14 @@ HeadEntry cosine_head_entry() {
       {.name = "label_smoothing", .type = ParamType::Float, .default_value = 0.0, .min = 0.0, .max = 1.0,
        .max_exclusive = true, .help = "target = (1-eps) one-hot + eps/C (training loss only)"},
   };
-  e.traits = {"soft_targets"};
+  e.soft_targets = true;
   e.factory = [](const json& p, const HeadContext& ctx) -> std::unique_ptr<Head> {
     return std::make_unique<CosineHead>(ctx, p["scale"].get<float>(), p["learn_scale"].get<bool>(),
                                         p["margin"].get<float>(), p["label_smoothing"].get<float>());
+  };
+  e.golden = {
+      "cosine_default",
+      "cosine_learn_scale_m0.2_ls0.1_s8",
   };
   return e;
 }

@@ -87,7 +87,7 @@ HeadEntry ebv_head_entry() {
       {.name = "gen_seed", .type = ParamType::Int, .default_value = 42, .min = 0.0,
        .help = "seed of the generator's Gaussian start"},
   };
-  e.traits = {"soft_targets"};
+  e.soft_targets = true;
   e.factory = [](const json& p, const HeadContext& ctx) -> std::unique_ptr<Head> {
     const int64_t C = ctx.num_classes;
     const int64_t dim = p["dim"].is_null() ? C : p["dim"].get<int64_t>();
@@ -98,6 +98,11 @@ HeadEntry ebv_head_entry() {
     const EbvBasis basis = generate_ebv_basis(C, dim, threshold, p["gen_lr"].get<double>(),
                                               p["gen_max_steps"].get<int64_t>(), p["gen_seed"].get<uint64_t>());
     return std::make_unique<EbvHead>(ctx, dim, p["tau"].get<double>(), p["label_smoothing"].get<double>(), basis);
+  };
+  e.golden = {
+      "ebv_default",
+      "ebv_dim3_c4_tau0.2_ls0.1",
+      "ebv_dim7_c4_tau0.1",
   };
   return e;
 }

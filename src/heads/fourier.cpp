@@ -167,7 +167,7 @@ HeadEntry fourier_head_entry() {
       {.name = "init_div", .type = ParamType::Float, .default_value = 100.0, .min = 0.0, .min_exclusive = true,
        .help = "the linear layer's default init is divided by this (weight and bias), as the authors do"},
   };
-  e.traits = {"soft_targets"};
+  e.soft_targets = true;
   e.factory = [](const json& p, const HeadContext& ctx) -> std::unique_ptr<Head> {
     const int64_t C = ctx.num_classes;
     const int64_t n = p["frequencies"].is_null() ? C - 1 : p["frequencies"].get<int64_t>();
@@ -175,6 +175,11 @@ HeadEntry fourier_head_entry() {
                   " (with ", C, " bins, frequencies >= C alias on the bin centres)");
     return std::make_unique<FourierHead>(ctx, n, p["gamma"].get<double>(), p["eps_log"].get<double>(),
                                          p["init_div"].get<float>());
+  };
+  e.golden = {
+      "fourier_default",
+      "fourier_n1_gamma0.1",
+      "fourier_n2_gamma0_epslog1e-3",
   };
   return e;
 }

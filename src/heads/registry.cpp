@@ -17,18 +17,29 @@ HeadEntry fourier_head_entry();
 HeadEntry stablemax_head_entry();
 HeadEntry cosine_head_entry();
 
-const Registry<HeadFactory>& head_registry() {
-  static const Registry<HeadFactory> registry("head", {
-      softmax_head_entry(),
-      svm_head_entry(),
-      zloss_head_entry(),
-      ebv_head_entry(),
-      fourier_head_entry(),
-      stablemax_head_entry(),
-      cosine_head_entry(),
-  });
+namespace {
+Registry<HeadEntry>& registry() {
+  static Registry<HeadEntry> registry = [] {
+    Registry<HeadEntry> r("head");
+    for (HeadEntry e : {
+             softmax_head_entry(),
+             svm_head_entry(),
+             zloss_head_entry(),
+             ebv_head_entry(),
+             fourier_head_entry(),
+             stablemax_head_entry(),
+             cosine_head_entry(),
+         })
+      r.add(std::move(e), /*builtin=*/true);
+    return r;
+  }();
   return registry;
 }
+}  // namespace
+
+const Registry<HeadEntry>& head_registry() { return registry(); }
+
+const HeadEntry& register_head(HeadEntry entry) { return registry().add(std::move(entry)); }
 
 std::unique_ptr<Head> make_head(const json& cfg, const HeadContext& ctx, const std::string& path) {
   SOFTLAB_CHECK(cfg.is_object(), path, ": expected an object like {\"type\": \"softmax\"}, found ", cfg.dump());
@@ -72,12 +83,12 @@ int64_t topk_correct(const Tensor& scores, std::span<const int32_t> labels, int6
 std::vector<int32_t> Head::predict(const Tensor& scores) const { return argmax_rows(scores); }
 
 HeadOutput Head::forward_soft(const Tensor&, const Tensor&) {
-  throw Error("this head does not train on soft targets (mixup, CutMix): its registry entry lacks \"soft_targets\"");
+  throw Error("this head does not train on soft targets (mixup, CutMix): its registry entry does not set soft_targets");
 }
 
 bool head_takes_soft_targets(const std::string& type) {
   const HeadEntry* e = head_registry().find(type);
-  return e && e->has("soft_targets");
+  return e && e->soft_targets;
 }
 
 Tensor Head::probabilities(const Tensor& scores) const {

@@ -54,9 +54,13 @@ HeadEntry softmax_head_entry() {
       {.name = "temperature", .type = ParamType::Float, .default_value = 1.0, .min = 0.0, .min_exclusive = true,
        .help = "scores = logits / T"},
   };
-  e.traits = {"soft_targets"};
+  e.soft_targets = true;
   e.factory = [](const json& p, const HeadContext& ctx) -> std::unique_ptr<Head> {
     return std::make_unique<SoftmaxHead>(ctx, p["label_smoothing"].get<float>(), p["temperature"].get<float>());
+  };
+  e.golden = {
+      "softmax_default",
+      "softmax_ls0.1_t2",
   };
   return e;
 }

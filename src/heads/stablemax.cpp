@@ -87,9 +87,13 @@ HeadEntry stablemax_head_entry() {
   e.name = "stablemax";
   e.help = "StableMax cross-entropy (Prieto et al.): s(x) = x+1 or 1/(1-x) instead of exp; no overflow";
   e.schema = {};
-  e.traits = {"soft_targets"};
+  e.soft_targets = true;
   e.factory = [](const json&, const HeadContext& ctx) -> std::unique_ptr<Head> {
     return std::make_unique<StablemaxHead>(ctx);
+  };
+  e.golden = {
+      "stablemax_default",
+      "stablemax_large_logits",
   };
   return e;
 }

@@ -210,6 +210,19 @@ HeadEntry svm_head_entry() {
                   "'mean' and predict 'sign_argmax' apply to variant 'ovr' only, not '", variant, "'");
     return std::make_unique<SvmHead>(ctx, o);
   };
+  e.golden = {
+      "svm_agarap2017",
+      "svm_agarap2017_predict_argmax",
+      "svm_cs_p1",
+      "svm_cs_p2",
+      "svm_cs_p2_m0.5_C2_wp0.01",
+      "svm_ovr_p1_m0.5_C2_mean_wp0.01",
+      "svm_ovr_p2_default",
+      "svm_ovr_p2_wp0.05_penalty_mean",
+      "svm_tang2013_C0.5_n100",
+      "svm_ww_p1",
+      "svm_ww_p2",
+  };
   return e;
 }
 

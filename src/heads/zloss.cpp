@@ -92,7 +92,7 @@ HeadEntry zloss_head_entry() {
       {.name = "var_eps", .type = ParamType::Float, .default_value = 1e-6, .min = 0.0,
        .help = "added to the variance (0: exact invariance)"},
   };
-  e.traits = {"soft_targets"};
+  e.soft_targets = true;
   e.factory = [](const json& p, const HeadContext& ctx) -> std::unique_ptr<Head> {
     ZlossRule r;
     r.C = ctx.num_classes;
@@ -100,6 +100,10 @@ HeadEntry zloss_head_entry() {
     r.b = p["b"].is_null() ? std::sqrt(static_cast<double>(ctx.num_classes - 1)) : p["b"].get<double>();
     r.var_eps = p["var_eps"].get<double>();
     return std::make_unique<ZlossHead>(ctx, r);
+  };
+  e.golden = {
+      "zloss_a4_b1.5_vareps0",
+      "zloss_default",
   };
   return e;
 }
