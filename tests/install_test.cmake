@@ -1,5 +1,6 @@
-# Installs the already-built softlab into WORK_DIR/prefix, configures examples/embed
-# against it with find_package(softlab), builds it and runs it.
+# Installs the already-built softlab into WORK_DIR/prefix and builds two outside projects
+# against it with find_package(softlab): examples/embed (run), and examples/custom_attention
+# (its plugin trained by the installed softlab command, its linked program run).
 file(REMOVE_RECURSE ${WORK_DIR})
 execute_process(COMMAND ${CMAKE_COMMAND} --install ${BUILD_DIR} --prefix ${WORK_DIR}/prefix
   RESULT_VARIABLE rc)
@@ -27,4 +28,33 @@ if(NOT rc EQUAL 0)
 endif()
 if(NOT out MATCHES "loss fell")
   message(FATAL_ERROR "embed_example did not report a falling loss")
+endif()
+
+# examples/custom_attention against the same installed package: its modules as a plugin
+# that the installed softlab command trains with, and as a program linked with softlab.
+execute_process(COMMAND ${CMAKE_COMMAND} -S ${SOURCE_DIR}/examples/custom_attention -B ${WORK_DIR}/custom
+  -G ${GENERATOR} -DCMAKE_BUILD_TYPE=${BUILD_TYPE} -DCMAKE_PREFIX_PATH=${WORK_DIR}/prefix ${extra}
+  RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "configuring examples/custom_attention against the installed softlab failed (${rc})")
+endif()
+execute_process(COMMAND ${CMAKE_COMMAND} --build ${WORK_DIR}/custom RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "building examples/custom_attention failed (${rc})")
+endif()
+set(config ${SOURCE_DIR}/examples/custom_attention/bins_taylor.json)
+execute_process(COMMAND ${WORK_DIR}/prefix/bin/softlab train ${config} --plugin ${WORK_DIR}/custom/libcustom_attention.so
+  --out ${WORK_DIR}/runs/plugin --set train.epochs=2 --progress plain
+  RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "softlab train --plugin libcustom_attention.so failed (${rc}):\n${out}\n${err}")
+endif()
+if(NOT EXISTS ${WORK_DIR}/runs/plugin/summary.json)
+  message(FATAL_ERROR "softlab train --plugin wrote no summary.json")
+endif()
+execute_process(COMMAND ${WORK_DIR}/custom/custom_attention_train ${config} ${WORK_DIR}/runs/linked
+  RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+message(STATUS "custom_attention_train printed: ${out}")
+if(NOT rc EQUAL 0 OR NOT out MATCHES "both modules learned")
+  message(FATAL_ERROR "custom_attention_train failed (${rc}):\n${out}\n${err}")
 endif()

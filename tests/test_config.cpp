@@ -13,6 +13,7 @@
 
 #include "config/config_schema.hpp"
 #include "config/registries.hpp"
+#include "nn/trunk.hpp"
 #include "softlab/config.hpp"
 #include "softlab/error.hpp"
 
@@ -414,7 +415,7 @@ TEST(ConfigErrors, UnknownModuleParamNamesPath) {
 TEST(ConfigOverride, TypedByTheSchema) {
   json c = example();
   apply_overrides(c, {"train.epochs=3", "train.optimizer.lr=3e-4", "data.augment.hflip=true", "model.pool=mean",
-                      "name=my run", "data.path=null", "seed=18446744073709551615", "model.attention.causal=1"});
+                      "name=my run", "data.path=null", "seed=18446744073709551615", "model.causal=1"});
   EXPECT_EQ(c["train"]["epochs"], 3);
   EXPECT_TRUE(c["train"]["epochs"].is_number_integer());
   EXPECT_EQ(c["train"]["optimizer"]["lr"], 3e-4);
@@ -423,7 +424,7 @@ TEST(ConfigOverride, TypedByTheSchema) {
   EXPECT_EQ(c["name"], "my run");
   EXPECT_TRUE(c["data"]["path"].is_null());
   EXPECT_EQ(parse_config(c).seed, 18446744073709551615ull);
-  EXPECT_EQ(c["model"]["attention"]["causal"], true);
+  EXPECT_EQ(c["model"]["causal"], true);
   apply_override(c, "name=\"quoted\"");
   EXPECT_EQ(c["name"], "quoted");
   apply_override(c, "train.optimizer={\"type\": \"sgd\", \"lr\": 0.1}");
@@ -560,4 +561,62 @@ TEST(ConfigFile, LoadConfigNamesRunAfterFileAndAppliesOverrides) {
   EXPECT_EQ(load_config(f.path.string(), {"name=other"}).output.dir, "runs/other");
   TempFile g("bad_epochs.json", with(minimal(), "/train/epochs", "5").dump());
   expect_error([&] { load_config(g.path.string()); }, {g.path.string(), "train.epochs: expected an integer"});
+}
+
+// ---- causality: model.causal is the one key --------------------------------------------------
+
+TEST(ConfigCausal, OneKeyWithPerModelDefaults) {
+  EXPECT_EQ(resolve_config(example())["model"]["causal"], false);  // a ViT
+  EXPECT_FALSE(resolve_config(example())["model"]["attention"].contains("causal"));
+  json seq = example();
+  seq["data"] = {{"dataset", "synthetic:recall"}};
+  seq["model"] = {{"type", "seq"}};
+  EXPECT_EQ(resolve_config(seq)["model"]["causal"], true);
+  seq["model"]["causal"] = false;
+  EXPECT_EQ(resolve_config(seq)["model"]["causal"], false);
+  // The model writes it into the module's own key.
+  const Config cfg = parse_config(resolve_config(seq));
+  EXPECT_EQ(nn::detail::attention_config(cfg.model)["causal"], false);
+}
+
+TEST(ConfigCausal, TheModuleKeyAndContradictionsAreRefused) {
+  json c = example();
+  c["model"]["attention"]["causal"] = true;
+  expect_error([&] { resolve_config(c); }, {"model.attention.causal", "model.causal"});
+  json o = example();
+  expect_error([&] { apply_override(o, "model.attention.causal=true"); }, {"model.attention.causal", "model.causal"});
+  // A module without a causal form (SOFT) cannot run in a causal model: both keys named.
+  json soft = example();
+  soft["model"]["attention"] = {{"type", "soft"}};
+  EXPECT_NO_THROW(resolve_config(soft));
+  soft["model"]["causal"] = true;
+  expect_error([&] { resolve_config(soft); }, {"model.causal is true", "model.attention.type 'soft'", "no causal form"});
+  // ... nor in a sequence model, which has no image grid.
+  json seq = example();
+  seq["data"] = {{"dataset", "synthetic:recall"}};
+  seq["model"] = {{"type", "seq"}, {"causal", false}, {"attention", {{"type", "soft"}}}};
+  expect_error([&] { resolve_config(seq); }, {"model.attention.type 'soft'", "image grid"});
+}
+
+// Run directories written before model.causal was the one key hold both keys; they load
+// as what they ran.
+TEST(ConfigCausal, SavedConfigsFromEarlierVersionsLoadAsTheyRan) {
+  json vit = resolve_config(example());
+  vit["model"]["causal"] = true;  // written into every ViT run, never read by the ViT
+  vit["model"]["attention"]["causal"] = false;
+  json r = resolve_saved_config(vit);
+  EXPECT_EQ(r["model"]["causal"], false);
+  EXPECT_FALSE(r["model"]["attention"].contains("causal"));
+  vit["model"]["attention"]["causal"] = true;  // a ViT with a causal module ran causal
+  EXPECT_EQ(resolve_saved_config(vit)["model"]["causal"], true);
+
+  json seq = example();
+  seq["data"] = {{"dataset", "synthetic:recall"}};
+  seq["model"] = {{"type", "seq"}};
+  seq = resolve_config(seq);
+  seq["model"]["attention"]["causal"] = false;  // the module's default; model.causal overrode it
+  r = resolve_saved_config(seq);
+  EXPECT_EQ(r["model"]["causal"], true);
+  EXPECT_FALSE(r["model"]["attention"].contains("causal"));
+  EXPECT_EQ(resolve_saved_config(r), r);  // a current config passes unchanged
 }

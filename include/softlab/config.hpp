@@ -50,7 +50,7 @@ struct Config {
     std::string pool = "cls";  // cls | mean
     std::string positions = "rope";  // seq: rope | learned | none
     double rope_theta = 10000.0;     // seq
-    bool causal = true;              // seq
+    bool causal = false;             // query i sees keys 0..i (default: true for seq, false for vit)
     std::string target = "all";      // seq: all | last
     bool qk_norm = false;      // LayerNorm over Dh on q and k before the attention module
     double layer_scale = 0.0;  // initial per-channel residual scale; 0: off
@@ -99,6 +99,9 @@ void apply_overrides(json& cfg, const std::vector<std::string>& assignments);
 // the user's order, then the missing ones with their defaults, output.dir filled with
 // runs/<name> when absent. Idempotent: resolve_config(resolve_config(c)) == resolve_config(c).
 json resolve_config(const json& cfg);
+// resolve_config for a config saved in a run directory or checkpoint, which may come from
+// an earlier softlab: keys whose meaning moved are translated to what that run did.
+json resolve_saved_config(const json& saved);
 // Builds the typed Config from a resolved config (it resolves again, which is cheap and
 // idempotent, so an unresolved config is validated rather than misread).
 Config parse_config(const json& resolved);

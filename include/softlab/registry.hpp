@@ -35,7 +35,7 @@ class Registry {
     const std::string near = closest_key(name, names());
     throw Error(detail::cat(path, ": unknown ", kind_, " '", name, "'",
                             near.empty() ? std::string() : detail::cat(" (did you mean '", near, "'?)"),
-                            "; valid: ", list));
+                            "; valid: ", list, " (a module from a plugin needs --plugin LIB)"));
   }
   std::vector<std::string> names() const {
     std::vector<std::string> n;

@@ -22,6 +22,7 @@
 #include "cli/options.hpp"
 
 #include "cli/commands.hpp"
+#include "softlab/plugin.hpp"
 #include "softlab/checkpoint.hpp"
 #include "softlab/error.hpp"
 #include "softlab/parallel.hpp"
@@ -59,6 +60,10 @@ pid_t start_run(const std::string& self, const Sweep& s, const SweepRun& r, int 
   args.push_back("--progress");
   args.push_back("plain");
   if (resume) args.push_back("--resume");
+  for (const std::string& lib : loaded_plugins()) {  // absolute paths: the child's modules are the parent's
+    args.push_back("--plugin");
+    args.push_back(lib);
+  }
   const std::string log = (fs::path(r.dir) / "train.log").string();
   const pid_t pid = fork();
   if (pid < 0) throw Error("sweep: cannot start a process for " + r.dir, Error::Kind::Internal);
@@ -89,6 +94,7 @@ int cmd_sweep(int argc, char** argv) {
       "threads", "threads in total (0 = physical cores)", cxxopts::value<int>()->default_value("0"))(
       "out", "the sweep's folder (overrides the file's \"out\")", cxxopts::value<std::string>())(
       "dry-run", "validate and list the runs, run nothing")("h,help", "show this help");
+  add_plugin_option(opts);
   opts.parse_positional({"sweep"});
   auto r = parse_args(opts, argc, argv);
   if (r.count("help")) {

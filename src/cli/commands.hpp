@@ -22,16 +22,19 @@ std::string openmp_wait_description();
 double openmp_probe_other_load();  // cores the start-up probe found busy (0 when it did not run)
 
 // opts.parse, plus an error (exit 2) for arguments no option took: a second config file, or
-// anything after "--", would otherwise be dropped without a word.
+// anything after "--", would otherwise be dropped without a word. Loads the --plugin
+// libraries when the verb has that option.
 cxxopts::ParseResult parse_args(cxxopts::Options& opts, int argc, char** argv);
 
-// The CONFIG positional and --set options shared by train, validate and bench.
+// --plugin LIB (repeatable): shared libraries that register attention modules and heads.
+void add_plugin_option(cxxopts::Options& opts);
+// The CONFIG positional, --set and --plugin options shared by train, validate and bench.
 void add_config_options(cxxopts::Options& opts);
 // Loads the config named by those options; `extra` overrides come after the user's.
 Config config_from_args(const cxxopts::ParseResult& r, const char* verb, std::vector<std::string> extra = {});
 // eval and predict: `--set KEY=VALUE` for the keys that may change when running a saved
 // model. Today that is train.precision alone (the checkpoint is f32 either way); any other
-// key is an error naming it. Returns the precision to run in (fp32 when not set).
+// key is an error naming it. Adds --plugin too. Returns the precision to run in (fp32 when not set).
 void add_inference_set_option(cxxopts::Options& opts);
 Precision inference_precision(const cxxopts::ParseResult& r, const char* verb);
 }  // namespace softlab::cli

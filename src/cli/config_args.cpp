@@ -1,6 +1,7 @@
 // The config-file arguments that train, validate and bench share.
 #include "cli/commands.hpp"
 #include "softlab/error.hpp"
+#include "softlab/plugin.hpp"
 
 namespace softlab::cli {
 
@@ -8,13 +9,23 @@ cxxopts::ParseResult parse_args(cxxopts::Options& opts, int argc, char** argv) {
   auto r = opts.parse(argc, argv);
   SOFTLAB_CHECK(r.unmatched().empty(), opts.program(), ": unexpected argument '", r.unmatched().front(),
                 "' (one config file per run; options go before any '--')");
+  // Plugins before anything reads a config: their modules must be in the registries when
+  // the config is resolved.
+  if (r.count("plugin"))
+    for (const std::string& path : r["plugin"].as<std::vector<std::string>>()) load_plugin(path);
   return r;
+}
+
+void add_plugin_option(cxxopts::Options& opts) {
+  opts.add_options()("plugin", "load attention modules and heads from a shared library (repeatable; "
+                               "docs/extending.md)", cxxopts::value<std::vector<std::string>>());
 }
 
 void add_config_options(cxxopts::Options& opts) {
   opts.positional_help("CONFIG");
   opts.add_options()("config", "config file", cxxopts::value<std::string>())(
       "set", "override a config key, KEY=VALUE (repeatable)", cxxopts::value<std::vector<std::string>>());
+  add_plugin_option(opts);
   opts.parse_positional({"config"});
 }
 
@@ -28,6 +39,7 @@ Config config_from_args(const cxxopts::ParseResult& r, const char* verb, std::ve
 void add_inference_set_option(cxxopts::Options& opts) {
   opts.add_options()("set", "KEY=VALUE; only train.precision=fp32|bf16 (default fp32)",
                      cxxopts::value<std::vector<std::string>>());
+  add_plugin_option(opts);
 }
 
 Precision inference_precision(const cxxopts::ParseResult& r, const char* verb) {

@@ -141,8 +141,10 @@ Node build() {
             .help = "seq: rotary embedding of q and k, a learned table (as long as the longest evaluation), or none"}),
       leaf({.name = "rope_theta", .type = T::Float, .default_value = 10000.0, .min = 1.0,
             .help = "seq: RoPE base; pair i of a head turns by position * theta^(-2i/head_dim)"}),
-      leaf({.name = "causal", .type = T::Bool, .default_value = true,
-            .help = "seq: position i sees positions 0..i (sets the attention module's causal key)"}),
+      leaf({.name = "causal", .type = T::Bool, .default_value = nullptr,
+            .help = "query i sees keys 0..i only; the one causality key (the attention module follows it; its "
+                    "registry entry says whether it has a causal form); null: true for seq, false for vit",
+            .nullable = true}),
       leaf({.name = "target", .type = T::String, .default_value = "all", .choices = {"all", "last"},
             .help = "seq: the head sees every position that has a target, or the last position only"}),
       leaf({.name = "qk_norm", .type = T::Bool, .default_value = false,
@@ -270,7 +272,10 @@ std::string unknown_module_key(const Node& node, const std::string& type, const 
                                const std::string& path, const std::string& key) {
   std::vector<std::string> valid{"type"};
   for (const auto& s : schema) valid.push_back(s.name);
-  return unknown_key_message(path, key, valid) + " (the parameters of " + node.registry + " '" + type + "')";
+  std::string msg = unknown_key_message(path, key, valid) + " (the parameters of " + node.registry + " '" + type + "')";
+  if (node.registry != "head" && key == "causal")
+    msg += "; causality is set by model.causal (the attention module follows it)";
+  return msg;
 }
 
 }  // namespace softlab::config_detail

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "config/config_schema.hpp"
+#include "softlab/attention.hpp"
 #include "softlab/config.hpp"
 #include "softlab/error.hpp"
 
@@ -127,6 +128,13 @@ void check_rules(const json& cfg) {
   const int64_t dim = m["dim"].get<int64_t>(), heads = m["heads"].get<int64_t>();
   SOFTLAB_CHECK(dim % heads == 0, "model.dim (", dim, ") must be divisible by model.heads (", heads,
                 "): every head gets dim/heads features");
+  // What the attention module's registry entry says it can do.
+  const std::string attn = m["attention"]["type"].get<std::string>();
+  const AttentionCaps& caps = attention_registry().get(attn, "model.attention.type").caps;
+  SOFTLAB_CHECK(!m["causal"].get<bool>() || caps.causal, "model.causal is true but model.attention.type '", attn,
+                "' has no causal form; set model.causal to false or pick a module with one (softlab info lists them)");
+  SOFTLAB_CHECK(!caps.needs_grid || m["type"] == "vit", "model.attention.type '", attn,
+                "' needs an image grid, which only model.type 'vit' has");
   if (m["type"] == "vit") {
     const int64_t size = m["image_size"].get<int64_t>(), patch = m["patch_size"].get<int64_t>();
     SOFTLAB_CHECK(size % patch == 0, "model.image_size (", size, ") must be divisible by model.patch_size (", patch,
@@ -149,11 +157,36 @@ void check_rules(const json& cfg) {
 }  // namespace
 
 json resolve_config(const json& cfg) {
+  // Causality has one key, model.causal; the module's own "causal" parameter follows it
+  // (nn/trunk.cpp), so a config may not set it.
+  if (cfg.is_object() && cfg.contains("model") && cfg["model"].is_object() && cfg["model"].contains("attention") &&
+      cfg["model"]["attention"].is_object() && cfg["model"]["attention"].contains("causal"))
+    throw Error("model.attention.causal: causality is set by model.causal (the attention module follows it); "
+                "remove model.attention.causal");
   json out = resolve_object(config_detail::config_schema(), cfg, "");
   // Derived defaults: written out, so config.json in the run directory says what was used.
   if (out["output"]["dir"].is_null()) out["output"]["dir"] = "runs/" + out["name"].get<std::string>();
+  if (out["model"]["causal"].is_null()) out["model"]["causal"] = out["model"]["type"] == "seq";
   check_rules(out);
   return out;
+}
+
+json resolve_saved_config(const json& saved) {
+  json cfg = saved;
+  if (cfg.is_object() && cfg.contains("model") && cfg["model"].is_object()) {
+    json& m = cfg["model"];
+    // Configs saved before model.causal was the one key hold both keys. What ran: a
+    // sequence model overwrote the module's key with model.causal; a ViT ignored
+    // model.causal and used the module's key.
+    const bool seq = m.value("type", "vit") == "seq";
+    if (m.contains("attention") && m["attention"].is_object() && m["attention"].contains("causal")) {
+      if (!seq) m["causal"] = m["attention"]["causal"];
+      m["attention"].erase("causal");
+    } else if (!seq && m.contains("causal") && m["causal"].is_boolean() && m["causal"].get<bool>()) {
+      m["causal"] = false;  // the ViT never read it; the module's default (false) ran
+    }
+  }
+  return resolve_config(cfg);
 }
 
 }  // namespace softlab

@@ -10,25 +10,6 @@
 
 namespace softlab::nn {
 
-namespace {
-// model.causal is the one switch: it replaces the attention module's own "causal" key,
-// and a module without a causal form (SOFT's landmark pooling) cannot be causal.
-json attention_config(const Config::Model& cfg) {
-  json a = cfg.attention;
-  const std::string type = a.value("type", "softmax");
-  const auto* entry = attention_registry().find(type);
-  SOFTLAB_CHECK(entry, "model.attention.type: unknown attention module '", type, "'");
-  const bool has_causal = std::any_of(entry->schema.begin(), entry->schema.end(),
-                                      [](const ParamSpec& p) { return p.name == "causal"; });
-  if (has_causal) {
-    a["causal"] = cfg.causal;  // the resolved config always holds the module's default here
-  } else {
-    SOFTLAB_CHECK(!cfg.causal, "model.causal is true but attention '", type,
-                  "' has no causal form; set model.causal to false or pick another module");
-  }
-  return a;
-}
-}  // namespace
 
 SeqModel::SeqModel(const Config::Model& cfg, int64_t vocab, int64_t num_classes, int64_t train_length,
                    int64_t max_length, int64_t train_size, uint64_t seed)
@@ -46,7 +27,7 @@ SeqModel::SeqModel(const Config::Model& cfg, int64_t vocab, int64_t num_classes,
   const AttentionContext actx = detail::attention_context(cfg, train_length, init);
   BlockOptions bo = detail::block_options(cfg);
   bo.rope_theta = cfg.positions == "rope" ? static_cast<float>(cfg.rope_theta) : 0.0f;
-  const json attn = attention_config(cfg);
+  const json attn = detail::attention_config(cfg);
   for (int64_t i = 0; i < cfg.depth; ++i) {
     bo.drop_path = detail::drop_path_rate(cfg, i);
     blocks.push_back(register_module(

@@ -13,6 +13,19 @@ AttentionContext attention_context(const Config::Model& cfg, int64_t seq_len, Ge
   return a;
 }
 
+json attention_config(const Config::Model& cfg) {
+  json a = cfg.attention;
+  const std::string type = a.value("type", "softmax");
+  const AttentionEntry& entry = attention_registry().get(type, "model.attention.type");
+  if (entry.caps.causal) {
+    a["causal"] = cfg.causal;
+  } else {
+    SOFTLAB_CHECK(!cfg.causal, "model.causal is true but model.attention.type '", type,
+                  "' has no causal form; set model.causal to false or pick a module with one");
+  }
+  return a;
+}
+
 BlockOptions block_options(const Config::Model& cfg) {
   BlockOptions b;
   b.dim = cfg.dim;

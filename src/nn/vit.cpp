@@ -22,10 +22,11 @@ ViT::ViT(const Config::Model& cfg, int64_t num_classes, int64_t train_size, uint
   actx.grid_h = actx.grid_w = cfg.image_size / cfg.patch_size;
   actx.prefix_tokens = use_cls ? 1 : 0;
   BlockOptions bo = detail::block_options(cfg);
+  const json attn = detail::attention_config(cfg);
   for (int64_t i = 0; i < cfg.depth; ++i) {
     bo.drop_path = detail::drop_path_rate(cfg, i);
     blocks.push_back(register_module("blocks." + std::to_string(i),
-                                     std::make_unique<Block>(bo, make_attention(cfg.attention, actx), init,
+                                     std::make_unique<Block>(bo, make_attention(attn, actx), init,
                                                              &dropout_gen_)));
   }
   norm = register_module("norm", std::make_unique<LayerNorm>(cfg.dim));
