@@ -125,10 +125,6 @@ inline std::pair<double, double> golden_tolerance(const json& g, double atol, do
   return {g["tolerance"].at("atol").get<double>(), g["tolerance"].at("rtol").get<double>()};
 }
 
-inline nn::NamedTensors named_parameters(const nn::Module& m) {
-  nn::NamedTensors out;
-  for (const auto& p : m.parameters()) out.emplace_back(p.name, p.tensor);
-  return out;
-}
+inline nn::NamedTensors named_parameters(const nn::Module& m) { return m.named_parameters(); }
 
 }  // namespace softlab::test

@@ -9,6 +9,9 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <regex>
+#include <sstream>
 #include <thread>
 
 #include "softlab/image_io.hpp"
@@ -155,4 +158,82 @@ TEST_F(CliTest, InterruptSavesCheckpointAndResumes) {
                "--quiet"});
   EXPECT_EQ(r.code, 0) << r.err;
   EXPECT_TRUE(fs::exists(out + "/summary.json"));
+}
+
+// info --params: one row per tensor (name, shape, count) and totals that add up; the model
+// is built from the config alone (no data set is read).
+TEST_F(CliTest, InfoParamsListsEveryTensorWithTotals) {
+  // A config whose data path does not exist: --params must not need the data.
+  json cfg = json::parse(slurp(config));
+  cfg["data"]["path"] = root + "/no-data-here";
+  write(root + "/nodata.json", cfg.dump(2));
+  CliRun r = run({"info", "--params", root + "/nodata.json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  const std::regex row(R"(^  (\S+)\s+(\[[0-9, ]*\])\s+([0-9]+)$)");
+  std::map<std::string, std::pair<std::string, int64_t>> rows;
+  int64_t sum = 0, total = -1;
+  std::istringstream lines(r.out);
+  std::string line;
+  bool in_params = false;
+  while (std::getline(lines, line)) {
+    std::smatch m;
+    if (line.rfind("parameters", 0) == 0) in_params = true;
+    if (line.rfind("buffers", 0) == 0) in_params = false;
+    if (in_params && line.rfind("  total: ", 0) == 0) total = std::stoll(line.substr(9));
+    if (in_params && std::regex_match(line, m, row)) {
+      rows[m[1]] = {m[2], std::stoll(m[3])};
+      sum += std::stoll(m[3]);
+    }
+  }
+  ASSERT_TRUE(rows.count("blocks.0.attn.qkv.weight")) << r.out;
+  EXPECT_EQ(rows["blocks.0.attn.qkv.weight"], std::make_pair(std::string("[96, 32]"), int64_t{3072}));
+  EXPECT_EQ(rows["head.weight"], std::make_pair(std::string("[10, 32]"), int64_t{320}));
+  EXPECT_EQ(rows["cls_token"], std::make_pair(std::string("[1, 1, 32]"), int64_t{32}));
+  EXPECT_EQ(total, sum) << r.out;
+  // The same count as validate's and the library's.
+  CliRun v = run({"validate", config});
+  ASSERT_EQ(v.code, 0) << v.err;
+  EXPECT_NE(v.err.find("ok: " + std::to_string(total) + " parameters"), std::string::npos) << v.err;
+  auto model = build_model(parse_config(resolve_config(cfg)), 10, 1000);
+  EXPECT_EQ(total, model->num_parameters());
+  EXPECT_EQ(rows.size(), model->named_parameters().size());
+  EXPECT_NE(r.out.find("buffers (fixed, saved with the state): none"), std::string::npos) << r.out;
+
+  // --set applies, and a head with a buffer lists it apart from the parameters.
+  CliRun s = run({"info", "--params", config, "--set", "model.dim=48", "--set", "model.head.type=ebv"});
+  ASSERT_EQ(s.code, 0) << s.err;
+  EXPECT_TRUE(std::regex_search(s.out, std::regex(R"(\n  blocks\.0\.attn\.qkv\.weight +\[144, 48\] +6912\n)"))) << s.out;
+  EXPECT_TRUE(std::regex_search(s.out, std::regex(R"(buffers[^\n]*:\n  head\.basis\s+\[[0-9, ]+\]\s+[0-9]+\n)")))
+      << s.out;
+}
+
+TEST_F(CliTest, InfoListPrintsTheRegisteredNames) {
+  for (const auto& [which, names] : {std::pair{std::string("attention"), attention_registry().names()},
+                                     std::pair{std::string("heads"), head_registry().names()}}) {
+    CliRun r = run({"info", "--list", which});
+    ASSERT_EQ(r.code, 0) << r.err;
+    std::string expected;
+    for (const auto& n : names) expected += n + "\n";
+    EXPECT_EQ(r.out, expected);
+    EXPECT_GE(names.size(), 7u);
+  }
+}
+
+TEST_F(CliTest, InfoBadInputsExitTwo) {
+  auto expect_bad = [&](const std::vector<std::string>& args, const std::string& needle) {
+    CliRun r = run(args);
+    EXPECT_EQ(r.code, 2) << "stderr: " << r.err;
+    EXPECT_NE(r.err.find(needle), std::string::npos) << "expected '" << needle << "' in: " << r.err;
+    EXPECT_TRUE(r.out.empty()) << r.out;
+  };
+  expect_bad({"info", "--list", "bogus"}, "valid: attention, heads");
+  expect_bad({"info", "--list", "head"}, "did you mean 'heads'");
+  expect_bad({"info", "--params", root + "/missing.json"}, "missing.json");
+  expect_bad({"info", "--params"}, "no config file given");
+  expect_bad({"info", "--params", config, "--set", "model.dim=abc"}, "model.dim");
+  expect_bad({"info", "--params", config, "--set", "model.heads=3"}, "model.heads");
+  expect_bad({"info", "--params", config, "--set", "model.attention.type=nope"}, "nope");
+  expect_bad({"info", config}, "only with --params");
+  expect_bad({"info", "--set", "model.dim=48"}, "--set applies to the config of --params");
+  expect_bad({"info", "--params", config, "--list", "heads"}, "give one of them");
 }

@@ -29,6 +29,14 @@ Checkpoint load_checkpoint(const std::string& path);  // Error naming the file f
 // Tensors whose names start with prefix, with the prefix removed.
 nn::NamedTensors with_prefix(const nn::NamedTensors& tensors, const std::string& prefix);
 
+// The model's tensors in a checkpoint under the names the model gives them (the "model."
+// prefix removed), ready for nn::Module::load_state. ema = true: the weight EMA ("ema.*")
+// instead; a checkpoint without one is an Error naming `path`.
+nn::NamedTensors model_state(const Checkpoint& ckpt, const std::string& path, bool ema = false);
+// load_checkpoint(path), then model_state: the weights of a checkpoint file for a model an
+// embedding program built itself, e.g. model.load_state(load_model_state(path), false).
+nn::NamedTensors load_model_state(const std::string& path, bool ema = false);
+
 // Writes `text` to `path` atomically (same protocol as checkpoints).
 void write_file_atomic(const std::string& path, const std::string& text);
 

@@ -1,6 +1,10 @@
 // softlab info: version, build flags, threads, every registered attention module and head
 // with its parameters and defaults, and the training-recipe keys (read from the same
 // schemas the validator uses).
+//   --params CONFIG [--set KEY=VALUE]...: every parameter and buffer of the config's model
+//   (name, shape, count) and the totals; the model is built without reading any data.
+//   --list attention|heads: the registered names, one per line, for scripts.
+#include <algorithm>
 #include <iostream>
 
 #include "cli/options.hpp"
@@ -10,6 +14,7 @@
 #include "softlab/attention.hpp"
 #include "softlab/head.hpp"
 #include "softlab/softlab.hpp"
+#include "softlab/train.hpp"
 
 namespace softlab::cli {
 
@@ -50,15 +55,90 @@ void list(const char* title, const R& reg) {
     for (const auto& p : e.schema) std::cout << describe(p) << "\n";
   }
 }
+
+// The number of classes the config's model is built with when no data is read:
+// model.num_classes, else the data set's (the image sets' are fixed, a synthetic task's
+// follows from its keys).
+int64_t classes_without_data(const Config& cfg) {
+  if (cfg.model.num_classes > 0) return cfg.model.num_classes;
+  if (is_synthetic(cfg.data.dataset)) return synthetic_classes(synthetic_options(cfg));
+  return cfg.data.dataset == "cifar100" ? 100 : 10;
+}
+
+// One table of (name, shape, count) rows with aligned columns, then its total.
+void print_tensors(const std::string& title, const nn::NamedTensors& tensors, const char* what) {
+  if (tensors.empty()) {
+    std::cout << title << ": none\n";
+    return;
+  }
+  std::cout << title << ":\n";
+  size_t name_w = 0, shape_w = 0;
+  int64_t total = 0;
+  for (const auto& [n, t] : tensors) {
+    name_w = std::max(name_w, n.size());
+    shape_w = std::max(shape_w, t.shape().str().size());
+    total += t.numel();
+  }
+  const size_t count_w = std::to_string(total).size();
+  for (const auto& [n, t] : tensors) {
+    const std::string shape = t.shape().str(), count = std::to_string(t.numel());
+    std::cout << "  " << n << std::string(name_w - n.size() + 2, ' ') << shape
+              << std::string(shape_w - shape.size() + 2 + count_w - count.size(), ' ') << count << "\n";
+  }
+  std::cout << "  total: " << total << " " << what << " in " << tensors.size()
+            << (tensors.size() == 1 ? " tensor\n" : " tensors\n");
+}
+
+int print_params(const Config& cfg) {
+  const int64_t classes = classes_without_data(cfg);
+  // The training-set size only scales a loss term (the svm head's tang2013 preset) and
+  // shapes nothing; a nominal size lets every head build.
+  const auto model = build_model(cfg, classes, 50000);
+  std::cout << "model: " << cfg.name << " (" << cfg.model.type << ", attention "
+            << cfg.model.attention.value("type", std::string("?")) << ", head "
+            << cfg.model.head.value("type", std::string("?")) << ", " << classes << " classes)\n";
+  print_tensors("parameters (learnable)", model->named_parameters(), "learnable parameters");
+  print_tensors("buffers (fixed, saved with the state)", model->buffers(), "values");
+  return 0;
+}
+
+int print_names(const std::string& which) {
+  const std::vector<std::string> valid = {"attention", "heads"};
+  if (which != "attention" && which != "heads") {
+    const std::string near = closest_key(which, valid);
+    throw Error(detail::cat("info --list: unknown list '", which, "'",
+                            near.empty() ? std::string() : detail::cat(" (did you mean '", near, "'?)"),
+                            "; valid: attention, heads"));
+  }
+  for (const auto& n : which == "attention" ? attention_registry().names() : head_registry().names())
+    std::cout << n << "\n";
+  return 0;
+}
 }  // namespace
 
 int cmd_info(int argc, char** argv) {
   cxxopts::Options opts("softlab info", "Version, build flags, threads, attention modules and heads");
-  opts.add_options()("h,help", "show this help");
+  add_config_options(opts);
+  opts.positional_help("[--params CONFIG [--set KEY=VALUE]...] [--list attention|heads]");
+  opts.add_options()("params", "print every parameter and buffer of CONFIG's model (name, shape, count) and "
+                               "the totals; reads no data")(
+      "list", "print the registered names of attention modules or heads, one per line: attention | heads",
+      cxxopts::value<std::string>())("h,help", "show this help");
   auto r = parse_args(opts, argc, argv);
   if (r.count("help")) {
     std::cout << opts.help() << "\n";
     return 0;
+  }
+  const bool params = r.count("params") > 0, listing = r.count("list") > 0;
+  SOFTLAB_CHECK(!(params && listing), "info: --params and --list are separate questions; give one of them");
+  SOFTLAB_CHECK(params || !r.count("config"), "info: a config file is read only with --params (softlab info --params ",
+                r["config"].as<std::string>(), ")");
+  SOFTLAB_CHECK(params || !r.count("set"), "info: --set applies to the config of --params (softlab info --params CONFIG "
+                "--set KEY=VALUE)");
+  if (listing) return print_names(r["list"].as<std::string>());
+  if (params) {
+    SOFTLAB_CHECK(r.count("config"), "info --params: no config file given (softlab info --params CONFIG)");
+    return print_params(config_from_args(r, "info"));
   }
   std::cout << "softlab " << version() << "\n"
             << "build: " << build_info() << "\n"

@@ -160,4 +160,14 @@ nn::NamedTensors with_prefix(const nn::NamedTensors& tensors, const std::string&
   return out;
 }
 
+nn::NamedTensors model_state(const Checkpoint& ckpt, const std::string& path, bool ema) {
+  nn::NamedTensors out = with_prefix(ckpt.tensors, ema ? "ema." : "model.");
+  SOFTLAB_CHECK(!ema || !out.empty(), "checkpoint ", path, " holds no weight EMA (the run had train.ema = 0)");
+  return out;
+}
+
+nn::NamedTensors load_model_state(const std::string& path, bool ema) {
+  return model_state(load_checkpoint(path), path, ema);
+}
+
 }  // namespace softlab

@@ -121,20 +121,14 @@ LoadedModel load_model(const std::string& path, bool ema) {
   LoadedModel m;
   SOFTLAB_CHECK(ck.meta.contains("config") && ck.meta.contains("data"), "checkpoint ", path,
                 ": no config or data description in its metadata");
-  m.config = parse_config(resolve_config(ck.meta["config"]));
+  m.config = parse_config(resolve_saved_config(ck.meta["config"]));
   const json& d = ck.meta["data"];
   m.num_classes = d.at("num_classes").get<int64_t>();
   m.norm.mean = d.value("mean", std::vector<float>{});
   m.norm.std = d.value("std", std::vector<float>{});
   m.class_names = d.value("class_names", std::vector<std::string>{});
   m.model = build_model(m.config, m.num_classes, d.value("train_size", int64_t{0}));
-  if (ema) {
-    const nn::NamedTensors averaged = with_prefix(ck.tensors, "ema.");
-    SOFTLAB_CHECK(!averaged.empty(), "checkpoint ", path, " holds no weight EMA (the run had train.ema = 0)");
-    m.model->load_state(averaged);
-  } else {
-    m.model->load_state(with_prefix(ck.tensors, "model."));
-  }
+  m.model->load_state(model_state(ck, path, ema));
   m.model->eval();
   return m;
 }

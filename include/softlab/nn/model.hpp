@@ -26,7 +26,7 @@ class Model : public Module {
     throw Error("this model does not train on soft targets (mixup, CutMix)");
   }
   // The labels forward(input, labels) scores, in the order of its score rows.
-  virtual std::vector<int32_t> scored_labels(const Tensor& input, std::span<const int32_t> labels) const {
+  virtual std::vector<int32_t> scored_labels(const Tensor& /*input*/, std::span<const int32_t> labels) const {
     return {labels.begin(), labels.end()};
   }
   virtual int64_t tokens() const = 0;  // tokens per example at the training size
