@@ -1,19 +1,21 @@
-// Attention modules at growing sequence length: forward (inference, NoGradGuard) and
-// forward+backward time, and the peak bytes of tensor storage each allocates, for
-// H = 4 and (B = 1, Dh = 32, N = 64 ... 4096; linear and MALA also 16384), plus the ViT
-// shapes (docs/attention.md).
+// Every registered attention module at growing sequence length: forward (inference,
+// NoGradGuard) and forward+backward time, and the peak bytes of tensor storage each
+// allocates, for H = 4 and (B = 1, Dh = 32, N = 64 ... 4096; linear and MALA also 16384),
+// plus the ViT shapes (docs/attention.md). Each module runs in its default config.
 //
 //   build-bench/bench/bench_attention [--benchmark_filter=softmax]
 //
 // "composed_softmax" is the same softmax attention built from primitive ops (matmul,
 // scale, softmax, matmul), the path the fused kernel replaced: it materialises the
-// B x H x N x N scores in both modes. SOFT gets an image grid: N = side², no class token,
-// and at N >= 256 a ratio of side/8 (64 landmarks).
+// B x H x N x N scores in both modes. A module that needs an image grid (caps.needs_grid:
+// SOFT) gets one: N = side², no class token, and at N >= 256 a landmark ratio of side/8
+// (64 landmarks).
 // The first two shapes of each series are the ViTs of configs/ at batch 128.
 // "<module>/bf16/..." runs the same call with train.precision = "bf16" (bf16 products,
 // f32 accumulation) at the ViT shapes and N = 1024, on CPUs that can (softlab info).
 // Counters: peak_MB, the peak of live tensor bytes above what existed before the call
 // (outputs, saved tensors, scratch, gradients); N2_MB, one B x H x N x N float tensor.
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -29,6 +31,11 @@ using namespace softlab;
 
 constexpr int64_t kH = 4;
 
+bool needs_grid(const std::string& type) {
+  const AttentionEntry* e = attention_registry().find(type);
+  return e && e->caps.needs_grid;
+}
+
 std::unique_ptr<Attention> make(const std::string& type, int64_t n, int64_t dh, Generator& init) {
   AttentionContext ctx;
   ctx.dim = kH * dh;
@@ -39,9 +46,12 @@ std::unique_ptr<Attention> make(const std::string& type, int64_t n, int64_t dh, 
   const auto side = static_cast<int64_t>(std::lround(std::sqrt(static_cast<double>(n))));
   if (side * side == n) ctx.grid_h = ctx.grid_w = side;
   json cfg = {{"type", type}};
-  // SOFT: the default ratio (2) at the ViT shapes; 64 landmarks (8 x 8) in the scaling
-  // series, so that its cost grows with N alone.
-  if (type == "soft" && n >= 256) cfg["ratio"] = side / 8;
+  // A grid module: its default ratio at the ViT shapes; 64 landmarks (8 x 8) in the
+  // scaling series, so that its cost grows with N alone.
+  const Schema& schema = attention_registry().get(type, "bench").schema;
+  const bool has_ratio =
+      std::any_of(schema.begin(), schema.end(), [](const ParamSpec& p) { return p.name == "ratio"; });
+  if (needs_grid(type) && has_ratio && n >= 256) cfg["ratio"] = side / 8;
   return make_attention(cfg, ctx);
 }
 
@@ -84,9 +94,13 @@ void run(benchmark::State& state, const std::string& type, bool backward, Precis
   state.counters["tokens_per_s"] = benchmark::Counter(static_cast<double>(batch * n), benchmark::Counter::kIsRate);
 }
 
+// The modules whose time is linear in N, which also run at 16k tokens. Their caps do not
+// say so; a module added here should keep O(N) time and memory.
+bool linear_time(const std::string& type) { return type == "linear" || type == "mala"; }
+
 void register_all() {
-  const std::vector<std::string> types = {"composed_softmax", "softmax", "sigmoid",   "linear", "mala",
-                                          "soft",             "selective", "softplus", "relu",   "power"};
+  std::vector<std::string> types = {"composed_softmax"};
+  for (const auto& name : attention_registry().names()) types.push_back(name);
   for (const auto& t : types)
     for (bool bwd : {false, true}) {
       auto* b = benchmark::RegisterBenchmark((t + (bwd ? "/fwd_bwd" : "/fwd")).c_str(), [t, bwd](benchmark::State& st) {
@@ -94,26 +108,27 @@ void register_all() {
       });
       // Args: N, B, Dh. First the ViT shapes of the configs (Fashion-MNIST: 16 patches +
       // class token, Dh 16; CIFAR-10: 64 patches + class token, Dh 64, with 4 heads instead of 3; batch 128), then the
-      // scaling series at B = 1, Dh = 32. SOFT needs a square grid and no class token:
-      // it runs at 16 and 64 tokens for the ViT shapes and at the square N of the series.
-      const bool soft = t == "soft";
-      b->Args({soft ? 16 : 17, 128, 16});
-      b->Args({soft ? 64 : 65, 128, 64});
+      // scaling series at B = 1, Dh = 32. A grid module (SOFT) gets a square grid and no
+      // class token: it runs at 16 and 64 tokens for the ViT shapes and at the square N of
+      // the series.
+      const bool grid = needs_grid(t);
+      b->Args({grid ? 16 : 17, 128, 16});
+      b->Args({grid ? 64 : 65, 128, 64});
       for (int64_t n : {64, 256, 512, 1024, 2048, 4096}) {
         const auto side = static_cast<int64_t>(std::lround(std::sqrt(static_cast<double>(n))));
-        if (soft && side * side != n) continue;
+        if (grid && side * side != n) continue;
         b->Args({n, 1, 32});
       }
       // The linear-complexity kernels also at 16k tokens (their memory stays linear; one
       // B x H x N x N tensor would be 4.3 GB), where the quadratic modules take seconds.
-      if (t == "linear" || t == "mala") b->Args({16384, 1, 32});
+      if (linear_time(t)) b->Args({16384, 1, 32});
       b->Unit(benchmark::kMillisecond)->UseRealTime()->ComputeStatistics("min", softlab_bench::min_of);
       if (!cpu_has_bf16() || t == "composed_softmax") continue;
       auto* h = benchmark::RegisterBenchmark((t + (bwd ? "/bf16/fwd_bwd" : "/bf16/fwd")).c_str(),
                                              [t, bwd](benchmark::State& st) { run(st, t, bwd, Precision::bf16); });
-      h->Args({soft ? 16 : 17, 128, 16});
-      h->Args({soft ? 64 : 65, 128, 64});
-      h->Args({1024, 1, 32});  // a square grid for SOFT too
+      h->Args({grid ? 16 : 17, 128, 16});
+      h->Args({grid ? 64 : 65, 128, 64});
+      h->Args({1024, 1, 32});  // a square grid for grid modules too
       h->Unit(benchmark::kMillisecond)->UseRealTime()->ComputeStatistics("min", softlab_bench::min_of);
     }
 }

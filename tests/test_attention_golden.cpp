@@ -1,13 +1,14 @@
 // Attention modules against golden values computed independently in float64 with PyTorch
 // (tools/golden/attention.py, from docs/attention.md; format in tests/golden/README.md).
 //
-// One parameterised test per file in tests/golden/attention/, named after the file. Each
-// builds the module from the file's config and context, loads the file's parameter values,
-// runs forward and backward with the file's q, k, v and dout, and compares the output and
-// the gradients of q, k, v and every parameter element by element:
-// |a - b| <= atol + rtol |b|, with atol 1e-5, rtol 1e-4 unless the file carries its own
-// "tolerance" (the generator says why next to CASE_TOLERANCE). A module that is not
-// registered yet is skipped, not failed.
+// One parameterised test per golden case that a registered module lists in its entry's
+// `golden` (tests/golden/attention/<case>.json), named after the case; that every built-in
+// module lists cases and every file belongs to one is checked in
+// test_attention_registry.cpp. Each builds the module from the file's config and context,
+// loads the file's parameter values, runs forward and backward with the file's q, k, v and
+// dout, and compares the output and the gradients of q, k, v and every parameter element by
+// element: |a - b| <= atol + rtol |b|, with atol 1e-5, rtol 1e-4 unless the file carries
+// its own "tolerance" (the generator says why next to CASE_TOLERANCE).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -34,16 +35,28 @@ using namespace softlab::test;
 const fs::path kGoldenDir = fs::path(SOFTLAB_SOURCE_DIR) / "tests" / "golden" / "attention";
 constexpr double kDefaultAtol = 1e-5, kDefaultRtol = 1e-4;
 
-class AttentionGolden : public ::testing::TestWithParam<std::string> {};
+struct GoldenCase {
+  std::string module, name;  // the entry that lists the case, and the case
+  friend void PrintTo(const GoldenCase& c, std::ostream* os) { *os << c.module << ": " << c.name; }
+};
+
+// The cases the registered modules list, in registry order.
+std::vector<GoldenCase> listed_cases() {
+  std::vector<GoldenCase> out;
+  for (const auto& e : attention_registry().entries())
+    for (const auto& name : e.golden) out.push_back({e.name, name});
+  return out;
+}
+
+class AttentionGolden : public ::testing::TestWithParam<GoldenCase> {};
 
 TEST_P(AttentionGolden, Matches) {
-  const fs::path path = kGoldenDir / GetParam();
+  const fs::path path = kGoldenDir / (GetParam().name + ".json");
   SCOPED_TRACE("golden file " + path.string());
+  ASSERT_TRUE(fs::exists(path)) << "'" << GetParam().module << "' lists this case, but the file does not exist";
   const json g = read_json(path);
   const json& cfg = g.at("config");
-  const std::string type = cfg.at("type").get<std::string>();
-  if (!attention_registry().find(type))
-    GTEST_SKIP() << "attention module '" << type << "' is not registered (yet)";
+  ASSERT_EQ(cfg.at("type").get<std::string>(), GetParam().module) << "the case configures another module";
 
   const std::vector<int64_t> shape = dims_of(g.at("shape"));
   ASSERT_EQ(shape.size(), 4u) << "shape must be [B, H, N, Dh]";
@@ -96,20 +109,18 @@ TEST_P(AttentionGolden, Matches) {
                    dims_of(fparams[p.name].at("shape")), atol, rtol);
 }
 
-INSTANTIATE_TEST_SUITE_P(File, AttentionGolden, ::testing::ValuesIn(golden_files(kGoldenDir)),
-                         [](const ::testing::TestParamInfo<std::string>& info) { return case_name(info.param); });
-// An empty directory is reported by AttentionGoldenFiles.Present below, with the path.
+INSTANTIATE_TEST_SUITE_P(File, AttentionGolden, ::testing::ValuesIn(listed_cases()),
+                         [](const ::testing::TestParamInfo<GoldenCase>& info) { return case_name(info.param.name); });
+// No cases at all is reported by RegistryGolden.AttentionEntriesClaimTheirCases.
 GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(AttentionGolden);
 
-TEST(AttentionGoldenFiles, Present) {
-  const std::vector<std::string> files = golden_files(kGoldenDir);
-  EXPECT_FALSE(files.empty()) << "no golden files in " << kGoldenDir
-                              << " (regenerate: /usr/bin/python3 tools/golden/attention.py)";
+// Case names become test names with '.' and '-' replaced, so two cases must not collide.
+TEST(AttentionGoldenCases, DistinctTestNames) {
   std::vector<std::string> names;
-  for (const auto& f : files) names.push_back(case_name(f));
+  for (const auto& c : listed_cases()) names.push_back(case_name(c.name));
   std::sort(names.begin(), names.end());
   EXPECT_TRUE(std::adjacent_find(names.begin(), names.end()) == names.end())
-      << "two golden files map to the same test name";
+      << "two golden cases map to the same test name";
 }
 
 }  // namespace

@@ -11,55 +11,10 @@
 #include <vector>
 
 #include "attention_checks.hpp"
+#include "attention_reference.hpp"
 
 namespace softlab::test {
 namespace {
-
-// ---- composed references ------------------------------------------------------------------
-
-// phi = elu + 1, as the spec writes it (the kernels use the cancellation-free branch form).
-Tensor phi(const Tensor& x) { return add_scalar(elu(x), 1.0f); }
-
-// An [N, N] constant repeated over [B, H] (matmul broadcasts only a 2-D right operand).
-Tensor per_head(const Tensor& m, int64_t B, int64_t H) {
-  const int64_t n2 = m.numel();
-  Tensor out = empty({B, H, m.shape()[0], m.shape()[1]});
-  for (int64_t bh = 0; bh < B * H; ++bh) std::copy_n(m.data(), n2, out.mutable_data() + bh * n2);
-  return out;
-}
-
-// o_i = sum_j A_ij v_j / (sum_j A_ij + eps), A_ij = phi(q_i).phi(k_j) M_ij.
-RefFn linear_reference(const json& cfg) {
-  const float eps = cfg.value("eps", 1e-6f);
-  const bool causal = cfg.value("causal", false);
-  return [eps, causal](const Tensor& q, const Tensor& k, const Tensor& v, Attention&) {
-    const int64_t n = q.shape()[2];
-    const Tensor a = mul(matmul(phi(q), phi(k), false, true), visibility(n, causal));
-    return div(matmul(a, v), add_scalar(sum(a, -1, true), eps));
-  };
-}
-
-// MALA's code form on the explicit matrix A_ij = phi(q_i).phi(k_j) M_ij:
-//   z_i = (s/n_i) rowsum(A)_i,  u_i = (s/n_i) (A V)_i,  vbar_i = (M V)_i / n_i,
-//   o_i = (1 + 1/(z_i + eps)) u_i - z_i vbar_i.
-RefFn mala_reference(const json& cfg) {
-  const float eps = cfg.value("eps", 1e-6f);
-  const bool causal = cfg.value("causal", false);
-  const float scale_cfg = cfg.contains("scale") && !cfg["scale"].is_null() ? cfg["scale"].get<float>() : 0.0f;
-  return [eps, causal, scale_cfg](const Tensor& q, const Tensor& k, const Tensor& v, Attention&) {
-    const int64_t B = q.shape()[0], H = q.shape()[1], n = q.shape()[2], dh = q.shape()[3];
-    const float s = scale_cfg > 0 ? scale_cfg : 1.0f / std::sqrt(static_cast<float>(dh));
-    const Tensor mask = visibility(n, causal);
-    const Tensor cnt = visible_counts(n, causal);    // [N, 1]
-    const Tensor sn = div(full({n, 1}, s), cnt);     // s / n_i
-    const Tensor a = mul(matmul(phi(q), phi(k), false, true), mask);
-    const Tensor z = mul(sum(a, -1, true), sn);
-    const Tensor u = mul(matmul(a, v), sn);
-    const Tensor vbar = div(matmul(per_head(mask, B, H), v), cnt);
-    const Tensor w = add_scalar(div(ones({1}), add_scalar(z, eps)), 1.0f);
-    return sub(mul(w, u), mul(z, vbar));
-  };
-}
 
 // The brief's tolerances: outputs ~1e-5 relative, gradients ~1e-4.
 constexpr Tolerance kOut{1e-6, 1e-5};
@@ -79,66 +34,67 @@ AttnCase make_case(json cfg, int64_t B, int64_t H, int64_t N, int64_t Dh, uint64
   return c;
 }
 
+// The fused module against the same maths composed from primitive ops on the explicit
+// N x N form: the registry entry's reference, for the case's config.
+void expect_matches_composed(const AttnCase& c) { expect_matches_reference(c, registry_reference(c), kOut, kGrad); }
+
 // N = 1, 7, 67 (not a multiple of any block size), at two head sizes.
-void check_reference_sizes(const json& cfg, const RefFn& ref) {
+void check_reference_sizes(const json& cfg) {
   for (int64_t n : {1, 7, 67}) {
-    expect_matches_reference(make_case(cfg, 2, 2, n, 4, 3 + static_cast<uint64_t>(n)), ref, kOut, kGrad);
-    expect_matches_reference(make_case(cfg, 1, 3, n, 16, 5 + static_cast<uint64_t>(n)), ref, kOut, kGrad);
+    expect_matches_composed(make_case(cfg, 2, 2, n, 4, 3 + static_cast<uint64_t>(n)));
+    expect_matches_composed(make_case(cfg, 1, 3, n, 16, 5 + static_cast<uint64_t>(n)));
   }
 }
 
 // ---- linear: fused against composed -------------------------------------------------------
 
 TEST(LinearAttention, MatchesReferenceBidirectional) {
-  check_reference_sizes(linear_cfg(false), linear_reference(linear_cfg(false)));
+  check_reference_sizes(linear_cfg(false));
 }
 
 TEST(LinearAttention, MatchesReferenceCausal) {
-  check_reference_sizes(linear_cfg(true), linear_reference(linear_cfg(true)));
+  check_reference_sizes(linear_cfg(true));
 }
 
 TEST(LinearAttention, MatchesReferenceLongSequence) {
-  expect_matches_reference(make_case(linear_cfg(false), 2, 2, 1000, 16, 11), linear_reference(linear_cfg(false)), kOut,
-                           kGrad);
-  expect_matches_reference(make_case(linear_cfg(true), 1, 1, 1000, 8, 12), linear_reference(linear_cfg(true)), kOut,
-                           kGrad);
+  expect_matches_composed(make_case(linear_cfg(false), 2, 2, 1000, 16, 11));
+  expect_matches_composed(make_case(linear_cfg(true), 1, 1, 1000, 8, 12));
 }
 
 TEST(LinearAttention, MatchesReferenceOtherEps) {
   for (bool causal : {false, true}) {
     json cfg = linear_cfg(causal);
     cfg["eps"] = 0.5;  // large enough to matter in every row
-    expect_matches_reference(make_case(cfg, 2, 1, 9, 4, 21), linear_reference(cfg), kOut, kGrad);
+    expect_matches_composed(make_case(cfg, 2, 1, 9, 4, 21));
     cfg["eps"] = 0.0;
-    expect_matches_reference(make_case(cfg, 2, 1, 9, 4, 22), linear_reference(cfg), kOut, kGrad);
+    expect_matches_composed(make_case(cfg, 2, 1, 9, 4, 22));
   }
 }
 
 // ---- MALA: fused against composed ---------------------------------------------------------
 
 TEST(MalaAttention, MatchesReferenceBidirectional) {
-  check_reference_sizes(mala_cfg(false), mala_reference(mala_cfg(false)));
+  check_reference_sizes(mala_cfg(false));
 }
 
 TEST(MalaAttention, MatchesReferenceCausal) {
-  check_reference_sizes(mala_cfg(true), mala_reference(mala_cfg(true)));
+  check_reference_sizes(mala_cfg(true));
 }
 
 TEST(MalaAttention, MatchesReferenceLongSequence) {
-  expect_matches_reference(make_case(mala_cfg(false), 2, 2, 1000, 16, 13), mala_reference(mala_cfg(false)), kOut,
-                           kGrad);
-  expect_matches_reference(make_case(mala_cfg(true), 1, 1, 1000, 8, 14), mala_reference(mala_cfg(true)), kOut, kGrad);
+  expect_matches_composed(make_case(mala_cfg(false), 2, 2, 1000, 16, 13));
+  expect_matches_composed(make_case(mala_cfg(true), 1, 1, 1000, 8, 14));
 }
 
 TEST(MalaAttention, MatchesReferenceScaleAndEps) {
   for (bool causal : {false, true}) {
     json cfg = mala_cfg(causal);
     cfg["scale"] = 0.3;
-    expect_matches_reference(make_case(cfg, 2, 1, 9, 4, 31), mala_reference(cfg), kOut, kGrad);
+    expect_matches_composed(make_case(cfg, 2, 1, 9, 4, 31));
     cfg["eps"] = 0.25;
-    expect_matches_reference(make_case(cfg, 2, 1, 9, 4, 32), mala_reference(cfg), kOut, kGrad);
+    expect_matches_composed(make_case(cfg, 2, 1, 9, 4, 32));
     cfg["eps"] = 0.0;
-    expect_matches_reference(make_case(cfg, 2, 1, 9, 4, 33), mala_reference(cfg), kOut, kGrad);
+    expect_matches_composed(make_case(cfg, 2, 1, 9, 4, 33));
   }
 }
 

@@ -1,14 +1,15 @@
 // The quadratic (row-map) attention modules: softmax, sigmoid, selective, softplus, relu,
 // power. Each fused kernel is checked against the same maths composed from primitive ops
-// (which materialise the N x N matrix and differentiate through autograd), by finite
-// differences, for causality or permutation equivariance, for large inputs, and for
-// inference memory. Golden values from PyTorch are in test_attention_golden.cpp.
+// (the registry entry's reference, which materialises the N x N matrix and differentiates
+// through autograd), by finite differences, for causality or permutation equivariance, for
+// large inputs, and for inference memory. Golden values from PyTorch are in
+// test_attention_golden.cpp; test_attention_registry.cpp checks every registered module.
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <limits>
 
 #include "attention_checks.hpp"
+#include "attention_reference.hpp"
 #include "ops/fast_math.hpp"
 #include "softlab/ops.hpp"
 
@@ -17,105 +18,24 @@ using namespace softlab::test;
 
 namespace {
 
-float scale_of(const Tensor& q) { return 1.0f / std::sqrt(static_cast<float>(q.shape()[3])); }
-Tensor logits_of(const Tensor& q, const Tensor& k) { return scale(matmul(q, k, false, true), scale_of(q)); }
-Tensor causal_minus_inf(int64_t n) {
-  Tensor m = zeros({n, n});
-  for (int64_t i = 0; i < n; ++i)
-    for (int64_t j = i + 1; j < n; ++j) m.mutable_data()[i * n + j] = -std::numeric_limits<float>::infinity();
-  return m;
-}
-// Row-normalise non-negative weights that are zero where masked: g / Σ_j g.
-Tensor l1_rows(const Tensor& g) { return div(g, sum(g, -1, true)); }
-
-Tensor softmax_ref(const Tensor& q, const Tensor& k, const Tensor& v, bool causal) {
-  Tensor s = logits_of(q, k);
-  if (causal) s = add(s, causal_minus_inf(q.shape()[2]));
-  return matmul(softmax(s), v);
-}
-
-RefFn softmax_reference(bool causal) {
-  return [causal](const Tensor& q, const Tensor& k, const Tensor& v, Attention&) {
-    return softmax_ref(q, k, v, causal);
-  };
-}
-
-RefFn sigmoid_reference(bool causal, float bias) {
-  return [=](const Tensor& q, const Tensor& k, const Tensor& v, Attention&) {
-    const Tensor p = mul(sigmoid(add_scalar(logits_of(q, k), bias)), visibility(q.shape()[2], causal));
-    return matmul(p, v);
-  };
-}
-
-RefFn softplus_reference(bool causal, float power) {
-  return [=](const Tensor& q, const Tensor& k, const Tensor& v, Attention&) {
-    const Tensor lambda = log(visible_counts(q.shape()[2], causal));  // [N, 1]
-    Tensor f = softplus(mul(logits_of(q, k), lambda));
-    if (power != 1.0f) f = exp(scale(log(f), power));
-    return matmul(l1_rows(mul(f, visibility(q.shape()[2], causal))), v);
-  };
-}
-
-RefFn relu_reference(bool causal) {
-  return [=](const Tensor& q, const Tensor& k, const Tensor& v, Attention&) {
-    const int64_t n = q.shape()[2];
-    return matmul(div(mul(relu(logits_of(q, k)), visibility(n, causal)), visible_counts(n, causal)), v);
-  };
-}
-
-RefFn power_reference(bool causal, int power) {
-  return [=](const Tensor& q, const Tensor& k, const Tensor& v, Attention&) {
-    const Tensor z = logits_of(q, k);
-    Tensor g = z;
-    for (int e = 1; e < power; ++e) g = mul(g, z);
-    return matmul(l1_rows(mul(g, visibility(q.shape()[2], causal))), v);
-  };
-}
-
-// Selective, composed the other way round from the module: the temperature multiplies the
-// logit rows (not q) and the values.
-RefFn selective_reference(bool causal) {
-  return [=](const Tensor& q, const Tensor& k, const Tensor& v, Attention& m) {
-    const int64_t H = q.shape()[1], n = q.shape()[2], Dh = q.shape()[3];
-    Tensor beta, wq, bq, wv, bv;
-    for (auto& p : m.parameters()) {
-      if (p.name == "beta") beta = p.tensor;
-      if (p.name == "w_q") wq = p.tensor;
-      if (p.name == "b_q") bq = p.tensor;
-      if (p.name == "w_v") wv = p.tensor;
-      if (p.name == "b_v") bv = p.tensor;
-    }
-    // x_i·w[h] as a batched product with w broadcast over the batch: [B, H, N, 1].
-    auto dot_w = [&](const Tensor& x, const Tensor& w) {
-      return matmul(x, add(zeros({x.shape()[0], H, Dh, 1}), reshape(w, {1, H, Dh, 1})));
-    };
-    Tensor tau = mul(exp(neg(exp(beta))), log(visible_counts(n, causal)));  // c log n_i, [N, 1]
-    tau = add_scalar(add(tau, tanh(add(dot_w(q, wq), reshape(bq, {1, H, 1, 1})))), 1.0f);
-    Tensor tv = add_scalar(tanh(add(dot_w(v, wv), reshape(bv, {1, H, 1, 1}))), 1.0f);
-    Tensor s = mul(logits_of(q, k), tau);
-    if (causal) s = add(s, causal_minus_inf(n));
-    return matmul(softmax(s), mul(v, tv));
-  };
-}
-
+// The row-kernel modules (and selective, which runs softmax's kernel on tempered q and v),
+// each in the configs whose maths differ: the long-N and memory checks are about this kernel.
 struct Module {
   std::string name;
   json config;  // without "causal"
-  std::function<RefFn(bool causal)> reference;
-  bool has_causal = true;
 };
 
 std::vector<Module> modules() {
   return {
-      {"softmax", {{"type", "softmax"}}, softmax_reference},
-      // An explicit bias so the reference knows it; the default (-log n) has its own test.
-      {"sigmoid", {{"type", "sigmoid"}, {"bias", -1.5}}, [](bool c) { return sigmoid_reference(c, -1.5f); }},
-      {"softplus", {{"type", "softplus"}}, [](bool c) { return softplus_reference(c, 1.0f); }},
-      {"softplus_p2_5", {{"type", "softplus"}, {"p", 2.5}}, [](bool c) { return softplus_reference(c, 2.5f); }},
-      {"relu", {{"type", "relu"}}, relu_reference},
-      {"power2", {{"type", "power"}}, [](bool c) { return power_reference(c, 2); }},
-      {"power4", {{"type", "power"}, {"p", 4}}, [](bool c) { return power_reference(c, 4); }},
-      {"selective", {{"type", "selective"}}, selective_reference},
+      {"softmax", {{"type", "softmax"}}},
+      // An explicit bias; the default (-log n) has its own test.
+      {"sigmoid", {{"type", "sigmoid"}, {"bias", -1.5}}},
+      {"softplus", {{"type", "softplus"}}},
+      {"softplus_p2_5", {{"type", "softplus"}, {"p", 2.5}}},
+      {"relu", {{"type", "relu"}}},
+      {"power2", {{"type", "power"}}},
+      {"power4", {{"type", "power"}, {"p", 4}}},
+      {"selective", {{"type", "selective"}}},
   };
 }
 
@@ -128,8 +48,7 @@ struct Variant {
 std::vector<Variant> variants() {
   std::vector<Variant> out;
   for (const auto& m : modules())
-    for (bool causal : {false, true})
-      if (!causal || m.has_causal) out.push_back({m, causal});
+    for (bool causal : {false, true}) out.push_back({m, causal});
   return out;
 }
 
@@ -147,7 +66,6 @@ class QuadraticAttention : public ::testing::TestWithParam<Variant> {
     c.perturb_params = seed + 1000;  // selective's temperatures start at zero; test them off it
     return c;
   }
-  RefFn reference() const { return GetParam().module.reference(GetParam().causal); }
 };
 
 TEST_P(QuadraticAttention, MatchesComposedReference) {
@@ -155,7 +73,8 @@ TEST_P(QuadraticAttention, MatchesComposedReference) {
   // items, and a long sequence.
   for (const auto& [B, H, N, Dh] : std::vector<std::array<int64_t, 4>>{
            {2, 2, 1, 4}, {2, 3, 7, 4}, {2, 2, 33, 8}, {1, 2, 100, 16}, {1, 1, 1000, 8}}) {
-    expect_matches_reference(make_case(B, H, N, Dh), reference());
+    const AttnCase c = make_case(B, H, N, Dh);
+    expect_matches_reference(c, registry_reference(c));
   }
 }
 
@@ -193,7 +112,7 @@ TEST(SigmoidAttention, DefaultBiasIsMinusLogOfTrainingLength) {
   c.config = {{"type", "sigmoid"}};
   c.N = 7;
   c.seq_len = 50;
-  expect_matches_reference(c, sigmoid_reference(false, -std::log(50.0f)));
+  expect_matches_reference(c, registry_reference(c, {{"type", "sigmoid"}, {"bias", -std::log(50.0)}}));
 }
 
 // Softplus with the length scale divided by log(training length).
@@ -204,7 +123,8 @@ TEST(SoftplusAttention, LogNOverLogTrainDividesTheScale) {
   c.seq_len = 20;
   expect_matches_reference(c, [](const Tensor& q, const Tensor& k, const Tensor& v, Attention&) {
     const float lambda = std::log(9.0f) / std::log(20.0f);
-    return matmul(l1_rows(softplus(scale(logits_of(q, k), lambda))), v);
+    const Tensor f = softplus(scale(matmul(q, k, false, true), lambda / std::sqrt(static_cast<float>(q.shape()[3]))));
+    return matmul(div(f, sum(f, -1, true)), v);
   });
 }
 
@@ -244,7 +164,7 @@ TEST(SelectiveAttention, SwitchesDecideTheParameters) {
   c.config = {{"type", "selective"}, {"pos", false}, {"tok_q", false}, {"tok_v", false}};
   EXPECT_TRUE(build(c, init)->parameters().empty());
   // With everything off it is softmax attention.
-  expect_matches_reference(c, softmax_reference(false));
+  expect_matches_reference(c, registry_reference(c, {{"type", "softmax"}}));
 }
 
 }  // namespace

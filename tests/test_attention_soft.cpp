@@ -5,10 +5,11 @@
 //   - spd_inverse: Newton against Cholesky, W·P = I, against Newton–Schulz composed from
 //     matmul ops (which differentiates through the iterations), finite differences, the
 //     residual diagnostic, errors.
-//   - the module: against a reference composed from primitives in another way (landmarks by
-//     selection matrices, the conv as one product per kernel offset, the kernel by
-//     broadcasting, the inverse by composed Newton–Schulz), with and without a class token,
-//     conv and avgpool, a grid that is not a multiple of the ratio; finite differences; the
+//   - the module: against its registry entry's reference, composed from primitives in
+//     another way (src/attention/soft_reference.cpp: landmarks by selection matrices, the
+//     conv as one product per kernel offset, the kernel by broadcasting, the inverse by
+//     composed Newton–Schulz), with and without a class token, conv and avgpool, a grid
+//     that is not a multiple of the ratio; finite differences; the
 //     spec's exactness check (landmarks = tokens gives the quadratic Gaussian attention
 //     exactly); large inputs; inference memory; parameters; thread-count independence;
 //     config errors.
@@ -22,8 +23,10 @@
 #include <vector>
 
 #include "attention/gaussian_kernel.hpp"
+#include "attention/soft_reference.hpp"
 #include "attention/spd_inverse.hpp"
 #include "attention_checks.hpp"
+#include "attention_reference.hpp"
 #include "softlab/ops.hpp"
 #include "softlab/parallel.hpp"
 
@@ -33,101 +36,18 @@ using namespace softlab::test;
 namespace {
 
 // ---- references composed from primitive ops ------------------------------------------------
+// The composed Gaussian kernel and Newton–Schulz inverse are the ones the module's registry
+// reference is built from (src/attention/soft_reference.hpp).
 
-// kappa(a, b) by broadcasting: [..., N, 1, D] - [..., 1, M, D], squared, summed over D.
-Tensor gaussian_ref(const Tensor& a, const Tensor& b) {
-  std::vector<int64_t> da = a.shape().dims(), db = b.shape().dims();
-  da.insert(da.end() - 1, 1);  // [..., N, 1, D]
-  db.insert(db.end() - 2, 1);  // [..., 1, M, D]
-  const Tensor diff = sub(reshape(a, da), reshape(b, db));
-  return exp(scale(sum(mul(diff, diff), -1), -0.5f));
+using attention_ref::gaussian_composed;
+Tensor newton_ref(const Tensor& k, double reg, int iters) {
+  return attention_ref::newton_schulz_composed(k, reg, iters);
 }
 
 Tensor eye(int64_t m) {
   Tensor t = zeros({m, m});
   for (int64_t i = 0; i < m; ++i) t.mutable_data()[i * m + i] = 1.0f;
   return t;
-}
-
-// The release's alpha per matrix as a constant [..., 1, 1]: 1.8 / (max row-sum of K)^2.
-Tensor newton_alpha(const Tensor& k) {
-  const int64_t m = k.shape()[-1], batch = k.numel() / (m * m);
-  std::vector<int64_t> d = k.shape().dims();
-  d[d.size() - 1] = 1;
-  d[d.size() - 2] = 1;
-  Tensor a = empty(Shape(d));
-  for (int64_t t = 0; t < batch; ++t) {
-    double rs = 0.0;
-    for (int64_t i = 0; i < m; ++i) {
-      double s = 0.0;
-      for (int64_t j = 0; j < m; ++j) s += std::fabs(k.data()[(t * m + i) * m + j]);
-      rs = std::max(rs, s);
-    }
-    a.mutable_data()[t] = static_cast<float>(1.8 / (rs * rs));
-  }
-  return a;
-}
-
-// Newton–Schulz composed from matmul ops in float: autograd differentiates through the
-// iterations (alpha is a constant, as in the op).
-Tensor newton_ref(const Tensor& k, double reg, int iters) {
-  const int64_t m = k.shape()[-1];
-  const Tensor p = add(k, scale(eye(m), static_cast<float>(reg)));
-  Tensor v = mul(p, newton_alpha(k));
-  for (int t = 0; t < iters; ++t) v = sub(scale(v, 2.0f), matmul(matmul(v, p), v));
-  return v;
-}
-
-// A constant selection matrix [m, gh*gw]: row (py, px) picks grid token (py r + dy, px r + dx).
-Tensor window_selector(int64_t gh, int64_t gw, int64_t r, int64_t dy, int64_t dx) {
-  const int64_t hp = gh / r, wp = gw / r;
-  Tensor s = zeros({hp * wp, gh * gw});
-  for (int64_t py = 0; py < hp; ++py)
-    for (int64_t px = 0; px < wp; ++px)
-      s.mutable_data()[(py * wp + px) * gh * gw + (py * r + dy) * gw + (px * r + dx)] = 1.0f;
-  return s;
-}
-
-// S g for a constant S [m, G] and g [B, H, G, D]: (g^T S^T)^T.
-Tensor select_rows(const Tensor& g, const Tensor& s) { return transpose(matmul(g, s, true, true), -1, -2); }
-
-Tensor param_named(Attention& m, const std::string& name) {
-  for (auto& p : m.parameters())
-    if (p.name == name) return p.tensor;
-  ADD_FAILURE() << "no parameter " << name;
-  return Tensor();
-}
-
-struct SoftSpec {
-  int64_t gh = 4, gw = 4, prefix = 0, ratio = 2;
-  bool conv = true;
-  double reg = 0.01;
-  int iters = 20;  // composed Newton–Schulz steps of the reference
-};
-
-// The module's maths, composed another way: landmarks by selection matrices (one product
-// per offset (dy, dx) of the r x r window; for conv with the weight's [:, :, dy, dx] slice),
-// the Gaussian kernel by broadcasting, the inverse by composed Newton–Schulz.
-Tensor soft_ref(const SoftSpec& s, const Tensor& q, const Tensor& v, Attention& mod) {
-  const int64_t D = q.shape()[3], r = s.ratio;
-  const Tensor qt = scale(q, static_cast<float>(std::pow(static_cast<double>(D), -0.25)));
-  const Tensor grid = slice(qt, 2, s.prefix, s.prefix + s.gh * s.gw);
-  const Tensor w3 = s.conv ? reshape(param_named(mod, "landmark_weight"), {D, D, r * r}) : Tensor();
-  Tensor lm;
-  for (int64_t dy = 0; dy < r; ++dy)
-    for (int64_t dx = 0; dx < r; ++dx) {
-      Tensor y = select_rows(grid, window_selector(s.gh, s.gw, r, dy, dx));
-      if (s.conv) y = linear(y, reshape(slice(w3, 2, dy * r + dx, dy * r + dx + 1), {D, D}));
-      lm = lm.defined() ? add(lm, y) : y;
-    }
-  if (s.conv)
-    lm = gelu(layer_norm(lm, param_named(mod, "landmark_norm.weight"), param_named(mod, "landmark_norm.bias"), 1e-5f),
-              GeluKind::Exact);
-  else
-    lm = scale(lm, 1.0f / static_cast<float>(r * r));
-  const Tensor k1 = gaussian_ref(qt, lm);
-  const Tensor w = newton_ref(gaussian_ref(lm, lm), s.reg, s.iters);
-  return matmul(matmul(k1, w), matmul(k1, v, true, false));
 }
 
 json soft_config(const std::string& landmark, const std::string& inverse, int64_t ratio = 2, double reg = 0.01,
@@ -170,7 +90,7 @@ TEST(GaussianKernel, MatchesComposedReference) {
   Tensor a1 = param({2, 3, 5, 4}, 1, -1.5f, 1.5f), b1 = param({2, 3, 7, 4}, 2, -1.5f, 1.5f);
   Tensor a2 = param({2, 3, 5, 4}, 1, -1.5f, 1.5f), b2 = param({2, 3, 7, 4}, 2, -1.5f, 1.5f);
   Tensor k = gaussian_kernel(a1, b1);
-  Tensor ref = gaussian_ref(a2, b2);
+  Tensor ref = gaussian_composed(a2, b2);
   ASSERT_EQ(k.shape(), (Shape{2, 3, 5, 7}));
   expect_close(k, ref, {1e-6, 1e-5}, "kappa");
   k.backward(w);
@@ -185,7 +105,7 @@ TEST(GaussianKernel, SameTensorBothInputsAccumulates) {
   const Tensor w = uniform({3, 6, 6}, g, -1.0f, 1.0f);
   Tensor l1 = param({3, 6, 5}, 3), l2 = param({3, 6, 5}, 3);
   Tensor k = gaussian_kernel(l1, l1);
-  Tensor ref = gaussian_ref(l2, l2);
+  Tensor ref = gaussian_composed(l2, l2);
   expect_close(k, ref, {1e-6, 1e-5}, "kappa(L, L)");
   for (int64_t t = 0; t < 3; ++t)
     for (int64_t i = 0; i < 6; ++i) EXPECT_EQ(k.data()[(t * 6 + i) * 6 + i], 1.0f) << "diagonal";
@@ -413,35 +333,23 @@ TEST(SoftAttention, MatchesComposedReference) {
       {"avgpool", "newton", 7, 5, 1},
   };
   for (const auto& v : variants) {
-    SoftSpec s;
-    s.gh = v.gh;
-    s.gw = v.gw;
-    s.prefix = v.prefix;
-    s.conv = v.landmark == "conv";
-    s.iters = v.inverse == "newton" ? 20 : 40;
     if (v.inverse == "newton") {
       EXPECT_LT(module_residual(variant_case(v, 2)), 1e-10);
     }
-    expect_matches_reference(variant_case(v, 2), [s](const Tensor& q, const Tensor&, const Tensor& val, Attention& m) {
-      return soft_ref(s, q, val, m);
-    });
+    const AttnCase c = variant_case(v, 2);
+    expect_matches_reference(c, registry_reference(c));
   }
 }
 
-// Ratio 3 on a grid that is not a multiple of it, and a wider head.
+// Ratio 3 on a grid that is not a multiple of it, and a wider head; both against the
+// exact inverse (the reference of inverse = cholesky: 40 composed steps), so the module's
+// 20 Newton steps must have converged too.
 TEST(SoftAttention, MatchesComposedReferenceRatio3) {
   for (const auto& v : std::vector<ModuleVariant>{{"conv", "cholesky", 6, 7, 1}, {"avgpool", "newton", 7, 6, 1}}) {
-    SoftSpec s;
-    s.gh = v.gh;
-    s.gw = v.gw;
-    s.prefix = 1;
-    s.ratio = 3;
-    s.conv = v.landmark == "conv";
-    s.iters = 40;
-    expect_matches_reference(variant_case(v, 1, 3, 8, 4),
-                             [s](const Tensor& q, const Tensor&, const Tensor& val, Attention& m) {
-                               return soft_ref(s, q, val, m);
-                             });
+    const AttnCase c = variant_case(v, 1, 3, 8, 4);
+    json exact = c.config;
+    exact["inverse"] = "cholesky";
+    expect_matches_reference(c, registry_reference(c, exact));
   }
 }
 
@@ -473,7 +381,7 @@ TEST(SoftAttention, LandmarksEqualTokensIsExact) {
       c,
       [](const Tensor& q, const Tensor&, const Tensor& v, Attention&) {
         const Tensor qt = scale(q, static_cast<float>(std::pow(8.0, -0.25)));
-        return matmul(gaussian_ref(qt, qt), v);
+        return matmul(gaussian_composed(qt, qt), v);
       },
       {1e-5, 1e-4}, {1e-5, 1e-3});
 }

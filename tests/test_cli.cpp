@@ -207,9 +207,19 @@ TEST_F(CliTest, InfoParamsListsEveryTensorWithTotals) {
       << s.out;
 }
 
+// The child process has the built-in entries; this process may have registered more (the
+// registry tests and plugin tests add modules), so the comparison is with the built-ins.
+template <class Registry>
+std::vector<std::string> builtin_names(const Registry& registry) {
+  std::vector<std::string> names;
+  for (const auto& e : registry.entries())
+    if (e.builtin) names.push_back(e.name);
+  return names;
+}
+
 TEST_F(CliTest, InfoListPrintsTheRegisteredNames) {
-  for (const auto& [which, names] : {std::pair{std::string("attention"), attention_registry().names()},
-                                     std::pair{std::string("heads"), head_registry().names()}}) {
+  for (const auto& [which, names] : {std::pair{std::string("attention"), builtin_names(attention_registry())},
+                                     std::pair{std::string("heads"), builtin_names(head_registry())}}) {
     CliRun r = run({"info", "--list", which});
     ASSERT_EQ(r.code, 0) << r.err;
     std::string expected;

@@ -3,7 +3,9 @@
 # Markdown table of docs/heads.md.
 #
 #   tools/head_table.sh [out-dir] [extra softlab train arguments...]
-#   env: HEADS="softmax svm ..." (default: the seven heads plus svm with Agarap's preset)
+#   env: HEADS="softmax svm ..." (default: every head the binary registers,
+#          `softlab info --list heads`, with svm also run with Agarap's preset as
+#          svm_agarap2017)
 #        SOFTLAB=<softlab binary> (default build-release/softlab)
 #        CONFIG=<config> (default configs/fmnist_vit.json)
 #
@@ -15,8 +17,19 @@ cd "$(dirname "$0")/.."
 out=${1:-runs/head-table-$(date +%Y%m%d-%H%M%S)}
 shift || true
 [ "${1:-}" = "--" ] && shift  # "DIR -- --set ..." as for variant_table.sh
+softlab=${SOFTLAB:-build-release/softlab}
+heads=${HEADS:-}
+if [ -z "$heads" ]; then
+  [ -x "$softlab" ] || { echo "no softlab binary at $softlab (run tools/quickstart.sh or set SOFTLAB)" >&2; exit 2; }
+  for h in $("$softlab" info --list heads); do
+    heads+=" $h"
+    # The preset is a different loss (docs/heads.md), worth its own row beside plain svm.
+    [ "$h" = svm ] && heads+=" svm_agarap2017"
+  done
+  [ -n "$heads" ] || { echo "$softlab info --list heads listed no heads" >&2; exit 2; }
+fi
 variants=()
-for h in ${HEADS:-softmax svm svm_agarap2017 zloss ebv fourier stablemax cosine}; do
+for h in $heads; do
   case $h in
     svm_agarap2017) variants+=("$h=model.head.type=svm;model.head.preset=agarap2017") ;;
     *) variants+=("$h=model.head.type=$h") ;;

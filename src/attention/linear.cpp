@@ -20,7 +20,9 @@
 #include <memory>
 
 #include "attention/headwise_kernel.hpp"
+#include "attention/reference_ops.hpp"
 #include "softlab/attention.hpp"
+#include "softlab/ops.hpp"
 
 namespace softlab {
 
@@ -40,6 +42,15 @@ AttentionEntry linear_attention_entry() {
     rule.mala = false;
     rule.eps = p["eps"].get<double>();
     return detail::chunked_attention("linear_attention", rule, p["causal"].get<bool>());
+  };
+  // On the explicit matrix A_ij = phi(q_i).phi(k_j) M_ij (M the visibility), with phi as
+  // the spec writes it (the kernel uses a cancellation-free branch form):
+  // o_i = Σ_j A_ij v_j / (Σ_j A_ij + eps).
+  e.reference = [](Attention&, const json& p, const AttentionContext&, const Tensor& q, const Tensor& k,
+                   const Tensor& v) {
+    const Tensor a = mul(matmul(attention_ref::elu_plus_one(q), attention_ref::elu_plus_one(k), false, true),
+                         attention_ref::visibility(q.shape()[2], p["causal"].get<bool>()));
+    return div(matmul(a, v), add_scalar(sum(a, -1, true), p["eps"].get<float>()));
   };
   e.golden = {
       "linear_bidir_n1",

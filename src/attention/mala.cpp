@@ -33,7 +33,9 @@
 #include <memory>
 
 #include "attention/headwise_kernel.hpp"
+#include "attention/reference_ops.hpp"
 #include "softlab/attention.hpp"
+#include "softlab/ops.hpp"
 
 namespace softlab {
 
@@ -56,6 +58,23 @@ AttentionEntry mala_attention_entry() {
     rule.s = p["scale"].is_null() ? 0.0 : p["scale"].get<double>();  // 0: Dh^-1/2, resolved per call
     rule.eps = p["eps"].get<double>();
     return detail::chunked_attention("mala_attention", rule, p["causal"].get<bool>());
+  };
+  // The code form on the explicit matrix A_ij = phi(q_i).phi(k_j) M_ij (M the visibility):
+  //   z_i = (s/n_i) Σ_j A_ij,  u_i = (s/n_i) (A V)_i,  vbar_i = (M V)_i / n_i,
+  //   o_i = (1 + 1/(z_i + eps)) u_i - z_i vbar_i.
+  e.reference = [](Attention&, const json& p, const AttentionContext&, const Tensor& q, const Tensor& k,
+                   const Tensor& v) {
+    const int64_t n = q.shape()[2];
+    const bool causal = p["causal"].get<bool>();
+    const Tensor mask = attention_ref::visibility(n, causal);
+    const Tensor cnt = attention_ref::visible_counts(n, causal);                 // n_i, [N, 1]
+    const Tensor sn = div(full({n, 1}, attention_ref::scale_of(p, q)), cnt);    // s / n_i
+    const Tensor a = mul(matmul(attention_ref::elu_plus_one(q), attention_ref::elu_plus_one(k), false, true), mask);
+    const Tensor z = mul(sum(a, -1, true), sn);
+    const Tensor u = mul(matmul(a, v), sn);
+    const Tensor vbar = div(attention_ref::left_matmul(mask, v), cnt);
+    const Tensor w = add_scalar(div(ones({1}), add_scalar(z, p["eps"].get<float>())), 1.0f);
+    return sub(mul(w, u), mul(z, vbar));
   };
   e.golden = {
       "mala_bidir_n13_d8",

@@ -7,7 +7,9 @@
 #include <cmath>
 
 #include "attention/kernels.hpp"
+#include "attention/reference_ops.hpp"
 #include "attention/row_kernel.hpp"
+#include "softlab/ops.hpp"
 
 namespace softlab {
 
@@ -79,6 +81,15 @@ AttentionEntry power_attention_entry() {
     map.eps = p["eps"].get<float>();
     return attention_kernel::row_map_attention("power_attention", configured_scale(p), p["causal"].get<bool>(),
                                                map);
+  };
+  // z^p as p - 1 products, without the kernel's rescaling by the row's largest |z|.
+  e.reference = [](Attention&, const json& p, const AttentionContext&, const Tensor& q, const Tensor& k,
+                   const Tensor& v) {
+    const Tensor z = attention_ref::logits(p, q, k);
+    Tensor g = z;
+    for (int t = 1; t < p["p"].get<int>(); ++t) g = mul(g, z);
+    g = mul(g, attention_ref::visibility(q.shape()[2], p["causal"].get<bool>()));
+    return matmul(div(g, add_scalar(sum(g, -1, true), p["eps"].get<float>())), v);
   };
   e.golden = {
       "power_bidir_n7",

@@ -4,7 +4,9 @@
 // n_i the keys query i sees. No normaliser: the 1/n_i factor is what the paper finds
 // essential. The subgradient at 0 is taken as 0.
 #include "attention/kernels.hpp"
+#include "attention/reference_ops.hpp"
 #include "attention/row_kernel.hpp"
+#include "softlab/ops.hpp"
 
 namespace softlab {
 
@@ -32,6 +34,13 @@ AttentionEntry relu_attention_entry() {
   e.factory = [](const json& p, const AttentionContext&) -> std::unique_ptr<Attention> {
     return attention_kernel::row_map_attention("relu_attention", configured_scale(p), p["causal"].get<bool>(),
                                                ReluMap{});
+  };
+  e.reference = [](Attention&, const json& p, const AttentionContext&, const Tensor& q, const Tensor& k,
+                   const Tensor& v) {
+    const int64_t n = q.shape()[2];
+    const bool causal = p["causal"].get<bool>();
+    const Tensor w = mul(relu(attention_ref::logits(p, q, k)), attention_ref::visibility(n, causal));
+    return matmul(div(w, attention_ref::visible_counts(n, causal)), v);
   };
   e.golden = {
       "relu_bidir_n7",

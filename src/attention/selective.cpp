@@ -14,6 +14,7 @@
 #include <cmath>
 
 #include "attention/kernels.hpp"
+#include "attention/reference_ops.hpp"
 #include "softlab/ops.hpp"
 
 namespace softlab {
@@ -97,6 +98,27 @@ AttentionEntry selective_attention_entry() {
   };
   e.factory = [](const json& p, const AttentionContext& ctx) -> std::unique_ptr<Attention> {
     return std::make_unique<SelectiveAttention>(p, ctx);
+  };
+  // Composed the other way round from the module: the query temperature multiplies the
+  // logit rows (not q), and the token logits are batched products instead of sums.
+  e.reference = [](Attention& m, const json& p, const AttentionContext&, const Tensor& q, const Tensor& k,
+                   const Tensor& v) {
+    const int64_t H = q.shape()[1], n = q.shape()[2], Dh = q.shape()[3];
+    const bool causal = p["causal"].get<bool>();
+    // x_i·w[h] + b[h] with w broadcast over the batch: [B, H, N, 1].
+    auto token_logit = [&](const Tensor& x, const char* w, const char* b) {
+      const Tensor wb = add(zeros({x.shape()[0], H, Dh, 1}), reshape(attention_ref::parameter(m, w), {1, H, Dh, 1}));
+      return add(matmul(x, wb), reshape(attention_ref::parameter(m, b), {1, H, 1, 1}));
+    };
+    Tensor tau = ones({n, 1});
+    if (p["pos"].get<bool>()) {
+      const Tensor c = exp(neg(exp(attention_ref::parameter(m, "beta"))));
+      tau = add(tau, mul(c, log(attention_ref::visible_counts(n, causal))));
+    }
+    if (p["tok_q"].get<bool>()) tau = add(tau, tanh(token_logit(q, "w_q", "b_q")));
+    const Tensor tv = p["tok_v"].get<bool>() ? mul(v, add_scalar(tanh(token_logit(v, "w_v", "b_v")), 1.0f)) : v;
+    const Tensor s = add(mul(attention_ref::logits(p, q, k), tau), attention_ref::causal_mask(n, causal));
+    return matmul(softmax(s), tv);
   };
   e.golden = {
       "selective_bidir_n7",

@@ -9,8 +9,10 @@
 #include <cmath>
 
 #include "attention/kernels.hpp"
+#include "attention/reference_ops.hpp"
 #include "attention/row_kernel.hpp"
 #include "ops/fast_math.hpp"
+#include "softlab/ops.hpp"
 
 namespace softlab {
 
@@ -28,6 +30,14 @@ struct SigmoidMap {
   }
 };
 
+// The bias b from validated params: the number given, or -log of the training length.
+float configured_bias(const json& p, const AttentionContext& ctx) {
+  if (!p["bias"].is_null()) return p["bias"].get<float>();
+  SOFTLAB_CHECK(ctx.seq_len > 0, "model.attention.bias: null means -log(sequence length), but this model has "
+                                 "no fixed sequence length; give a number");
+  return -std::log(static_cast<float>(ctx.seq_len));
+}
+
 }  // namespace
 
 AttentionEntry sigmoid_attention_entry() {
@@ -42,16 +52,13 @@ AttentionEntry sigmoid_attention_entry() {
       causal_param(),
   };
   e.factory = [](const json& p, const AttentionContext& ctx) -> std::unique_ptr<Attention> {
-    float bias = 0.0f;
-    if (p["bias"].is_null()) {
-      SOFTLAB_CHECK(ctx.seq_len > 0, "model.attention.bias: null means -log(sequence length), but this model has "
-                                     "no fixed sequence length; give a number");
-      bias = -std::log(static_cast<float>(ctx.seq_len));
-    } else {
-      bias = p["bias"].get<float>();
-    }
     return attention_kernel::row_map_attention("sigmoid_attention", configured_scale(p), p["causal"].get<bool>(),
-                                               SigmoidMap{bias});
+                                               SigmoidMap{configured_bias(p, ctx)});
+  };
+  e.reference = [](Attention&, const json& p, const AttentionContext& ctx, const Tensor& q, const Tensor& k,
+                   const Tensor& v) {
+    const Tensor w = sigmoid(add_scalar(attention_ref::logits(p, q, k), configured_bias(p, ctx)));
+    return matmul(mul(w, attention_ref::visibility(q.shape()[2], p["causal"].get<bool>())), v);
   };
   e.golden = {
       "sigmoid_bidir_n1",

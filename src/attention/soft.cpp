@@ -33,6 +33,7 @@
 
 #include "attention/gaussian_kernel.hpp"
 #include "attention/kernels.hpp"
+#include "attention/soft_reference.hpp"
 #include "attention/spd_inverse.hpp"
 #include "softlab/attention.hpp"
 #include "softlab/nn/layers.hpp"
@@ -136,6 +137,7 @@ AttentionEntry soft_attention_entry() {
   e.factory = [](const json& p, const AttentionContext& ctx) -> std::unique_ptr<Attention> {
     return std::make_unique<SoftAttention>(p, ctx);
   };
+  e.reference = attention_ref::soft_reference;
   e.golden = {
       "soft_avgpool_cholesky_cls_n17",
       "soft_avgpool_newton_n16",

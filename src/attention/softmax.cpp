@@ -4,8 +4,10 @@
 // softmax of each row, and P V, without an N x N tensor. Backward recomputes P per row and
 // uses dS = P ∘ (dP − d), d_i = dO_i·o_i.
 #include "attention/kernels.hpp"
+#include "attention/reference_ops.hpp"
 #include "attention/row_kernel.hpp"
 #include "ops/fast_math.hpp"
+#include "softlab/ops.hpp"
 
 namespace softlab {
 
@@ -39,6 +41,11 @@ AttentionEntry softmax_attention_entry() {
   e.factory = [](const json& p, const AttentionContext&) -> std::unique_ptr<Attention> {
     return attention_kernel::row_map_attention("softmax_attention", configured_scale(p), p["causal"].get<bool>(),
                                                SoftmaxMap{});
+  };
+  e.reference = [](Attention&, const json& p, const AttentionContext&, const Tensor& q, const Tensor& k,
+                   const Tensor& v) {
+    const Tensor mask = attention_ref::causal_mask(q.shape()[2], p["causal"].get<bool>());
+    return matmul(softmax(add(attention_ref::logits(p, q, k), mask)), v);
   };
   e.golden = {
       "softmax_bidir_n1",

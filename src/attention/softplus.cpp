@@ -10,8 +10,10 @@
 #include <string>
 
 #include "attention/kernels.hpp"
+#include "attention/reference_ops.hpp"
 #include "attention/row_kernel.hpp"
 #include "ops/fast_math.hpp"
+#include "softlab/ops.hpp"
 
 namespace softlab {
 
@@ -62,6 +64,23 @@ struct SoftplusMap {
   }
 };
 
+// The row map from validated params and the context (the training length for
+// "log_n_over_log_train").
+SoftplusMap configured_map(const json& p, const AttentionContext& ctx) {
+  SoftplusMap map;
+  const std::string ls = p["length_scale"].get<std::string>();
+  map.length_scale = ls == "log_n"  ? LengthScale::LogN
+                     : ls == "none" ? LengthScale::None
+                                    : LengthScale::LogNOverLogTrain;
+  if (map.length_scale == LengthScale::LogNOverLogTrain) {
+    SOFTLAB_CHECK(ctx.seq_len > 1, "model.attention.length_scale: \"log_n_over_log_train\" needs a training "
+                                   "sequence length above 1, got ", ctx.seq_len);
+    map.inv_log_train = 1.0f / std::log(static_cast<float>(ctx.seq_len));
+  }
+  map.power = p["p"].get<float>();
+  return map;
+}
+
 }  // namespace
 
 AttentionEntry softplus_attention_entry() {
@@ -80,19 +99,21 @@ AttentionEntry softplus_attention_entry() {
        .help = "re-weighting power: 1 is LSSA, > 1 sharpens (LSSAR)"},
   };
   e.factory = [](const json& p, const AttentionContext& ctx) -> std::unique_ptr<Attention> {
-    SoftplusMap map;
-    const std::string ls = p["length_scale"].get<std::string>();
-    map.length_scale = ls == "log_n" ? LengthScale::LogN
-                       : ls == "none" ? LengthScale::None
-                                      : LengthScale::LogNOverLogTrain;
-    if (map.length_scale == LengthScale::LogNOverLogTrain) {
-      SOFTLAB_CHECK(ctx.seq_len > 1, "model.attention.length_scale: \"log_n_over_log_train\" needs a training "
-                                     "sequence length above 1, got ", ctx.seq_len);
-      map.inv_log_train = 1.0f / std::log(static_cast<float>(ctx.seq_len));
-    }
-    map.power = p["p"].get<float>();
     return attention_kernel::row_map_attention("softplus_attention", configured_scale(p), p["causal"].get<bool>(),
-                                               map);
+                                               configured_map(p, ctx));
+  };
+  // The length scale λ_i as an [N, 1] factor, and the power through exp(p log f).
+  e.reference = [](Attention&, const json& p, const AttentionContext& ctx, const Tensor& q, const Tensor& k,
+                   const Tensor& v) {
+    const SoftplusMap map = configured_map(p, ctx);
+    const int64_t n = q.shape()[2];
+    const bool causal = p["causal"].get<bool>();
+    Tensor lambda = ones({n, 1});
+    if (map.length_scale != LengthScale::None)
+      lambda = scale(log(attention_ref::visible_counts(n, causal)), map.inv_log_train);
+    Tensor f = softplus(mul(attention_ref::logits(p, q, k), lambda));
+    if (map.power != 1.0f) f = exp(scale(log(f), map.power));
+    return matmul(attention_ref::l1_rows(mul(f, attention_ref::visibility(n, causal))), v);
   };
   e.golden = {
       "softplus_bidir_n7",
