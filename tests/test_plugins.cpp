@@ -61,6 +61,18 @@ TEST_F(PluginCli, TrainsEvaluatesAndSweepsTheExampleModules) {
   EXPECT_EQ(csv.find("failed"), std::string::npos) << csv;
 }
 
+TEST_F(PluginCli, InfoListsPluginModules) {
+  const auto list = run({"info", "--list", "attention", "--plugin", kPlugin});
+  ASSERT_EQ(list.code, 0) << list.err;
+  EXPECT_NE(list.out.find("\ntaylor\n"), std::string::npos) << list.out;
+  EXPECT_NE(list.out.find("\nrelu_linear\n"), std::string::npos) << list.out;
+  const auto info = run({"info", "--plugin", kPlugin});
+  ASSERT_EQ(info.code, 0) << info.err;
+  EXPECT_NE(info.out.find("taylor"), std::string::npos) << info.out;
+  const auto without = run({"info", "--list", "attention"});
+  EXPECT_EQ(without.out.find("taylor"), std::string::npos) << without.out;
+}
+
 TEST_F(PluginCli, CapabilitiesOfPluginModulesAreEnforced) {
   // relu_linear has no causal form: a causal model with it is refused, naming both keys.
   const auto bad = run({"validate", kExampleConfig, "--plugin", kPlugin, "--set", "model.attention.type=relu_linear"});

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "softlab/nn/module.hpp"
+#include "softlab/module.hpp"
 #include "softlab/random.hpp"
 #include "softlab/registry.hpp"
 #include "softlab/schema.hpp"

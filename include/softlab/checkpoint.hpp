@@ -11,7 +11,7 @@
 // so a kill mid-save leaves the previous checkpoint intact; a damaged file fails its CRC.
 #include <string>
 
-#include "softlab/nn/module.hpp"
+#include "softlab/module.hpp"
 #include "softlab/schema.hpp"
 
 namespace softlab {

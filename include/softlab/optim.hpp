@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "softlab/config.hpp"
-#include "softlab/nn/module.hpp"
+#include "softlab/module.hpp"
 
 namespace softlab {
 

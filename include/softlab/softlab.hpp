@@ -11,6 +11,7 @@
 #include "softlab/nn/block.hpp"
 #include "softlab/nn/layers.hpp"
 #include "softlab/nn/model.hpp"
+#include "softlab/module.hpp"
 #include "softlab/nn/module.hpp"
 #include "softlab/nn/seq.hpp"
 #include "softlab/nn/vit.hpp"

@@ -26,7 +26,12 @@ void usage(std::ostream& os) {
         "                          check a config and print it resolved\n"
         "  bench CONFIG [--mode train|infer]\n"
         "                          speed of the config's model on random inputs, with its GEMM-only time\n"
-        "  info                    version, build, threads, attention modules and heads\n"
+        "  info [--params CONFIG | --list attention|heads]\n"
+        "                          version, build, threads, attention modules and heads; a config's\n"
+        "                          parameters; the registered names\n"
+        "\n"
+        "Every verb that reads a config or a checkpoint takes --plugin LIB (repeatable): a shared\n"
+        "library that adds attention modules and heads (docs/extending.md).\n"
         "\n"
         "Run 'softlab <verb> --help' for a verb's options.\n";
 }

@@ -1,5 +1,5 @@
 // Module bookkeeping: recursive parameter/buffer listing, train/eval, lookup by name, state load.
-#include "softlab/nn/module.hpp"
+#include "softlab/module.hpp"
 
 #include <cstring>
 #include <map>

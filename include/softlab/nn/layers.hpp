@@ -2,7 +2,7 @@
 // The basic layers: Linear, LayerNorm, Mlp (Linear-GELU-Linear) and PatchEmbed.
 // Initialisation follows standard ViT practice (timm): truncated normal, std 0.02, for
 // linear weights and embeddings; zeros for biases; ones for norm gains.
-#include "softlab/nn/module.hpp"
+#include "softlab/module.hpp"
 #include "softlab/random.hpp"
 
 namespace softlab::nn {

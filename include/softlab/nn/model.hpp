@@ -8,7 +8,7 @@
 
 #include "softlab/error.hpp"
 #include "softlab/head.hpp"
-#include "softlab/nn/module.hpp"
+#include "softlab/module.hpp"
 #include "softlab/random.hpp"
 
 namespace softlab::nn {
