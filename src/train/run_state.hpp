@@ -1,0 +1,118 @@
+#pragma once
+// The state that the steps of train() share (trainer.cpp runs the steps, report.cpp writes
+// what a run reports): one plain struct, TrainRun, so every buffer and counter a step touches
+// is in sight. What a resumed run needs beyond weights and optimiser state is in
+// TrainRun::pos, which goes into every checkpoint.
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "softlab/optim.hpp"
+#include "softlab/train.hpp"
+#include "train/ema.hpp"
+#include "train/progress.hpp"
+
+namespace softlab::detail {
+
+using Clock = std::chrono::steady_clock;
+inline double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+// The position of a run and the running statistics of the current epoch: everything a
+// resumed run needs beyond weights and optimiser state.
+struct Position {
+  int64_t epoch = 0;       // current epoch (0-based)
+  int64_t batch = 0;       // next batch within the epoch
+  int64_t step = 0;        // global optimiser steps done
+  double loss_sum = 0.0;   // over this epoch's examples
+  int64_t correct = 0, seen = 0;
+  double grad_norm_sum = 0.0;
+  int64_t epoch_steps = 0;
+  double best_accuracy = -1.0;
+  int64_t best_epoch = -1;
+  double train_seconds = 0.0;  // accumulated over sessions
+  int64_t images = 0;          // trained images, all sessions
+  bool done = false;
+
+  NLOHMANN_DEFINE_TYPE_INTRUSIVE(Position, epoch, batch, step, loss_sum, correct, seen, grad_norm_sum, epoch_steps,
+                                 best_accuracy, best_epoch, train_seconds, images, done)
+  // The macro speaks nlohmann::json; checkpoints keep softlab::json (ordered).
+  json as_json() const { return json::parse(nlohmann::json(*this).dump()); }
+  static Position parse(const json& j) { return nlohmann::json::parse(j.dump()).get<Position>(); }
+};
+
+// Filled in the order train() calls its steps. Members point into each other (the loader
+// into `data`, the EMA into `model`, `eval_set` into `data` or `overfit`), so a TrainRun is
+// built in place and never copied or moved; members are destroyed in reverse order, the
+// loader (and its prefetch thread) before the data it reads.
+struct TrainRun {
+  const Config& cfg;
+  const TrainOptions& opt;
+  Progress progress;
+  Clock::time_point wall_start;  // when train() was called: the metrics' wall_time
+
+  // The run directory and its files.
+  std::string run_dir;
+  std::filesystem::path dir, last_path, best_path, metrics_path, summary_path;
+
+  // The data, the training split's normalisation (none for sequences), what checkpoints
+  // record of both, and what is evaluated: data.test, or `overfit` with --overfit-batch.
+  DataSplit data;
+  Normalization norm;
+  json meta_data;
+  Dataset overfit;
+  const Dataset* eval_set = nullptr;
+
+  // The model, its parameters, the optimiser, and the weight EMA (train.ema > 0: the
+  // averaged weights beside the raw ones).
+  std::unique_ptr<nn::Model> model;
+  std::vector<nn::Parameter> params;
+  std::unique_ptr<Optimizer> optimizer;
+  std::optional<WeightEma> ema;
+
+  // The batch plan. An optimiser step takes `accumulate` loader batches (fewer at the end
+  // of an epoch); `batches` per epoch, `total_steps` over the run.
+  std::optional<BatchLoader> loader;
+  int64_t batches = 0, accumulate = 1, steps_per_epoch = 0, epochs = 0, total_steps = 0;
+
+  Position pos;
+
+  // The current step: its micro-batches, each one's scored targets, and their total.
+  std::vector<Batch> micro;
+  std::vector<std::vector<int32_t>> scored;
+  int64_t step_examples = 0;
+
+  // The current epoch's clock, and the examples (images or sequences) trained before it,
+  // for its rate.
+  Clock::time_point epoch_start;
+  int64_t epoch_images_before = 0;
+
+  // The latest evaluation: raw weights, EMA weights, and by length for synthetic tasks.
+  EvalResult last_eval{}, last_ema_eval{};
+  json last_by_length = json::object();
+  bool have_eval = false;
+
+  // This session (one call of train(), resumed or not). Training time without evaluation
+  // is the honest cost of a step, hence session_step_seconds.
+  Clock::time_point session_start;
+  double session_step_seconds = 0.0;
+  int64_t session_first_step = 0;
+  double seconds_before = 0.0;  // pos.train_seconds when the session started
+};
+
+// Training time over all sessions, evaluation included.
+inline double train_seconds(const TrainRun& r) { return r.seconds_before + seconds_since(r.session_start); }
+
+// How an epoch's pass ended (the whole epoch, or cut short by the step budget), and what
+// follows from it.
+struct EpochEnd {
+  double seconds = 0.0;     // the pass, evaluation excluded
+  bool epoch_done = false;  // all its batches trained (not cut short by the step budget)
+  bool finished = false;    // the run is complete
+  bool eval_now = false;    // at the end of the run, and every train.eval_every epochs
+};
+
+}  // namespace softlab::detail
