@@ -15,6 +15,7 @@ AttentionEntry power_attention_entry();
 AttentionEntry linear_attention_entry();
 AttentionEntry mala_attention_entry();
 AttentionEntry soft_attention_entry();
+AttentionEntry inline_attention_entry();
 
 namespace {
 
@@ -40,6 +41,7 @@ Registry<AttentionEntry>& registry() {
              linear_attention_entry(),
              mala_attention_entry(),
              soft_attention_entry(),
+             inline_attention_entry(),
          }) {
       check_entry(e);
       r.add(std::move(e), /*builtin=*/true);

@@ -119,6 +119,39 @@ def mala_attn(cfg, ctx, q, k, v, params):
     return (1.0 + 1.0 / (z + cfg["eps"])) * u - z * vbar
 
 
+def inline_kernel(name, x):
+    """InLine's phi (the released code's kernel_func): identity, ReLU, LeakyReLU with slope
+    0.01 (torch's default), exp(0.2 x)."""
+    if name == "identity":
+        return x
+    if name == "relu":
+        return F.relu(x)
+    if name == "leaky_relu":
+        return F.leaky_relu(x, 0.01)
+    if name == "exp":
+        return torch.exp(0.2 * x)
+    raise ValueError("unknown InLine kernel %r" % name)
+
+
+def inline_attn(cfg, ctx, q, k, v, params):
+    # InLine (Han et al. 2024), code form: with n_i visible keys (N, or i+1 when causal),
+    #   kbar_i = (1/n_i) sum_{j vis} phi(k_j),  c_i = s/n_i
+    #   a_ij   = c_i phi(q_i).phi(k_j) - c_i phi(q_i).kbar_i + 1/n_i   (j visible; 0 otherwise)
+    #   o_i    = sum_j a_ij v_j
+    # Evaluated as the explicit N x N matrix a, so it shares no step with the C++ module's
+    # state form (phi(K)^T V first); --selftest compares it with that form as well.
+    n, dh = q.shape[2], q.shape[3]
+    s = logit_scale(cfg, dh)
+    mask = visibility(n, cfg["causal"], q.dtype)
+    cnt = visible_counts(n, cfg["causal"], q.dtype)
+    fq, fk = inline_kernel(cfg["kernel"], q), inline_kernel(cfg["kernel"], k)
+    kbar = (mask @ fk) / cnt                                  # [B, H, N, Dh]: row i's kbar_i
+    dots = fq @ fk.transpose(-1, -2)                          # phi(q_i).phi(k_j)
+    qk = (fq * kbar).sum(-1, keepdim=True)                    # phi(q_i).kbar_i
+    a = ((s / cnt) * dots - (s / cnt) * qk + 1.0 / cnt) * mask
+    return a @ v
+
+
 class NewtonInverse(torch.autograd.Function):
     """W = Newton-Schulz approximation of P^-1 (docs/attention.md, SOFT master form).
 
@@ -305,6 +338,7 @@ MODULES = {
     "softplus": softplus_attn,
     "relu": relu_attn,
     "power": power_attn,
+    "inline": inline_attn,
 }
 
 
@@ -358,6 +392,10 @@ def power_cfg(causal, p=2):
     return {"type": "power", "scale": None, "causal": causal, "p": p, "eps": 0.0}
 
 
+def inline_cfg(causal, kernel="identity", scale=None):
+    return {"type": "inline", "kernel": kernel, "scale": scale, "causal": causal}
+
+
 CASES = [
     case("softmax_bidir_n7", softmax_cfg(False)),
     case("softmax_causal_n7", softmax_cfg(True)),
@@ -397,6 +435,12 @@ CASES = [
     case("power_bidir_n7", power_cfg(False)),
     case("power_causal_n7", power_cfg(True)),
     case("power_bidir_n7_p4", power_cfg(False, p=4)),
+    case("inline_bidir_n7", inline_cfg(False)),
+    case("inline_causal_n7", inline_cfg(True)),
+    case("inline_bidir_n13_d8_relu", inline_cfg(False, "relu"), b=1, n=13, dh=8),
+    case("inline_causal_n7_leaky_relu", inline_cfg(True, "leaky_relu")),
+    case("inline_bidir_n7_exp", inline_cfg(False, "exp")),
+    case("inline_causal_n7_scale", inline_cfg(True, scale=0.3)),
 ]
 
 
@@ -504,6 +548,26 @@ def mala_matrix(cfg, q, k, v):
     return out
 
 
+def inline_state(cfg, q, k, v):
+    """InLine's state form, token by token: with the running sums over the visible keys
+    SV_i = sum phi(k_j) v_j^T, kbar_i and vbar_i (prefix means when causal),
+    o_i = (s/n_i) phi(q_i)^T SV_i + (1 - s phi(q_i).kbar_i) vbar_i. Checks that the rows of
+    the matrix form sum to 1 as well."""
+    n, dh = q.shape[2], q.shape[3]
+    s = logit_scale(cfg, dh)
+    fq, fk = inline_kernel(cfg["kernel"], q), inline_kernel(cfg["kernel"], k)
+    out = torch.empty_like(v)
+    for i in range(n):
+        vis = i + 1 if cfg["causal"] else n
+        sv = torch.einsum("bhjd,bhje->bhde", fk[:, :, :vis], v[:, :, :vis])
+        kbar, vbar = fk[:, :, :vis].mean(2), v[:, :, :vis].mean(2)
+        z = s * (fq[:, :, i] * kbar).sum(-1, keepdim=True)
+        out[:, :, i] = (s / vis) * torch.einsum("bhd,bhde->bhe", fq[:, :, i], sv) + (1.0 - z) * vbar
+    rows = inline_attn(cfg, None, q, k, torch.ones_like(v), {})
+    assert torch.allclose(rows, torch.ones_like(rows), atol=1e-12), "InLine rows must sum to 1"
+    return out
+
+
 def selftest():
     ok = True
     for c in CASES:
@@ -521,6 +585,8 @@ def selftest():
                 alt = linear_recurrent(cfg, q, k, v)
             elif cfg["type"] == "mala":
                 alt = mala_matrix(cfg, q, k, v)
+            elif cfg["type"] == "inline":
+                alt = inline_state(cfg, q, k, v)
             elif cfg["type"] == "soft":
                 other = dict(cfg, inverse="cholesky" if cfg["inverse"] == "newton" else "newton")
                 alt = soft_attn(other, c["context"], q, k, v, params)
