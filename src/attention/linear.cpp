@@ -44,7 +44,7 @@ AttentionEntry linear_attention_entry() {
     return detail::chunked_attention("linear_attention", rule, p["causal"].get<bool>());
   };
   // On the explicit matrix A_ij = phi(q_i).phi(k_j) M_ij (M the visibility), with phi as
-  // the spec writes it (the kernel uses a cancellation-free branch form):
+  // docs/attention.md writes it (the kernel uses a cancellation-free branch form):
   // o_i = Σ_j A_ij v_j / (Σ_j A_ij + eps).
   e.reference = [](Attention&, const json& p, const AttentionContext&, const Tensor& q, const Tensor& k,
                    const Tensor& v) {

@@ -6,7 +6,7 @@
 //   z_i  = s phi(q_i) . kbar
 //   o_i  = (1 + 1/(z_i + eps)) phi(q_i)^T KV - z_i vbar
 //
-// Causal (spec's recommendation): N -> n_i = i + 1 and every sum runs over j <= i.
+// Causal (softlab's extension; the paper is bidirectional): N -> n_i = i + 1 and every sum runs over j <= i.
 //
 // The chunked kernel of headwise_kernel.hpp computes, per row, the unscaled sums over the
 // visible keys a_i = sum_j A_ij v_j (Dv), c_i = sum_j A_ij and Vs_i = sum_j v_j, with
@@ -18,12 +18,12 @@
 //   u_i / (z_i + eps) = a_i / den_i  with  den_i = c_i + eps n_i / s            (exact)
 //   o_i = sn a_i + a_i / den_i - sn c_i Vs_i / n_i = (sn + 1/den_i) a_i - (sn c_i / n_i) Vs_i
 //
-// The ratio is formed as a normalised linear attention, a / den, as the spec's numerics note
+// The ratio is formed as a normalised linear attention, a / den, as docs/attention.md's numerics note
 // asks: when phi(q_i) is tiny, z_i and u_i are both O(|phi(q_i)|) and 1/z_i alone would blow
 // up, while a_i / den_i stays a well-conditioned ratio. The rule runs in double: the two
 // terms sn a_i and sn c_i Vs_i / n_i nearly cancel (precision note 4 of headwise_kernel.hpp).
 //
-// Backward, in these variables (the spec's du, dz, dKV, dkbar, dvbar, regrouped;
+// Backward, in these variables (docs/attention.md's du, dz, dKV, dkbar, dvbar, regrouped;
 // algebraically the same), with g_i = dO_i:
 //   da_i   = (sn + 1/den_i) g_i                                      ka_i = sn + 1/den_i
 //   dc_i   = -(g_i . a_i) / den_i^2 - sn (g_i . Vs_i) / n_i          (den_i and z_i both move with c_i)

@@ -8,7 +8,7 @@
 // q̃ = τ_q ∘ q and ṽ = τ_v ∘ v: the temperatures are O(N·Dh) element-wise ops (autograd
 // composes their gradients), the O(N²) part keeps its fused kernel and hand-written
 // backward. The positional part is the authors' released code (β init 1.5, their GPT-2
-// model); the token parts are the spec's recommendation (zero init, so the layer starts as
+// model); the token parts are softlab's choice (docs/attention.md) (zero init, so the layer starts as
 // softmax attention with the positional factor). In a bidirectional ViT n_i = N for every
 // query and the positional factor is one constant per layer.
 #include <cmath>

@@ -19,8 +19,8 @@
 //
 // Bidirectional only, and there is no "causal" key: a landmark pools an r x r window of the
 // grid, so every output depends on landmarks built from tokens anywhere in the image,
-// including later ones; no masking of K1 can remove that (the spec: "landmark pooling over
-// the image grid is incompatible with causality"). The schema rejects "causal" as an
+// including later ones; no masking of K1 can remove that (landmark pooling over the
+// image grid is incompatible with causality). The schema rejects "causal" as an
 // unknown key.
 //
 // Two fused ops carry the module, each with a hand-written backward: gaussian_kernel

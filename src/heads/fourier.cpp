@@ -5,7 +5,7 @@
 //   q_i = p(x_i) / sum_j p(x_j),  scores S_i = log(q_i + eps_log),  l = CE(S, y)
 //   training adds R = gamma * 2 * sum_k 2 pi^2 k^2 |c_k|^2 (c_k: autocorrelation of a).
 //   soft targets t: l = -sum_k t_k log softmax(S)_k (+ R), softmax(S)_k = (q_k + eps_log) / (1 + C eps_log)
-// p(x_i) is computed from A(x_i) (the spec's route B: non-negative by construction); the
+// p(x_i) is computed from A(x_i) (route B of docs/heads.md: non-negative by construction); the
 // penalty needs the autocorrelation c_k and its gradient (route A).
 #include <cmath>
 #include <numbers>
