@@ -52,7 +52,9 @@ struct Tolerance {
   double atol = 1e-5, rtol = 1e-4;
 };
 
-inline std::unique_ptr<Attention> build(const AttnCase& c, Generator& init) {
+// The module context of case c, without the init generator (build() adds it; a composed
+// reference reads the parameters from the built module instead).
+inline AttentionContext context_of(const AttnCase& c) {
   AttentionContext ctx;
   ctx.dim = c.H * c.Dh;
   ctx.heads = c.H;
@@ -61,6 +63,11 @@ inline std::unique_ptr<Attention> build(const AttnCase& c, Generator& init) {
   ctx.grid_h = c.grid_h;
   ctx.grid_w = c.grid_w;
   ctx.prefix_tokens = c.prefix;
+  return ctx;
+}
+
+inline std::unique_ptr<Attention> build(const AttnCase& c, Generator& init) {
+  AttentionContext ctx = context_of(c);
   ctx.init = &init;
   auto m = make_attention(c.config, ctx);
   if (c.perturb_params) {

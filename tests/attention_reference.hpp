@@ -10,20 +10,6 @@
 
 namespace softlab::test {
 
-// The context build() gives the module of case c (without the init generator, which a
-// reference does not use: it reads the parameters from the built module).
-inline AttentionContext context_of(const AttnCase& c) {
-  AttentionContext ctx;
-  ctx.dim = c.H * c.Dh;
-  ctx.heads = c.H;
-  ctx.head_dim = c.Dh;
-  ctx.seq_len = c.seq_len ? c.seq_len : c.N;
-  ctx.grid_h = c.grid_h;
-  ctx.grid_w = c.grid_w;
-  ctx.prefix_tokens = c.prefix;
-  return ctx;
-}
-
 // The reference of the module named by `config` (default: the case's own config), reading
 // that config's validated params. A different config lets a test build the module one way
 // and compare it with the maths written another way that means the same (a default spelled
