@@ -258,20 +258,67 @@ inline void expect_inference_memory_below_nxn(const AttnCase& c, double fraction
   EXPECT_GE(extra, out.numel() * static_cast<int64_t>(sizeof(float))) << "the output itself was not counted";
 }
 
-// [N, N] constants for composed references: 1 where key j is visible to query i.
-inline Tensor visibility(int64_t n, bool causal) {
-  Tensor m = ones({n, n});
-  if (causal)
-    for (int64_t i = 0; i < n; ++i)
-      for (int64_t j = i + 1; j < n; ++j) m.mutable_data()[i * n + j] = 0.0f;
-  return m;
-}
+// ---- against an independent float64 formula ------------------------------------------------
 
-// [N, 1]: n_i, the number of keys query i sees.
-inline Tensor visible_counts(int64_t n, bool causal) {
-  Tensor c = empty({n, 1});
-  for (int64_t i = 0; i < n; ++i) c.mutable_data()[i] = static_cast<float>(causal ? i + 1 : n);
-  return c;
+inline std::vector<double> to_double(const Tensor& t) { return {t.data(), t.data() + t.numel()}; }
+
+// The module's output for q, k, v [B, H, N, Dh] written directly in double (flat row-major
+// vectors in, one out), by the test that checks a module against it.
+using Float64Forward = std::function<std::vector<double>(const std::vector<double>& q, const std::vector<double>& k,
+                                                         const std::vector<double>& v)>;
+
+// Case c's module against f: the output within out_rtol of f's largest output, and the
+// gradients of L = <w, o> (w uniform from w_seed) along three random directions (from
+// dir_seed) of q, k and v within grad_rtol of sum |grad_e delta_e|, against central
+// differences of L in double.
+inline void expect_matches_float64(const AttnCase& c, const Float64Forward& f, double out_rtol, double grad_rtol,
+                                   uint64_t w_seed, uint64_t dir_seed) {
+  SCOPED_TRACE(c.name());
+  Generator init(1);
+  auto m = build(c, init);
+  AttnInputs a = make_inputs(c, true);
+  Tensor out = m->forward(a.q, a.k, a.v);
+  Generator wg(w_seed);
+  const Tensor w = uniform(out.shape(), wg, -1.0f, 1.0f);
+  out.backward(w);
+
+  const std::vector<double> x[3] = {to_double(a.q), to_double(a.k), to_double(a.v)};
+  const std::vector<double> ref = f(x[0], x[1], x[2]);
+  double max_ref = 0.0, max_err = 0.0;
+  for (size_t e = 0; e < ref.size(); ++e) {
+    max_ref = std::max(max_ref, std::fabs(ref[e]));
+    max_err = std::max(max_err, std::fabs(ref[e] - out.data()[e]));
+  }
+  EXPECT_LT(max_err, out_rtol * max_ref) << "largest output " << max_ref;
+
+  auto loss = [&](const std::vector<double>& q, const std::vector<double>& k, const std::vector<double>& v) {
+    const std::vector<double> o = f(q, k, v);
+    double l = 0.0;
+    for (size_t e = 0; e < o.size(); ++e) l += w.data()[e] * o[e];
+    return l;
+  };
+  const Tensor* grads[3] = {&a.q, &a.k, &a.v};
+  const char* names[3] = {"dq", "dk", "dv"};
+  Generator dg(dir_seed);
+  const double h = 1e-4;
+  for (int which = 0; which < 3; ++which) {
+    const Tensor delta = uniform(a.q.shape(), dg, -1.0f, 1.0f);
+    const Tensor g = grads[which]->grad();
+    ASSERT_TRUE(g.defined()) << names[which];
+    double analytic = 0.0, scale = 0.0;  // <grad, delta> and sum |grad_e delta_e|
+    for (int64_t e = 0; e < g.numel(); ++e) {
+      analytic += static_cast<double>(g.data()[e]) * delta.data()[e];
+      scale += std::fabs(static_cast<double>(g.data()[e]) * delta.data()[e]);
+    }
+    std::vector<double> plus[3] = {x[0], x[1], x[2]}, minus[3] = {x[0], x[1], x[2]};
+    for (size_t e = 0; e < plus[which].size(); ++e) {
+      plus[which][e] += h * delta.data()[e];
+      minus[which][e] -= h * delta.data()[e];
+    }
+    const double numeric = (loss(plus[0], plus[1], plus[2]) - loss(minus[0], minus[1], minus[2])) / (2 * h);
+    EXPECT_LT(std::fabs(analytic - numeric), grad_rtol * scale)
+        << names[which] << " along a random direction: analytic " << analytic << ", float64 numeric " << numeric;
+  }
 }
 
 }  // namespace softlab::test

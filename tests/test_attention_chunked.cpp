@@ -127,8 +127,6 @@ struct Float64 {
   }
 };
 
-std::vector<double> to_double(const Tensor& t) { return {t.data(), t.data() + t.numel()}; }
-
 // max_e |x_e - ref_e| / max_e scale_e (scale = |ref| for outputs, the sums over |terms| for
 // gradients).
 double relative_to_largest(const Tensor& x, const std::vector<double>& ref, const std::vector<double>& scale) {

@@ -107,7 +107,6 @@ struct Direct {
   }
 };
 
-std::vector<double> to_double(const Tensor& t) { return {t.data(), t.data() + t.numel()}; }
 
 Direct direct_for(const json& cfg, int64_t heads, int64_t N, int64_t D, int64_t Dv) {
   Direct f;
@@ -183,58 +182,18 @@ TEST(InLineAttention, ValuesOfOnesGiveOnes) {
 // ---- the formula in double: outputs and directional derivatives ------------------------------
 
 void check_against_float64(const json& cfg, int64_t B, int64_t H, int64_t N, int64_t Dh, uint64_t seed) {
-  const AttnCase c = make_case(cfg, B, H, N, Dh, seed);
-  SCOPED_TRACE(c.name());
-  Generator init(1);
-  auto m = build(c, init);
-  AttnInputs a = make_inputs(c, true);
-  Tensor out = m->forward(a.q, a.k, a.v);
-  Generator wg(seed + 5);
-  const Tensor w = uniform(out.shape(), wg, -1.0f, 1.0f);
-  out.backward(w);
-
   const Direct f = direct_for(cfg, B * H, N, Dh, Dh);
-  std::vector<double> x[3] = {to_double(a.q), to_double(a.k), to_double(a.v)};
-  const std::vector<double> ref = f.forward(x[0], x[1], x[2]);
-  double max_ref = 0.0, max_err = 0.0;
-  for (size_t e = 0; e < ref.size(); ++e) {
-    max_ref = std::max(max_ref, std::fabs(ref[e]));
-    max_err = std::max(max_err, std::fabs(ref[e] - out.data()[e]));
-  }
-  // A handful of float32 ops in sequence. Measured 5e-8 to 3e-7 of the largest output, and
-  // 1.0e-6 for the exp kernel at N = 40, where the state form's two terms are several times
-  // the output they sum to. A formula error (a wrong c, n_i or 1/n_i term) is O(1e-2) or more.
-  EXPECT_LT(max_err, 1e-5 * max_ref) << "largest output " << max_ref;
-
-  auto loss = [&](const std::vector<double>& q, const std::vector<double>& k, const std::vector<double>& v) {
-    const std::vector<double> o = f.forward(q, k, v);
-    double l = 0.0;
-    for (size_t e = 0; e < o.size(); ++e) l += w.data()[e] * o[e];
-    return l;
-  };
-  const Tensor* grads[3] = {&a.q, &a.k, &a.v};
-  const char* names[3] = {"dq", "dk", "dv"};
-  Generator dg(seed + 9);
-  const double h = 1e-4;
-  for (int which = 0; which < 3; ++which) {
-    const Tensor delta = uniform(a.q.shape(), dg, -1.0f, 1.0f);
-    const Tensor g = grads[which]->grad();
-    ASSERT_TRUE(g.defined()) << names[which];
-    double analytic = 0.0, scale = 0.0;  // <grad, delta> and sum |grad_e delta_e|
-    for (int64_t e = 0; e < g.numel(); ++e) {
-      analytic += static_cast<double>(g.data()[e]) * delta.data()[e];
-      scale += std::fabs(static_cast<double>(g.data()[e]) * delta.data()[e]);
-    }
-    std::vector<double> plus[3] = {x[0], x[1], x[2]}, minus[3] = {x[0], x[1], x[2]};
-    for (size_t e = 0; e < plus[which].size(); ++e) {
-      plus[which][e] += h * delta.data()[e];
-      minus[which][e] -= h * delta.data()[e];
-    }
-    const double numeric = (loss(plus[0], plus[1], plus[2]) - loss(minus[0], minus[1], minus[2])) / (2 * h);
-    // Measured 1e-10 to 9e-8 of sum |grad_e delta_e| (float32 gradients, O(h^2) differences).
-    EXPECT_LT(std::fabs(analytic - numeric), 1e-6 * scale)
-        << names[which] << " along a random direction: analytic " << analytic << ", float64 numeric " << numeric;
-  }
+  // Outputs: a handful of float32 ops in sequence. Measured 5e-8 to 3e-7 of the largest
+  // output, and 1.0e-6 for the exp kernel at N = 40, where the state form's two terms are
+  // several times the output they sum to. A formula error (a wrong c, n_i or 1/n_i term) is
+  // O(1e-2) or more. Gradients: measured 1e-10 to 9e-8 of sum |grad_e delta_e| (float32
+  // gradients, O(h^2) differences).
+  expect_matches_float64(
+      make_case(cfg, B, H, N, Dh, seed),
+      [&](const std::vector<double>& q, const std::vector<double>& k, const std::vector<double>& v) {
+        return f.forward(q, k, v);
+      },
+      1e-5, 1e-6, seed + 5, seed + 9);
 }
 
 TEST(InLineAttention, MatchesFloat64Formula) {

@@ -483,7 +483,7 @@ std::string set_text(const json& v) { return v.is_string() ? v.get<std::string>(
 // base file), and b's own parameter given before the type switch is still accepted. Returns
 // false when no registered pair (a, b) shows the first part.
 bool check_type_switch(const std::string& obj, const std::vector<std::string>& types,
-                       const Schema& (*schema)(const std::string&, const std::string&)) {
+                       Schema (*schema)(const std::string&, const std::string&)) {
   for (const auto& a : types)
     for (const auto& b : types) {
       if (a == b) continue;

@@ -25,11 +25,13 @@
 // The paper's block also adds a dynamic 3x3 depthwise convolution of V to the output (its
 // "local" residual); that is a block change, not part of the attention function, and is not
 // implemented here.
+#include <map>
 #include <memory>
 #include <string>
-#include <vector>
 
 #include "attention/kernels.hpp"
+#include "attention/reference_ops.hpp"
+#include "softlab/autograd.hpp"
 #include "softlab/ops.hpp"
 
 namespace softlab {
@@ -76,7 +78,7 @@ class InLineAttention final : public Attention {
     const detail::HeadDims dims = detail::check_qkv("inline attention", q, k, v);
     const float s = scale_for(scale_, q);
     const Tensor fq = phi(q, kernel_), fk = phi(k, kernel_);
-    return causal_ ? causal_form(fq, fk, v, s, dims.N) : bidirectional_form(fq, fk, v, s, dims.N);
+    return causal_ ? causal_form(fq, fk, v, s, causal_weights(dims.N)) : bidirectional_form(fq, fk, v, s, dims.N);
   }
 
  private:
@@ -94,20 +96,29 @@ class InLineAttention final : public Attention {
   // c_i phi(q_i).phi(k_j) on the visible pairs, its row sum r_i is s phi(q_i).kbar_i, and
   // a = P + (1 - r) W is the attention matrix above (masked entries are exactly 0: 0 times
   // a finite product). Its rows sum to r_i + (1 - r_i) = 1.
-  static Tensor causal_form(const Tensor& fq, const Tensor& fk, const Tensor& v, float s, int64_t N) {
-    std::vector<float> w(static_cast<size_t>(N * N), 0.0f);
-    for (int64_t i = 0; i < N; ++i)
-      for (int64_t j = 0; j <= i; ++j) w[static_cast<size_t>(i * N + j)] = 1.0f / static_cast<float>(i + 1);
-    const Tensor W = from_vector({N, N}, w);  // a constant: no gradient
+  static Tensor causal_form(const Tensor& fq, const Tensor& fk, const Tensor& v, float s, const Tensor& W) {
     const Tensor P = scale(mul(matmul(fq, fk, false, /*trans_b=*/true), W), s);  // [B, H, N, N]
     const Tensor r = sum(P, -1, /*keepdim=*/true);                               // [B, H, N, 1]
     const Tensor a = add(P, mul(add_scalar(neg(r), 1.0f), W));
     return matmul(a, v);
   }
 
+  // W for N tokens: a constant (no gradient), made once per sequence length rather than per
+  // call; a model sees one length in training and a few in evaluation.
+  const Tensor& causal_weights(int64_t N) {
+    auto it = causal_weights_.find(N);
+    if (it == causal_weights_.end()) {
+      NoGradGuard no_grad;
+      const Tensor W = div(attention_ref::visibility(N, true), attention_ref::visible_counts(N, true));
+      it = causal_weights_.emplace(N, W).first;
+    }
+    return it->second;
+  }
+
   Kernel kernel_;
   float scale_;  // 0: Dh^-1/2, resolved per call from q's shape
   bool causal_;
+  std::map<int64_t, Tensor> causal_weights_;
 };
 
 }  // namespace

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <limits>
 
+#include "attention/kernels.hpp"
 #include "softlab/error.hpp"
 #include "softlab/ops.hpp"
 
@@ -31,8 +32,7 @@ Tensor visible_counts(int64_t n, bool causal) {
 }
 
 float scale_of(const json& params, const Tensor& q) {
-  if (params.contains("scale") && !params["scale"].is_null()) return params["scale"].get<float>();
-  return 1.0f / std::sqrt(static_cast<float>(q.shape()[-1]));
+  return scale_for(params.contains("scale") ? configured_scale(params) : 0.0f, q);
 }
 
 Tensor logits(const json& params, const Tensor& q, const Tensor& k) {

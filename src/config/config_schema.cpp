@@ -260,7 +260,7 @@ const Node& config_schema() {
   return root;
 }
 
-const Schema& registry_schema(const Node& node, const std::string& type, const std::string& path) {
+Schema registry_schema(const Node& node, const std::string& type, const std::string& path) {
   return node.registry == "head" ? head_schema(type, path) : attention_schema(type, path);
 }
 

@@ -28,7 +28,7 @@ const Node& config_schema();
 
 // For a registry node: the schema of `type` (throws naming `path` and the valid types), and
 // the registered names.
-const Schema& registry_schema(const Node& node, const std::string& type, const std::string& path);
+Schema registry_schema(const Node& node, const std::string& type, const std::string& path);
 std::vector<std::string> registry_types(const Node& node);
 // The unknown-key message for `key` in a registry object, saying which type's parameters
 // were expected (a key is only "unknown" relative to the type in effect).

@@ -10,8 +10,8 @@
 namespace softlab {
 
 // Throw softlab::Error naming `path` and the valid types when `type` is unknown.
-const Schema& attention_schema(const std::string& type, const std::string& path);
-const Schema& head_schema(const std::string& type, const std::string& path);
+Schema attention_schema(const std::string& type, const std::string& path);
+Schema head_schema(const std::string& type, const std::string& path);
 std::vector<std::string> attention_types();
 std::vector<std::string> head_types();
 

@@ -157,12 +157,8 @@ void check_rules(const json& cfg) {
 }  // namespace
 
 json resolve_config(const json& cfg) {
-  // Causality has one key, model.causal; the module's own "causal" parameter follows it
-  // (nn/trunk.cpp), so a config may not set it.
-  if (cfg.is_object() && cfg.contains("model") && cfg["model"].is_object() && cfg["model"].contains("attention") &&
-      cfg["model"]["attention"].is_object() && cfg["model"]["attention"].contains("causal"))
-    throw Error("model.attention.causal: causality is set by model.causal (the attention module follows it); "
-                "remove model.attention.causal");
+  // model.attention.causal is refused as an unknown key that points at model.causal
+  // (registries.cpp leaves it out of the config's view of a module's schema).
   json out = resolve_object(config_detail::config_schema(), cfg, "");
   // Derived defaults: written out, so config.json in the run directory says what was used.
   if (out["output"]["dir"].is_null()) out["output"]["dir"] = "runs/" + out["name"].get<std::string>();
