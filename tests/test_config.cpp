@@ -340,7 +340,7 @@ TEST(ConfigErrors, UnknownNestedKeyNamesPath) {
 
 TEST(ConfigErrors, WrongTypeNamesKeyAndFound) {
   expect_error([&] { resolve_config(with(example(), "/train/epochs", "5")); },
-               {"train.epochs: expected an integer >= 1, found string \"5\""});
+               {"train.epochs: expected an integer in [1, 1000000], found string \"5\""});
   expect_error([&] { resolve_config(with(example(), "/train/epochs", 5.5)); }, {"train.epochs", "number 5.5"});
   expect_error([&] { resolve_config(with(example(), "/data/augment", true)); },
                {"data.augment: expected an object, found boolean true"});
@@ -354,8 +354,10 @@ TEST(ConfigErrors, OutOfRange) {
                {"model.dropout: expected a number in [0, 1), found number 1.0"});
   expect_error([&] { resolve_config(with(example(), "/train/optimizer/lr", 0)); },
                {"train.optimizer.lr: expected a number > 0, found number 0"});
-  expect_error([&] { resolve_config(with(example(), "/train/epochs", 0)); }, {"train.epochs: expected an integer >= 1"});
-  expect_error([&] { resolve_config(with(example(), "/seed", -1)); }, {"seed: expected an integer >= 0"});
+  expect_error([&] { resolve_config(with(example(), "/train/epochs", 0)); },
+               {"train.epochs: expected an integer in [1, 1000000]"});
+  expect_error([&] { resolve_config(with(example(), "/seed", -1)); },
+               {"seed: expected an integer in [0, 18446744073709551615]"});
 }
 
 TEST(ConfigErrors, BadChoiceListsChoices) {
@@ -444,7 +446,8 @@ TEST(ConfigOverride, UnknownKeyIsAnErrorWithSuggestion) {
   expect_error([&] { apply_override(c, "train.epoch=3"); },
                {"train.epoch: unknown key 'epoch' (did you mean 'epochs'?)"});
   expect_error([&] { apply_override(c, "model.attention.bogus_param=1"); }, {"model.attention.bogus_param: unknown key"});
-  expect_error([&] { apply_override(c, "train.epochs.x=1"); }, {"train.epochs: is an integer >= 1, not an object"});
+  expect_error([&] { apply_override(c, "train.epochs.x=1"); },
+               {"train.epochs: is an integer in [1, 1000000], not an object"});
   expect_error([&] { apply_override(c, "train.epochs"); }, {"expected KEY=VALUE"});
   expect_error([&] { apply_override(c, "train..epochs=1"); }, {"bad key"});
 }
@@ -452,7 +455,7 @@ TEST(ConfigOverride, UnknownKeyIsAnErrorWithSuggestion) {
 TEST(ConfigOverride, BadValueNamesKey) {
   json c = example();
   expect_error([&] { apply_override(c, "train.epochs=three"); },
-               {"train.epochs: expected an integer >= 1, found 'three'"});
+               {"train.epochs: expected an integer in [1, 1000000], found 'three'"});
   expect_error([&] { apply_override(c, "train.epochs=2.5"); }, {"train.epochs", "'2.5'"});
   expect_error([&] { apply_override(c, "train.optimizer.lr=fast"); }, {"train.optimizer.lr: expected a number"});
   expect_error([&] { apply_override(c, "data.augment.hflip=yes"); }, {"data.augment.hflip: expected true or false"});

@@ -1,7 +1,16 @@
 #!/usr/bin/env bash
 # Installs what softlab needs to build, test and train, from Debian's packages only.
 # Idempotent and fast when everything is present: apt-get runs only for missing packages.
+#   tools/setup.sh          what the GCC build, the tests and training need
+#   tools/setup.sh --fuzz   also clang, libFuzzer and LLVM's OpenMP runtime (tools/fuzz.sh)
 set -euo pipefail
+
+fuzz=0
+case "${1:-}" in
+  "") ;;
+  --fuzz) fuzz=1 ;;
+  *) echo "setup: unknown option '$1' (expected nothing or --fuzz)" >&2; exit 2 ;;
+esac
 
 packages=(
   g++ make cmake
@@ -11,6 +20,10 @@ packages=(
   libgtest-dev libbenchmark-dev
   dataset-fashion-mnist
 )
+if [ $fuzz -eq 1 ]; then
+  # libomp-14-dev: clang's -fopenmp links LLVM's OpenMP runtime, not GCC's libgomp.
+  packages+=(clang libfuzzer-14-dev libomp-14-dev)
+fi
 
 missing=()
 for p in "${packages[@]}"; do

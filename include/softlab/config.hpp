@@ -73,6 +73,11 @@ struct Config {
     int64_t max_batches_per_epoch = 0;  // 0: no cap
     int64_t max_eval_batches = 0;       // 0: the whole test set
     int64_t eval_batch_size = 256;
+    // Mid-epoch saves of last.ckpt (epoch ends always save): after this many minutes or
+    // optimiser steps since the last save; 0 turns either off.
+    double checkpoint_minutes = 10.0;
+    int64_t checkpoint_steps = 0;
+    bool skip_nonfinite_steps = false;  // train.on_nonfinite = "skip_step" (else "stop")
   } train;
   struct Output {
     std::string dir;
@@ -108,6 +113,11 @@ Config parse_config(const json& resolved);
 // read_json_file + apply_overrides + resolve_config + parse_config. A config without "name"
 // gets the file's stem (before the overrides, so --set name=... still wins).
 Config load_config(const std::string& path, const std::vector<std::string>& overrides = {});
+
+// A JSON pointer, as json::diff reports paths ("/model/dim"), as the dotted key path that
+// messages and --set use ("model.dim"); array indices print as "[i]"
+// ("/data/eval_lengths/0" -> "data.eval_lengths[0]"); "" (the whole config) stays "".
+std::string dotted_key_path(const std::string& json_pointer);
 
 // The synthetic task a config's data section describes ("synthetic:<task>" and its keys).
 SyntheticOptions synthetic_options(const Config& cfg);

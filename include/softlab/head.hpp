@@ -80,10 +80,16 @@ std::unique_ptr<Head> make_head(const json& cfg, const HeadContext& ctx, const s
 // unknown type).
 bool head_takes_soft_targets(const std::string& type);
 
-// Arg-max per row, ties to the lowest index.
+// The prediction for a row of scores holding NaN or infinity: no class, so that it never
+// counts as correct (NaN compares false, and a plain arg-max would name class 0).
+inline constexpr int32_t kNoClass = -1;
+bool row_is_finite(const float* s, int64_t n);
+
+// Arg-max per row, ties to the lowest index; kNoClass for a row with a non-finite score.
 std::vector<int32_t> argmax_rows(const Tensor& scores);
 // Rows whose label is among the k highest scores: its rank counts the classes scoring
 // higher, and equal scores at a lower index (the arg-max tie rule), so k = 1 is argmax_rows.
+// A row with a non-finite score is never among them.
 int64_t topk_correct(const Tensor& scores, std::span<const int32_t> labels, int64_t k);
 
 // The Equiangular Basis Vectors generator (docs/heads.md, `ebv`): C unit rows in R^d whose

@@ -46,7 +46,18 @@ std::string closest_key(const std::string& key, const std::vector<std::string>& 
 
 // ---- helpers shared by the config layer, `softlab info` and the docs
 // What a value is, for "found ..." in messages: `string "5"`, `number 1.5`, `null`, ...
+// Long values are cut to an excerpt (see json_excerpt).
 std::string describe_value(const json& value);
+// At most about `max_chars` characters of `value` as JSON, "..." marking a cut. Never
+// serialises more than it shows, so a huge or deeply nested value cannot blow up an error
+// message, and bytes that are not UTF-8 print as U+FFFD instead of throwing.
+std::string json_excerpt(const json& value, size_t max_chars = 60);
+// `text` cut to at most `max_chars` bytes with "..." marking the cut (for keys and raw
+// command-line text in messages).
+std::string text_excerpt(const std::string& text, size_t max_chars = 60);
+// True if `text` is well-formed UTF-8 (what JSON strings must hold; the ill-formed bytes of a
+// command-line value or a file name would otherwise fail later, when the config is written).
+bool is_valid_utf8(const std::string& text);
 // What `spec` accepts, e.g. "an integer >= 1", "a number in [0, 1)", "one of 'cls', 'mean'".
 std::string expected_text(const ParamSpec& spec);
 // "PATH.key: unknown key 'key' (did you mean 'x'?); valid keys: a, b, c"

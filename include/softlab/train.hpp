@@ -17,19 +17,28 @@ namespace softlab {
 
 struct TrainOptions {
   std::string out_dir;         // overrides output.dir when not empty
-  bool resume = false;         // continue from out_dir/last.ckpt
+  bool resume = false;         // continue from out_dir/last.ckpt (from the start if it has none yet)
+  bool overwrite = false;      // replace a run already in the directory (its files are deleted)
   bool quiet = false;          // no progress output
   bool overfit_batch = false;  // train and evaluate on the first training batch only (debugging)
   int progress = -1;           // -1: live line on a terminal, plain lines otherwise; 0: plain; 1: live
   int64_t stop_after_step = 0; // > 0: behave as if interrupted once this global step is done (tests)
+  int64_t nonfinite_at_step = 0;  // > 0: the loss of this global step (1-based) counts as NaN (tests)
   std::string openmp_wait;     // how OpenMP threads wait (printed and kept in summary.json)
   // Cores kept busy by processes that were running before this one, as the softlab
   // command's start-up probe measured them (0: not measured). With train.threads = 0 and
   // half a core or more, the trainer leaves those cores out (docs/performance.md).
   double other_load_cores = 0.0;
+  // How to continue this run, printed when it is interrupted ("softlab train CONFIG ...
+  // --resume"); empty: the message names the run directory only.
+  std::string resume_command;
 };
 
-enum class TrainStatus { Finished, Interrupted };
+// Finished: the run is complete. Interrupted: a stop request saved last.ckpt; --resume
+// continues. Diverged: a non-finite loss, gradient norm, evaluation or weight stopped the
+// run before anything non-finite was saved; summary["message"] says where, and which
+// checkpoint holds the last finite state.
+enum class TrainStatus { Finished, Interrupted, Diverged };
 
 struct TrainResult {
   TrainStatus status = TrainStatus::Finished;
@@ -74,7 +83,9 @@ struct LoadedModel {
 // checkpoint without one is an Error naming the file.
 LoadedModel load_model(const std::string& checkpoint_path, bool ema = false);
 
-// Stop requests (SIGINT/SIGTERM): async-signal-safe; the loop saves a checkpoint and returns.
+// Stop requests (SIGINT/SIGTERM): async-signal-safe; the loop saves a checkpoint and returns
+// at the next point where it can (data loading included). A request stays until
+// clear_stop_request(): train() never clears it, so none is lost.
 void request_stop();
 bool stop_requested();
 void clear_stop_request();

@@ -33,7 +33,8 @@ int cmd_eval(int argc, char** argv) {
     ckpt = r["checkpoint"].as<std::string>();
   } else {
     const std::filesystem::path dir(r["run_dir"].as<std::string>());
-    SOFTLAB_CHECK(std::filesystem::is_directory(dir), "eval: ", dir.string(), " is not a run directory");
+    std::error_code ec;
+    SOFTLAB_CHECK(std::filesystem::is_directory(dir, ec), "eval: ", dir.string(), " is not a run directory");
     ckpt = (dir / (r.count("best") ? "best.ckpt" : "last.ckpt")).string();
   }
   set_num_threads(r["threads"].as<int>());

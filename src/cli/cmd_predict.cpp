@@ -3,6 +3,7 @@
 // input, index, predicted class id, class name, score (or JSON with --json).
 #include <algorithm>
 #include <iostream>
+#include <limits>
 
 #include "cli/options.hpp"
 
@@ -65,9 +66,12 @@ int cmd_predict(int argc, char** argv) {
       const int64_t C = out.scores.shape()[1];
       for (size_t i = 0; i < pred.size(); ++i, ++index) {
         const int32_t c = pred[i];
-        const std::string name =
-            c < static_cast<int32_t>(m.class_names.size()) ? m.class_names[static_cast<size_t>(c)] : std::to_string(c);
-        const float score = out.scores.data()[static_cast<int64_t>(i) * C + c];
+        // kNoClass: the model's scores for this input are not finite (a diverged model).
+        const std::string name = c == kNoClass ? "none (non-finite scores)"
+                                 : c < static_cast<int32_t>(m.class_names.size()) ? m.class_names[static_cast<size_t>(c)]
+                                                                                   : std::to_string(c);
+        const float score = c == kNoClass ? std::numeric_limits<float>::quiet_NaN()
+                                          : out.scores.data()[static_cast<int64_t>(i) * C + c];
         if (as_json) {
           json row = {{"input", input}, {"index", index}, {"class", c}, {"name", name}, {"score", score}};
           // The head's probabilities over the classes (Fourier: its density over the bins).

@@ -13,6 +13,32 @@ namespace softlab::cli {
 namespace {
 extern "C" void on_signal(int) { request_stop(); }
 
+// The command that continues this run: the same arguments with --out pointing at the run
+// directory and --resume, quoted for a POSIX shell.
+std::string shell_quote(const std::string& a) {
+  if (!a.empty() && a.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.,/=:@+%") ==
+                        std::string::npos)
+    return a;
+  std::string q = "'";
+  for (char c : a) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+std::string resume_command(int argc, char** argv, const std::string& run_dir) {
+  std::string cmd = "softlab train";
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--resume" || a == "--overwrite") continue;
+    if (a == "--out") {
+      ++i;
+      continue;
+    }
+    if (a.rfind("--out=", 0) == 0) continue;
+    cmd += " " + shell_quote(a);
+  }
+  return cmd + " --out " + shell_quote(run_dir) + " --resume";
+}
+
 void install_stop_handlers() {
   struct sigaction sa {};
   sa.sa_handler = on_signal;
@@ -27,7 +53,8 @@ int cmd_train(int argc, char** argv) {
   cxxopts::Options opts("softlab train", "Train a model from a JSON config; leaves a run directory");
   add_config_options(opts);
   opts.add_options()("out", "run directory (default: output.dir of the config)", cxxopts::value<std::string>())(
-      "resume", "continue the run in the run directory from last.ckpt")(
+      "resume", "continue the run in the run directory from last.ckpt (from the start if it has none yet)")(
+      "overwrite", "replace the run already in the run directory (deletes its checkpoints and metrics)")(
       "threads", "threads (overrides train.threads; 0 = physical cores)", cxxopts::value<int>())(
       "overfit-batch", "train and evaluate on the first batch only (debugging)")(
       "progress", "progress output: auto, live or plain", cxxopts::value<std::string>()->default_value("auto"))(
@@ -43,6 +70,9 @@ int cmd_train(int argc, char** argv) {
   TrainOptions to;
   if (r.count("out")) to.out_dir = r["out"].as<std::string>();
   to.resume = r.count("resume") > 0;
+  to.overwrite = r.count("overwrite") > 0;
+  SOFTLAB_CHECK(!(to.resume && to.overwrite), "--resume and --overwrite: pass one of them");
+  to.resume_command = resume_command(argc, argv, to.out_dir.empty() ? cfg.output.dir : to.out_dir);
   to.quiet = r.count("quiet") > 0;
   to.overfit_batch = r.count("overfit-batch") > 0;
   const std::string prog = r["progress"].as<std::string>();
@@ -53,7 +83,11 @@ int cmd_train(int argc, char** argv) {
   to.other_load_cores = openmp_probe_other_load();
   install_stop_handlers();
   TrainResult res = train(cfg, to);
-  if (res.status == TrainStatus::Interrupted) return 130;
+  if (res.status == TrainStatus::Interrupted) return kExitInterrupted;
+  if (res.status == TrainStatus::Diverged) {
+    std::cerr << "softlab: " << res.summary["message"].get<std::string>() << "\n";
+    return kExitDiverged;
+  }
   std::cout << "test_accuracy " << res.summary["test_accuracy"].get<double>() << "\n"
             << "run_dir " << res.run_dir << "\n";
   return 0;

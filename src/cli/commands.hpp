@@ -8,6 +8,9 @@
 #include "softlab/config.hpp"
 
 namespace softlab::cli {
+// The exit codes besides 0, 1 (a bug) and 2 (bad input); docs/reliability.md lists them all.
+inline constexpr int kExitDiverged = 3;      // train: a non-finite loss, gradient, evaluation or weight
+inline constexpr int kExitInterrupted = 130;  // train: SIGINT/SIGTERM; last.ckpt saved, --resume continues
 int cmd_train(int argc, char** argv);
 int cmd_eval(int argc, char** argv);
 int cmd_predict(int argc, char** argv);

@@ -48,8 +48,8 @@ Precision inference_precision(const cxxopts::ParseResult& r, const char* verb) {
   for (const std::string& s : r["set"].as<std::vector<std::string>>()) {
     const auto eq = s.find('=');
     const std::string key = s.substr(0, eq);
-    SOFTLAB_CHECK(eq != std::string::npos, verb, ": --set ", s, ": expected KEY=VALUE");
-    SOFTLAB_CHECK(key == "train.precision", verb, ": --set ", key,
+    SOFTLAB_CHECK(eq != std::string::npos, verb, ": --set ", text_excerpt(s), ": expected KEY=VALUE");
+    SOFTLAB_CHECK(key == "train.precision", verb, ": --set ", text_excerpt(key),
                   ": only train.precision can be set when running a saved model");
     p = parse_precision(s.substr(eq + 1), detail::cat(verb, ": --set train.precision"));
   }

@@ -1,6 +1,8 @@
-// The softlab command. Only this file turns softlab::Error into exit codes:
-// 2 for bad input, 1 for an internal fault, 130 when interrupted (the verb returns it).
+// The softlab command. Only this file turns softlab::Error into exit codes: 2 for bad input,
+// 1 for an internal fault; `train` returns 3 when the run diverged and 130 when interrupted
+// (cli/commands.hpp).
 #include <cstring>
+#include <filesystem>
 #include <iostream>
 #include <string>
 
@@ -72,6 +74,11 @@ int main(int argc, char** argv) {
     return e.kind() == softlab::Error::Kind::BadInput ? 2 : 1;
   } catch (const cxxopts::exceptions::exception& e) {
     std::cerr << "softlab: " << e.what() << " (see --help)\n";
+    return 2;
+  } catch (const std::filesystem::filesystem_error& e) {
+    // A path the user gave that cannot be created, read or written: bad input, with the path
+    // (what() names the operation, the path and the system's reason).
+    std::cerr << "softlab: error: " << e.what() << "\n";
     return 2;
   } catch (const std::exception& e) {
     std::cerr << "softlab: internal error: " << e.what() << "\n";

@@ -15,6 +15,7 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
 #include <sstream>
 #include <string>
 
@@ -37,7 +38,13 @@ void configure_openmp_env(char** argv) {
       << static_cast<int>(other_cores * 100 + 0.5) / 100.0 << " cores)";
   setenv("SOFTLAB_OMP_CONFIGURED", why.str().c_str(), 1);
   setenv("SOFTLAB_OTHER_LOAD", std::to_string(other_cores).c_str(), 1);
-  execv("/proc/self/exe", argv);  // only returns on failure: then carry on with the defaults
+  // The binary's own path, not /proc/self/exe: the kernel names a process after the file it
+  // executes, and "exe" would hide softlab from pgrep, top and ps -C.
+  std::error_code ec;
+  const std::string self = std::filesystem::read_symlink("/proc/self/exe", ec).string();
+  if (!ec && !self.empty()) execv(self.c_str(), argv);
+  execv("/proc/self/exe", argv);  // the file was replaced since it started
+  // execv only returns on failure: then carry on with the defaults.
 }
 
 double openmp_probe_other_load() {

@@ -2,14 +2,15 @@
 // file < --set overrides, then resolve (defaults + validation) before anything else runs.
 #include "softlab/config.hpp"
 
-#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
-#include <memory>
-#include <unordered_set>
+#include <limits>
+#include <string>
+#include <utility>
 
 #include "config/config_schema.hpp"
+#include "config/json_text.hpp"
 #include "config/registries.hpp"
 #include "softlab/error.hpp"
 #include "softlab/head.hpp"
@@ -18,63 +19,23 @@ namespace softlab {
 
 namespace {
 
-// nlohmann reports a byte offset; people read files by line and column.
-std::pair<size_t, size_t> line_column(const std::string& text, size_t byte) {
-  const size_t at = std::min(byte == 0 ? 0 : byte - 1, text.size());  // 0-based index of the bad character
-  const size_t line = 1 + static_cast<size_t>(std::count(text.begin(), text.begin() + static_cast<std::ptrdiff_t>(at), '\n'));
-  const size_t line_start = at == 0 ? 0 : text.rfind('\n', at - 1);
-  const size_t column = line_start == std::string::npos || at == 0 ? at + 1 : at - line_start;
-  return {line, column};
-}
-
-// "[json.exception.parse_error.101] parse error at line 1, column 2: syntax error ... - why"
-// -> "syntax error ... - why": our own prefix names the file, line and column.
-std::string parse_reason(const std::string& what) {
-  const auto p = what.find("parse error");
-  const auto colon = p == std::string::npos ? std::string::npos : what.find(": ", p);
-  return colon == std::string::npos ? what : what.substr(colon + 2);
-}
-
-// A repeated key would silently keep only the last value (nlohmann's behaviour); for a config
-// that is a typo-shaped bug, so it is an error naming the key's JSON path.
-json::parser_callback_t duplicate_key_check(const std::string& file) {
-  struct Frame {
-    bool object;
-    std::unordered_set<std::string> keys;
-    std::string key;
-    size_t elements = 0;
-  };
-  auto frames = std::make_shared<std::vector<Frame>>();
-  return [frames, file](int, json::parse_event_t event, json& parsed) {
-    auto& st = *frames;
-    auto element = [&] {
-      if (!st.empty() && !st.back().object) ++st.back().elements;
-    };
-    switch (event) {
-      case json::parse_event_t::object_start:
-      case json::parse_event_t::array_start:
-        element();
-        st.push_back({event == json::parse_event_t::object_start, {}, {}, 0});
-        break;
-      case json::parse_event_t::object_end:
-      case json::parse_event_t::array_end:
-        if (!st.empty()) st.pop_back();
-        break;
-      case json::parse_event_t::value: element(); break;
-      case json::parse_event_t::key: {
-        Frame& f = st.back();
-        f.key = parsed.get<std::string>();
-        if (!f.keys.insert(f.key).second) {
-          std::string path;
-          for (const auto& fr : st)
-            path += fr.object ? (path.empty() ? "" : ".") + fr.key : detail::cat("[", fr.elements - 1, "]");
-          throw Error(detail::cat(file, ": duplicate key '", path, "' (JSON keeps only the last value)"));
-        }
-        break;
-      }
-    }
-    return true;
-  };
+// Integers are read as 64 bits and checked against the field they go into, so that no value
+// can wrap around on the way (5000000000 into an int is 705032704). The schema's bounds keep
+// every key within its field; this says so by name if one of them is ever missed.
+template <class T>
+T int_field(const json& obj, const char* key, const std::string& section) {
+  const json& v = obj[key];
+  const std::string path = join_path(section, key);
+  if (!v.is_number_integer()) throw Error(detail::cat(path, ": expected an integer, found ", describe_value(v)));
+  if (v.is_number_unsigned()) {
+    const uint64_t u = v.get<uint64_t>();
+    if (std::in_range<T>(u)) return static_cast<T>(u);
+  } else {
+    const int64_t i = v.get<int64_t>();
+    if (std::in_range<T>(i)) return static_cast<T>(i);
+  }
+  throw Error(detail::cat(path, ": ", v.dump(), " does not fit this key's type (", +std::numeric_limits<T>::min(),
+                          " to ", +std::numeric_limits<T>::max(), ")"));
 }
 
 // The rules of data.augment and data.subset that tie them to other keys (the schema has
@@ -135,16 +96,29 @@ json read_json_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw Error(detail::cat("cannot open '", path, "' for reading"));
   const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  json j;
-  try {
-    j = json::parse(text, duplicate_key_check(path));
-  } catch (const json::parse_error& e) {
-    const auto [line, column] = line_column(text, e.byte);
-    throw Error(detail::cat(path, ":", line, ":", column, ": JSON syntax error: ", parse_reason(e.what())));
-  }
+  const json j = config_detail::parse_json_document(text, path);
   if (!j.is_object())
     throw Error(detail::cat(path, ": the top level must be a JSON object {...}, found ", describe_value(j)));
   return j;
+}
+
+std::string dotted_key_path(const std::string& json_pointer) {
+  std::string out;
+  size_t start = json_pointer.empty() ? std::string::npos : 1;  // a pointer starts with '/'
+  while (start != std::string::npos && start <= json_pointer.size()) {
+    const size_t slash = json_pointer.find('/', start);
+    const std::string raw = json_pointer.substr(start, slash == std::string::npos ? std::string::npos : slash - start);
+    std::string token;  // RFC 6901 escapes: "~1" is '/', "~0" is '~'
+    for (size_t i = 0; i < raw.size(); ++i) {
+      const bool escape = raw[i] == '~' && i + 1 < raw.size() && (raw[i + 1] == '0' || raw[i + 1] == '1');
+      token += escape ? (raw[++i] == '1' ? '/' : '~') : raw[i];
+    }
+    // No config key is a number, so a number is an array index.
+    const bool index = !token.empty() && token.find_first_not_of("0123456789") == std::string::npos;
+    out += index ? "[" + token + "]" : (out.empty() ? "" : ".") + token;
+    start = slash == std::string::npos ? std::string::npos : slash + 1;
+  }
+  return out;
 }
 
 Config parse_config(const json& cfg) {
@@ -153,17 +127,17 @@ Config parse_config(const json& cfg) {
   const json r = resolve_config(cfg);
   Config c;
   c.name = r["name"].get<std::string>();
-  c.seed = r["seed"].get<uint64_t>();
+  c.seed = int_field<uint64_t>(r, "seed", "");
 
   const json& d = r["data"];
   c.data.dataset = d["dataset"].get<std::string>();
   if (!d["path"].is_null()) c.data.path = d["path"].get<std::string>();
   check_augment(r);
-  c.data.subset = d["subset"].get<int64_t>();
+  c.data.subset = int_field<int64_t>(d, "subset", "data");
   const json& aug = d["augment"];
-  c.data.augment.random_crop = aug["random_crop"].get<int>();
+  c.data.augment.random_crop = int_field<int>(aug, "random_crop", "data.augment");
   c.data.augment.hflip = aug["hflip"].get<bool>();
-  c.data.augment.translate = aug["translate"].get<int>();
+  c.data.augment.translate = int_field<int>(aug, "translate", "data.augment");
   c.data.augment.random_resized_crop = aug["random_resized_crop"].get<bool>();
   c.data.augment.rrc_scale = {aug["rrc_scale"][0].get<double>(), aug["rrc_scale"][1].get<double>()};
   c.data.augment.rrc_ratio = {aug["rrc_ratio"][0].get<double>(), aug["rrc_ratio"][1].get<double>()};
@@ -175,25 +149,25 @@ Config parse_config(const json& cfg) {
   c.data.augment.switch_prob = aug["switch_prob"].get<double>();
   SyntheticOptions& so = c.data.synthetic;
   if (is_synthetic(c.data.dataset)) so.task = c.data.dataset.substr(std::string("synthetic:").size());
-  so.train_length = d["train_length"].get<int64_t>();
+  so.train_length = int_field<int64_t>(d, "train_length", "data");
   so.eval_lengths = d["eval_lengths"].get<std::vector<int64_t>>();
-  so.train_size = d["train_size"].get<int64_t>();
-  so.test_size = d["test_size"].get<int64_t>();
-  so.keys = d["keys"].get<int64_t>();
-  so.values = d["values"].get<int64_t>();
-  so.bins = d["bins"].get<int64_t>();
+  so.train_size = int_field<int64_t>(d, "train_size", "data");
+  so.test_size = int_field<int64_t>(d, "test_size", "data");
+  so.keys = int_field<int64_t>(d, "keys", "data");
+  so.values = int_field<int64_t>(d, "values", "data");
+  so.bins = int_field<int64_t>(d, "bins", "data");
   so.permute_labels = d["permute_labels"].get<bool>();
-  so.modulus = d["modulus"].get<int64_t>();
+  so.modulus = int_field<int64_t>(d, "modulus", "data");
   so.train_fraction = d["train_fraction"].get<double>();
 
   const json& m = r["model"];
   c.model.type = m["type"].get<std::string>();
-  c.model.image_size = m["image_size"].get<int64_t>();
-  c.model.channels = m["channels"].get<int64_t>();
-  c.model.patch_size = m["patch_size"].get<int64_t>();
-  c.model.dim = m["dim"].get<int64_t>();
-  c.model.depth = m["depth"].get<int64_t>();
-  c.model.heads = m["heads"].get<int64_t>();
+  c.model.image_size = int_field<int64_t>(m, "image_size", "model");
+  c.model.channels = int_field<int64_t>(m, "channels", "model");
+  c.model.patch_size = int_field<int64_t>(m, "patch_size", "model");
+  c.model.dim = int_field<int64_t>(m, "dim", "model");
+  c.model.depth = int_field<int64_t>(m, "depth", "model");
+  c.model.heads = int_field<int64_t>(m, "heads", "model");
   c.model.mlp_ratio = m["mlp_ratio"].get<double>();
   c.model.dropout = m["dropout"].get<double>();
   c.model.pool = m["pool"].get<std::string>();
@@ -204,14 +178,14 @@ Config parse_config(const json& cfg) {
   c.model.qk_norm = m["qk_norm"].get<bool>();
   c.model.layer_scale = m["layer_scale"].is_null() ? 0.0 : m["layer_scale"].get<double>();
   c.model.drop_path = m["drop_path"].get<double>();
-  c.model.num_classes = m["num_classes"].get<int64_t>();
+  c.model.num_classes = int_field<int64_t>(m, "num_classes", "model");
   c.model.attention = m["attention"];
   c.model.head = m["head"];
 
   const json& t = r["train"];
-  c.train.epochs = t["epochs"].get<int64_t>();
-  c.train.batch_size = t["batch_size"].get<int64_t>();
-  c.train.eval_batch_size = t["eval_batch_size"].get<int64_t>();
+  c.train.epochs = int_field<int64_t>(t, "epochs", "train");
+  c.train.batch_size = int_field<int64_t>(t, "batch_size", "train");
+  c.train.eval_batch_size = int_field<int64_t>(t, "eval_batch_size", "train");
   const json& o = t["optimizer"];
   c.train.optimizer.type = o["type"].get<std::string>();
   c.train.optimizer.lr = o["lr"].get<double>();
@@ -228,14 +202,17 @@ Config parse_config(const json& cfg) {
   c.train.schedule.step_epochs = s["step_epochs"].get<double>();
   c.train.schedule.gamma = s["gamma"].get<double>();
   c.train.grad_clip = t["grad_clip"].get<double>();
-  c.train.accumulate = t["accumulate"].get<int64_t>();
+  c.train.accumulate = int_field<int64_t>(t, "accumulate", "train");
   c.train.ema = t["ema"].get<double>();
-  c.train.threads = t["threads"].get<int>();
+  c.train.threads = int_field<int>(t, "threads", "train");
   c.train.precision = parse_precision(t["precision"].get<std::string>());
-  c.train.eval_every = t["eval_every"].get<int64_t>();
-  c.train.max_steps = t["max_steps"].get<int64_t>();
-  c.train.max_batches_per_epoch = t["max_batches_per_epoch"].get<int64_t>();
-  c.train.max_eval_batches = t["max_eval_batches"].get<int64_t>();
+  c.train.eval_every = int_field<int64_t>(t, "eval_every", "train");
+  c.train.max_steps = int_field<int64_t>(t, "max_steps", "train");
+  c.train.max_batches_per_epoch = int_field<int64_t>(t, "max_batches_per_epoch", "train");
+  c.train.max_eval_batches = int_field<int64_t>(t, "max_eval_batches", "train");
+  c.train.checkpoint_minutes = t["checkpoint_every"]["minutes"].get<double>();
+  c.train.checkpoint_steps = int_field<int64_t>(t["checkpoint_every"], "steps", "train.checkpoint_every");
+  c.train.skip_nonfinite_steps = t["on_nonfinite"].get<std::string>() == "skip_step";
 
   c.output.dir = r["output"]["dir"].get<std::string>();
   c.resolved = r;
@@ -244,14 +221,25 @@ Config parse_config(const json& cfg) {
 
 Config load_config(const std::string& path, const std::vector<std::string>& overrides) {
   json cfg = read_json_file(path);
-  if (!cfg.contains("name")) {
+  const std::string stem = std::filesystem::path(path).stem().string();
+  const bool named_by_file = !cfg.contains("name");
+  if (named_by_file) {
     // First, so the saved config.json reads name, seed, data, ... like the examples.
     json named = json::object();
-    named["name"] = std::filesystem::path(path).stem().string();
+    named["name"] = stem;
     for (const auto& [k, v] : cfg.items()) named[k] = v;
     cfg = std::move(named);
   }
-  apply_overrides(cfg, overrides);
+  try {
+    apply_overrides(cfg, overrides);
+  } catch (const Error& e) {
+    throw Error(detail::cat(path, ": ", e.what()), e.kind());
+  }
+  // A file name is bytes, not text: one that is not UTF-8 cannot be the run's name (config.json
+  // could not hold it). Said here, where the fix is known; a --set name=... still wins.
+  if (named_by_file && cfg["name"] == stem && !is_valid_utf8(stem))
+    throw Error(detail::cat(path, ": name: the file's name '", text_excerpt(stem), "' is not UTF-8, so it cannot "
+                            "name the run; set \"name\" in the file or pass --set name=..."));
   try {
     return parse_config(cfg);
   } catch (const Error& e) {

@@ -11,6 +11,14 @@ namespace softlab::config_detail {
 namespace {
 using T = ParamType;
 
+// Upper bounds of the size keys. They are far above anything a CPU trains in a day, and
+// they keep every size within the C++ type that reads it (the memory estimate of
+// memory_estimate.cpp then refuses what this machine cannot hold).
+constexpr double kMaxTokens = 65536.0;       // tokens per sequence
+constexpr double kMaxExamples = 1e8;         // examples of a data set or subset
+constexpr double kMaxClasses = 1e6;          // classes and vocabularies
+constexpr double kMaxBatch = 65536.0;        // examples per batch
+
 Node leaf(ParamSpec p) {
   Node n;
   n.kind = Node::Kind::Param;
@@ -44,7 +52,7 @@ Node build() {
   return object("", "a softlab run", {
     leaf({.name = "name", .type = T::String, .default_value = "run",
           .help = "run name; default: the config file's name without extension"}),
-    leaf({.name = "seed", .type = T::Int, .default_value = 0, .min = 0.0,
+    leaf({.name = "seed", .type = T::Int, .default_value = 0, .min = 0.0, .max = 18446744073709551615.0,
           .help = "seeds every random stream (init, data order, augmentation, dropout)"}),
     object("data", "the data set", {
       leaf({.name = "dataset", .type = T::String,
@@ -56,35 +64,35 @@ Node build() {
             .help = "directory holding the files; null: $SOFTLAB_DATA_DIR/<dataset>, then datasets/<dataset>",
             .nullable = true}),
       // Synthetic tasks only (docs/synthetic.md); 0 means the task's default.
-      leaf({.name = "train_length", .type = T::Int, .default_value = 0, .min = 0.0,
+      leaf({.name = "train_length", .type = T::Int, .default_value = 0, .min = 0.0, .max = kMaxTokens,
             .help = "synthetic: tokens per training sequence; 0: the task's default (recall 64, bins 16, modadd 3)"}),
-      leaf({.name = "eval_lengths", .type = T::IntList, .default_value = json::array(), .min = 1.0,
+      leaf({.name = "eval_lengths", .type = T::IntList, .default_value = json::array(), .min = 1.0, .max = kMaxTokens,
             .help = "synthetic: also evaluate on test sequences of these lengths (metrics per length)"}),
-      leaf({.name = "train_size", .type = T::Int, .default_value = 0, .min = 0.0,
+      leaf({.name = "train_size", .type = T::Int, .default_value = 0, .min = 0.0, .max = kMaxExamples,
             .help = "synthetic: training sequences; 0: the task's default (recall 20000, bins 4000)"}),
-      leaf({.name = "test_size", .type = T::Int, .default_value = 0, .min = 0.0,
+      leaf({.name = "test_size", .type = T::Int, .default_value = 0, .min = 0.0, .max = kMaxExamples,
             .help = "synthetic: test sequences per evaluation length; 0: the task's default (1000)"}),
-      leaf({.name = "keys", .type = T::Int, .default_value = 128, .min = 2.0,
+      leaf({.name = "keys", .type = T::Int, .default_value = 128, .min = 2.0, .max = kMaxClasses,
             .help = "synthetic:recall: distinct key tokens (a sequence of length n holds n/4 distinct keys)"}),
-      leaf({.name = "values", .type = T::Int, .default_value = 16, .min = 2.0,
+      leaf({.name = "values", .type = T::Int, .default_value = 16, .min = 2.0, .max = kMaxClasses,
             .help = "synthetic:recall: distinct value tokens (the classes)"}),
-      leaf({.name = "bins", .type = T::Int, .default_value = 50, .min = 2.0,
+      leaf({.name = "bins", .type = T::Int, .default_value = 50, .min = 2.0, .max = kMaxClasses,
             .help = "synthetic:bins: ordered bins over [-1, 1] (the classes)"}),
       leaf({.name = "permute_labels", .type = T::Bool, .default_value = false,
             .help = "synthetic:bins: relabel the bins by a fixed random permutation (removes their order)"}),
-      leaf({.name = "modulus", .type = T::Int, .default_value = 97, .min = 2.0,
+      leaf({.name = "modulus", .type = T::Int, .default_value = 97, .min = 2.0, .max = 4096.0,
             .help = "synthetic:modadd: p in (a + b) mod p"}),
       leaf({.name = "train_fraction", .type = T::Float, .default_value = 0.4, .min = 0.0, .max = 1.0,
             .min_exclusive = true, .max_exclusive = true,
             .help = "synthetic:modadd: fraction of the p*p pairs used for training (the rest is the test set)"}),
-      leaf({.name = "subset", .type = T::Int, .default_value = 0, .min = 0.0,
+      leaf({.name = "subset", .type = T::Int, .default_value = 0, .min = 0.0, .max = kMaxExamples,
             .help = "train on a class-balanced subset of this many training images, the same in every epoch "
                     "(drawn from seed); 0: the whole training set"}),
       // The recipe keys (docs/training.md, "Augmentation and mixing"); all default to off.
       // Per image: random_resized_crop, shift, trivial_augment, hflip, normalise, random_erasing;
       // then mixup or cutmix over the batch.
       object("augment", "training-time augmentation and mixing (image data sets only)", {
-        leaf({.name = "random_crop", .type = T::Int, .default_value = 0, .min = 0.0,
+        leaf({.name = "random_crop", .type = T::Int, .default_value = 0, .min = 0.0, .max = 64.0,
               .help = "pad by this many pixels, then crop back at a random offset; 0: off"}),
         leaf({.name = "hflip", .type = T::Bool, .default_value = false,
               .help = "flip horizontally with probability 1/2"}),
@@ -121,17 +129,19 @@ Node build() {
     object("model", "the network", {
       leaf({.name = "type", .type = T::String, .default_value = "vit", .choices = {"vit", "seq"},
             .help = "vit: images; seq: token sequences (synthetic tasks)"}),
-      leaf({.name = "image_size", .type = T::Int, .default_value = 28, .min = 1.0,
+      leaf({.name = "image_size", .type = T::Int, .default_value = 28, .min = 1.0, .max = 4096.0,
             .help = "input height and width in pixels; must match the data set"}),
       leaf({.name = "channels", .type = T::Int, .default_value = 1, .choices = {"1", "3"},
             .help = "input channels; must match the data set"}),
-      leaf({.name = "patch_size", .type = T::Int, .default_value = 7, .min = 1.0,
+      leaf({.name = "patch_size", .type = T::Int, .default_value = 7, .min = 1.0, .max = 4096.0,
             .help = "side of a square patch; must divide image_size"}),
-      leaf({.name = "dim", .type = T::Int, .default_value = 64, .min = 1.0,
+      leaf({.name = "dim", .type = T::Int, .default_value = 64, .min = 1.0, .max = 8192.0,
             .help = "token width; must be divisible by heads"}),
-      leaf({.name = "depth", .type = T::Int, .default_value = 4, .min = 1.0, .help = "transformer blocks"}),
-      leaf({.name = "heads", .type = T::Int, .default_value = 4, .min = 1.0, .help = "attention heads per block"}),
-      leaf({.name = "mlp_ratio", .type = T::Float, .default_value = 2.0, .min = 0.0, .min_exclusive = true,
+      leaf({.name = "depth", .type = T::Int, .default_value = 4, .min = 1.0, .max = 256.0,
+            .help = "transformer blocks"}),
+      leaf({.name = "heads", .type = T::Int, .default_value = 4, .min = 1.0, .max = 256.0,
+            .help = "attention heads per block"}),
+      leaf({.name = "mlp_ratio", .type = T::Float, .default_value = 2.0, .min = 0.0, .max = 64.0, .min_exclusive = true,
             .help = "MLP hidden width = mlp_ratio * dim"}),
       leaf({.name = "dropout", .type = T::Float, .default_value = 0.0, .min = 0.0, .max = 1.0,
             .max_exclusive = true, .help = "dropout probability in the blocks (training only)"}),
@@ -156,7 +166,7 @@ Node build() {
             .max_exclusive = true,
             .help = "stochastic depth: the last block drops each residual branch per example with this "
                     "probability, block i of d with i/(d-1) of it (training only); 0: off"}),
-      leaf({.name = "num_classes", .type = T::Int, .default_value = 0, .min = 0.0,
+      leaf({.name = "num_classes", .type = T::Int, .default_value = 0, .min = 0.0, .max = kMaxClasses,
             .help = "classes; 0: from the data set"}),
       registry("attention", "the attention module: {\"type\": name, ...its parameters}",
                "a registered attention module (softlab info lists them)"),
@@ -164,9 +174,11 @@ Node build() {
                "a registered head (softlab info lists them)"),
     }),
     object("train", "training", {
-      leaf({.name = "epochs", .type = T::Int, .default_value = 5, .min = 1.0, .help = "passes over the training set"}),
-      leaf({.name = "batch_size", .type = T::Int, .default_value = 128, .min = 1.0, .help = "training batch size"}),
-      leaf({.name = "eval_batch_size", .type = T::Int, .default_value = 256, .min = 1.0,
+      leaf({.name = "epochs", .type = T::Int, .default_value = 5, .min = 1.0, .max = 1e6,
+            .help = "passes over the training set"}),
+      leaf({.name = "batch_size", .type = T::Int, .default_value = 128, .min = 1.0, .max = kMaxBatch,
+            .help = "training batch size"}),
+      leaf({.name = "eval_batch_size", .type = T::Int, .default_value = 256, .min = 1.0, .max = kMaxBatch,
             .help = "evaluation batch size (memory only; results do not depend on it)"}),
       object("optimizer", "the optimiser", {
         leaf({.name = "type", .type = T::String, .default_value = "adamw", .choices = {"adamw", "sgd"},
@@ -204,20 +216,33 @@ Node build() {
       leaf({.name = "ema", .type = T::Float, .default_value = 0.0, .min = 0.0, .max = 1.0, .max_exclusive = true,
             .help = "decay of an exponential moving average of the weights, evaluated beside them and saved "
                     "in checkpoints (warm-up: min(ema, (1+t)/(10+t)) at step t); 0: off"}),
-      leaf({.name = "threads", .type = T::Int, .default_value = 0, .min = 0.0, .help = "OpenMP threads; 0: the default (OMP_NUM_THREADS, else physical cores in the affinity mask, capped by a cgroup CPU quota)"}),
+      leaf({.name = "threads", .type = T::Int, .default_value = 0, .min = 0.0, .max = 4096.0,
+            .help = "OpenMP threads; 0: the default (OMP_NUM_THREADS, else physical cores in the affinity mask, capped by a cgroup CPU quota)"}),
       leaf({.name = "precision", .type = T::String, .default_value = "fp32", .choices = {"fp32", "bf16"},
             .help = "matrix products: fp32, or bf16 inputs with f32 accumulation (needs AVX512-BF16 or AMX)"}),
-      leaf({.name = "eval_every", .type = T::Int, .default_value = 1, .min = 1.0, .help = "evaluate every this many epochs"}),
+      leaf({.name = "eval_every", .type = T::Int, .default_value = 1, .min = 1.0, .max = 1e6,
+            .help = "evaluate every this many epochs"}),
       leaf({.name = "max_steps", .type = T::Int, .default_value = 0, .min = 0.0,
             .help = "stop after this many optimiser steps; 0: no cap (smoke runs)"}),
       leaf({.name = "max_batches_per_epoch", .type = T::Int, .default_value = 0, .min = 0.0,
             .help = "cap on batches per epoch; 0: no cap (debugging)"}),
       leaf({.name = "max_eval_batches", .type = T::Int, .default_value = 0, .min = 0.0,
             .help = "evaluate on the first this many test batches only; 0: the whole test set (cost sweeps)"}),
+      object("checkpoint_every", "mid-epoch saves of last.ckpt (every epoch end saves too), whichever comes first", {
+        leaf({.name = "minutes", .type = T::Float, .default_value = 10.0, .min = 0.0,
+              .help = "save after this many minutes of training since the last save; 0: off"}),
+        leaf({.name = "steps", .type = T::Int, .default_value = 0, .min = 0.0,
+              .help = "save after this many optimiser steps since the last save; 0: off"}),
+      }),
+      leaf({.name = "on_nonfinite", .type = T::String, .default_value = "stop", .choices = {"stop", "skip_step"},
+            .help = "a non-finite loss or gradient norm: stop the run (exit 3), or skip that step's update "
+                    "(counted in metrics.jsonl); a non-finite evaluation always stops"}),
     }),
     object("output", "where the run is written", {
-      // null here means "derived": resolve_config fills runs/<name>.
-      leaf({.name = "dir", .type = T::String, .default_value = nullptr, .help = "run directory; default: runs/<name>"}),
+      // null means "derived": resolve_config fills runs/<name>, for a null in a file and for
+      // --set output.dir=null alike.
+      leaf({.name = "dir", .type = T::String, .default_value = nullptr, .help = "run directory; null: runs/<name>",
+            .nullable = true}),
     }),
   });
 }

@@ -5,10 +5,12 @@
 #include <charconv>
 #include <cmath>
 #include <cstdlib>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "config/config_schema.hpp"
+#include "config/json_text.hpp"
 #include "softlab/config.hpp"
 #include "softlab/error.hpp"
 
@@ -24,7 +26,7 @@ std::string trim(const std::string& s) {
 }
 
 [[noreturn]] void bad_value(const ParamSpec& spec, const std::string& text, const std::string& path) {
-  throw Error(detail::cat(path, ": expected ", expected_text(spec), ", found '", text, "'"));
+  throw Error(detail::cat(path, ": expected ", expected_text(spec), ", found '", text_excerpt(text), "'"));
 }
 
 // The text of a --set value, read as the type the schema asks for.
@@ -54,15 +56,15 @@ json typed_value(const ParamSpec& spec, const std::string& raw, const std::strin
     case ParamType::String:
       // Raw text needs no quotes; a quoted JSON string is unquoted, so both spellings work.
       if (text.size() >= 2 && text.front() == '"' && text.back() == '"') {
-        const json j = json::parse(text, nullptr, false);
-        if (j.is_string()) return j;
+        const std::optional<json> j = config_detail::parse_json_value(text, path);
+        if (j && j->is_string()) return *j;
       }
       return text;
     case ParamType::FloatList:
     case ParamType::IntList: {
-      const json j = json::parse(text, nullptr, false);
-      if (j.is_discarded()) bad_value(spec, text, path);
-      return j;
+      const std::optional<json> j = config_detail::parse_json_value(text, path);
+      if (!j) bad_value(spec, text, path);
+      return *j;
     }
   }
   return nullptr;
@@ -70,10 +72,11 @@ json typed_value(const ParamSpec& spec, const std::string& raw, const std::strin
 
 // A whole object (e.g. train.optimizer={"type":"sgd"}) is given as JSON; resolve_config checks it.
 json object_value(const std::string& text, const std::string& path) {
-  const json j = json::parse(text, nullptr, false);
-  if (j.is_discarded() || !j.is_object())
-    throw Error(detail::cat(path, ": expected a JSON object such as {\"type\": \"softmax\"}, found '", text, "'"));
-  return j;
+  const std::optional<json> j = config_detail::parse_json_value(text, path);
+  if (!j || !j->is_object())
+    throw Error(detail::cat(path, ": expected a JSON object such as {\"type\": \"softmax\"}, found '",
+                            text_excerpt(text), "'"));
+  return *j;
 }
 
 json node_value(const Node& node, const std::string& text, const std::string& path) {
@@ -136,7 +139,8 @@ void set_key(json& cfg, const std::vector<std::string>& keys, const std::string&
                                : detail::cat(path, ": expected an object, found ", describe_value(*obj)));
     if (node->kind == Node::Kind::Registry) {
       // Module parameters are plain values: nothing below them.
-      if (!last) throw Error(detail::cat(here, ": is a value, not an object; it has no key '", keys[i + 1], "'"));
+      if (!last)
+        throw Error(detail::cat(here, ": is a value, not an object; it has no key '", text_excerpt(keys[i + 1]), "'"));
       set_registry_key(*node, *obj, path, key, text);
       return;
     }
@@ -148,7 +152,7 @@ void set_key(json& cfg, const std::vector<std::string>& keys, const std::string&
     }
     if (child->kind == Node::Kind::Param)
       throw Error(detail::cat(here, ": is ", expected_text(child->param), ", not an object; it has no key '",
-                              keys[i + 1], "'"));
+                              text_excerpt(keys[i + 1]), "'"));
     obj = &(*obj)[key];
     node = child;
     path = here;
@@ -159,7 +163,7 @@ void set_key(json& cfg, const std::vector<std::string>& keys, const std::string&
 std::pair<std::vector<std::string>, std::string> split_assignment(const std::string& assignment) {
   const auto eq = assignment.find('=');
   if (eq == std::string::npos)
-    throw Error(detail::cat("override '", assignment, "': expected KEY=VALUE, e.g. train.epochs=3"));
+    throw Error(detail::cat("override '", text_excerpt(assignment), "': expected KEY=VALUE, e.g. train.epochs=3"));
   const std::string key = trim(assignment.substr(0, eq));
   std::vector<std::string> keys;
   size_t start = 0;
@@ -167,8 +171,8 @@ std::pair<std::vector<std::string>, std::string> split_assignment(const std::str
     const auto dot = key.find('.', start);
     keys.push_back(key.substr(start, dot == std::string::npos ? std::string::npos : dot - start));
     if (keys.back().empty())
-      throw Error(detail::cat("override '", assignment, "': bad key '", key, "', expected a dotted path such as "
-                              "train.optimizer.lr"));
+      throw Error(detail::cat("override '", text_excerpt(assignment), "': bad key '", text_excerpt(key),
+                              "', expected a dotted path such as train.optimizer.lr"));
     if (dot == std::string::npos) break;
     start = dot + 1;
   }
@@ -198,7 +202,8 @@ void apply_override(json& cfg, const std::string& assignment) {
   try {
     set_key(cfg, keys, text);
   } catch (const Error& e) {
-    throw Error(detail::cat("override '", assignment, "': ", e.what()), e.kind());
+    // The assignment as an excerpt: a --set value can be as long as the command line.
+    throw Error(detail::cat("override '", text_excerpt(assignment, 100), "': ", e.what()), e.kind());
   }
 }
 

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "config/config_schema.hpp"
+#include "config/memory_estimate.hpp"
 #include "softlab/attention.hpp"
 #include "softlab/config.hpp"
 #include "softlab/error.hpp"
@@ -51,7 +52,7 @@ json resolve_registry(const Node& node, const json& value, const std::string& pa
   const Schema& schema = config_detail::registry_schema(node, name, path + ".type");
   // Unknown keys first, so the message can say which module's parameters were expected.
   for (const auto& [key, v] : value.items()) {
-    const bool known = key == "type" || std::any_of(schema.begin(), schema.end(), [&](const ParamSpec& s) { return s.name == key; });
+    const bool known = key == "type" || std::any_of(schema.begin(), schema.end(), [&k = key](const ParamSpec& s) { return s.name == k; });
     if (!known) throw Error(config_detail::unknown_module_key(node, name, schema, path, key));
   }
   const json params = validate_params(schema, value, path, {"type"});
@@ -164,6 +165,8 @@ json resolve_config(const json& cfg) {
   if (out["output"]["dir"].is_null()) out["output"]["dir"] = "runs/" + out["name"].get<std::string>();
   if (out["model"]["causal"].is_null()) out["model"]["causal"] = out["model"]["type"] == "seq";
   check_rules(out);
+  // Last: the estimate reads sizes that the rules above have made consistent.
+  config_detail::check_memory(out);
   return out;
 }
 

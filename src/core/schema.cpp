@@ -5,7 +5,9 @@
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
+#include <string>
 
 #include "softlab/error.hpp"
 #include "softlab/schema.hpp"
@@ -26,9 +28,15 @@ const char* param_type_name(ParamType t) {
 
 namespace {
 
+// The largest uint64 as a bound: the double nearest to 2^64 - 1 is 2^64, which prints as
+// the integer it stands for.
+constexpr double kUint64Bound = 18446744073709551615.0;
+constexpr double kInt64End = 9223372036854775808.0;  // 2^63, one past the largest int64
+
 // Bounds print as the user would write them: 1 rather than 1.000000, 1e-08 for tiny values.
 std::string format_number(double x) {
   if (std::isfinite(x) && x == std::floor(x) && std::fabs(x) < 1e15) return std::to_string(static_cast<long long>(x));
+  if (x == kUint64Bound) return "18446744073709551615";
   char buf[32];
   std::snprintf(buf, sizeof buf, "%g", x);
   return buf;
@@ -104,16 +112,124 @@ size_t edit_distance(const std::string& a0, const std::string& b0) {
   return d[n][m];
 }
 
+// The length of the well-formed UTF-8 sequence at s[i] (RFC 3629: no overlong forms, no
+// surrogates, nothing above U+10FFFF), or 0 if the bytes there are not one.
+size_t utf8_sequence(const std::string& s, size_t i) {
+  const auto byte = [&](size_t k) { return static_cast<unsigned char>(s[k]); };
+  const unsigned char c = byte(i);
+  if (c < 0x80) return 1;
+  size_t len = 0;
+  unsigned char lo = 0x80, hi = 0xBF;  // the allowed range of the second byte
+  if (c >= 0xC2 && c <= 0xDF) {
+    len = 2;
+  } else if (c >= 0xE0 && c <= 0xEF) {
+    len = 3;
+    if (c == 0xE0) lo = 0xA0;
+    if (c == 0xED) hi = 0x9F;
+  } else if (c >= 0xF0 && c <= 0xF4) {
+    len = 4;
+    if (c == 0xF0) lo = 0x90;
+    if (c == 0xF4) hi = 0x8F;
+  } else {
+    return 0;
+  }
+  if (i + len > s.size() || byte(i + 1) < lo || byte(i + 1) > hi) return 0;
+  for (size_t k = 2; k < len; ++k)
+    if ((byte(i + k) & 0xC0) != 0x80) return 0;
+  return len;
+}
+
+// The first `n` bytes of `s`, moved back so that no UTF-8 sequence is cut in two.
+size_t utf8_cut(const std::string& s, size_t n) {
+  if (n >= s.size()) return s.size();
+  while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;
+  return n;
+}
+
+// A JSON string literal of at most the first `limit` + 1 bytes of `s` (so a cut is still
+// visible to the caller), with ill-formed UTF-8 replaced rather than thrown on.
+std::string string_literal(const std::string& s, size_t limit) {
+  return json(s.size() > limit ? s.substr(0, limit + 1) : s).dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+// Appends `v` as compact JSON until `out` is longer than `limit`. Every level appends at least
+// one character before descending, so the recursion is no deeper than `limit`, whatever the
+// nesting of `v`.
+void append_excerpt(const json& v, std::string& out, size_t limit) {
+  if (out.size() > limit) return;
+  switch (v.type()) {
+    case json::value_t::object: {
+      out += '{';
+      bool first = true;
+      for (const auto& [k, x] : v.items()) {
+        if (out.size() > limit) return;
+        out += first ? "" : ",";
+        first = false;
+        out += string_literal(k, limit) + ":";
+        append_excerpt(x, out, limit);
+      }
+      out += '}';
+      return;
+    }
+    case json::value_t::array: {
+      out += '[';
+      for (size_t i = 0; i < v.size(); ++i) {
+        if (out.size() > limit) return;
+        out += i ? "," : "";
+        append_excerpt(v[i], out, limit);
+      }
+      out += ']';
+      return;
+    }
+    case json::value_t::string: out += string_literal(v.get_ref<const std::string&>(), limit); return;
+    default: out += v.dump(); return;
+  }
+}
+
 }  // namespace
 
+std::string json_excerpt(const json& value, size_t max_chars) {
+  std::string out;
+  append_excerpt(value, out, max_chars);
+  if (out.size() <= max_chars) return out;
+  return out.substr(0, utf8_cut(out, max_chars > 3 ? max_chars - 3 : 0)) + "...";
+}
+
+std::string text_excerpt(const std::string& text, size_t max_chars) {
+  // Ill-formed bytes print as \xNN: the message stays UTF-8 and shows what was given.
+  std::string out;
+  for (size_t i = 0; i < text.size() && out.size() <= max_chars;) {
+    const size_t n = utf8_sequence(text, i);
+    if (n > 0) {
+      out.append(text, i, n);
+      i += n;
+    } else {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\x%02X", static_cast<unsigned char>(text[i]));
+      out += buf;
+      ++i;
+    }
+  }
+  if (out.size() <= max_chars) return out;
+  return out.substr(0, utf8_cut(out, max_chars > 3 ? max_chars - 3 : 0)) + "...";
+}
+
+bool is_valid_utf8(const std::string& text) {
+  for (size_t i = 0; i < text.size();) {
+    const size_t n = utf8_sequence(text, i);
+    if (n == 0) return false;
+    i += n;
+  }
+  return true;
+}
+
 std::string describe_value(const json& v) {
-  auto shorten = [](std::string s) { return s.size() > 60 ? s.substr(0, 57) + "..." : s; };
   switch (v.type()) {
     case json::value_t::null: return "null";
     case json::value_t::boolean: return detail::cat("boolean ", v.dump());
-    case json::value_t::string: return detail::cat("string ", shorten(v.dump()));
-    case json::value_t::array: return detail::cat("array ", shorten(v.dump()));
-    case json::value_t::object: return detail::cat("object ", shorten(v.dump()));
+    case json::value_t::string: return detail::cat("string ", json_excerpt(v));
+    case json::value_t::array: return detail::cat("array ", json_excerpt(v));
+    case json::value_t::object: return detail::cat("object ", json_excerpt(v));
     default: return detail::cat("number ", v.dump());
   }
 }
@@ -151,6 +267,11 @@ void check_param(const ParamSpec& spec, const json& value, const std::string& pa
     case ParamType::Int:
       // Strict: 5.0 is not an integer, so a typo such as "epochs": 0.5 cannot be truncated silently.
       if (!value.is_number_integer()) fail(spec, value, path);
+      // Integers are read as int64_t, where a larger one would wrap around; only a key whose
+      // bound says so (a seed, read as uint64_t) takes more.
+      if (value.is_number_unsigned() && value.get<uint64_t>() >= static_cast<uint64_t>(kInt64End) &&
+          !(spec.max && *spec.max >= kInt64End))
+        fail(spec, value, path, " (above 9223372036854775807, the largest 64-bit integer)");
       check_bounds(spec, value.get<double>(), value, path);
       check_choice(spec, value.dump(), value, path);
       return;
@@ -159,6 +280,11 @@ void check_param(const ParamSpec& spec, const json& value, const std::string& pa
       return;
     case ParamType::String:
       if (!value.is_string()) fail(spec, value, path);
+      // A JSON file cannot hold such bytes; a --set value or a file name can, and the config
+      // could then not be written out.
+      if (!is_valid_utf8(value.get_ref<const std::string&>()))
+        throw Error(detail::cat(path, ": expected ", expected_text(spec), " in UTF-8, found bytes that are not UTF-8: '",
+                                text_excerpt(value.get_ref<const std::string&>()), "'"));
       check_choice(spec, value.get<std::string>(), value, path);
       return;
     case ParamType::FloatList:
@@ -182,7 +308,7 @@ std::string unknown_key_message(const std::string& path, const std::string& key,
   const std::string near = closest_key(key, valid);
   std::string list;
   for (const auto& v : valid) list += (list.empty() ? "" : ", ") + v;
-  return detail::cat(join_path(path, key), ": unknown key '", key, "'",
+  return detail::cat(join_path(path, text_excerpt(key)), ": unknown key '", text_excerpt(key), "'",
                      near.empty() ? std::string() : detail::cat(" (did you mean '", near, "'?)"),
                      "; valid keys: ", list.empty() ? "(none)" : list);
 }
@@ -226,6 +352,9 @@ std::string closest_key(const std::string& key, const std::vector<std::string>& 
   std::string best;
   size_t best_d = limit + 1;
   for (const auto& v : valid) {
+    // The distance is at least the difference in length: a key far longer than every valid
+    // one (a megabyte typed by mistake) costs nothing.
+    if (std::max(key.size(), v.size()) - std::min(key.size(), v.size()) > limit) continue;
     const size_t d = edit_distance(key, v);
     // d < max length: replacing every letter of a short key is not a suggestion ("x" -> "lr").
     if (d < best_d && d < std::max(key.size(), v.size())) {

@@ -20,10 +20,15 @@ namespace fs = std::filesystem;
 
 constexpr int64_t kSide = 32, kChannels = 3, kPixels = kChannels * kSide * kSide;  // 3072
 constexpr int64_t kRecordsPerRead = 1024;  // read this many records per fread
+// Pixel bytes held in memory at most: the real sets hold 150 MB (CIFAR-10 training batches),
+// so anything near this is not CIFAR (a sparse file, say) and is refused before allocating.
+constexpr int64_t kMaxPixelBytes = int64_t(1) << 31;
 
 // Names of the classes, one per line, when the file exists and has exactly one per class
 // (anything else is not the file we think it is, so it is ignored rather than trusted).
 std::vector<std::string> read_class_names(const fs::path& file, int num_classes) {
+  std::error_code ec;
+  if (!fs::is_regular_file(file, ec) || fs::file_size(file, ec) > 64 * 1024 || ec) return {};
   std::ifstream in(file);
   if (!in) return {};
   std::vector<std::string> names;
@@ -65,6 +70,10 @@ Dataset read_cifar(const std::vector<std::string>& files, bool cifar100,
                               " pixel bytes); is it the binary version of ", kind, "?"));
     take[f] = std::min(bytes / record, max_records_per_file);
     total += take[f];
+    if (total > kMaxPixelBytes / kPixels)
+      throw Error(detail::cat(kind, " file '", files[f], "': the files up to this one hold ", total,
+                              " records, more than the ", kMaxPixelBytes / kPixels, " (", kMaxPixelBytes,
+                              " pixel bytes) this reader takes; is it a CIFAR file?"));
   }
 
   Dataset ds;

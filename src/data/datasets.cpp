@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <cstdlib>
 #include <filesystem>
+#include <initializer_list>
+#include <utility>
 
 #include "softlab/data.hpp"
 #include "softlab/error.hpp"
@@ -183,6 +185,11 @@ DataSplit load_dataset(const std::string& dataset, const std::optional<std::stri
     split.test = read_cifar({(dir / "test.bin").string()}, true);
   }
   split.train.name = split.test.name = dataset;
+  // The readers accept an empty file set (an IDX count of 0 is legal), but nothing can be
+  // trained or evaluated on it, and the normalisation would divide by zero.
+  for (const auto& [ds, which] : {std::pair{&split.train, "train"}, std::pair{&split.test, "test"}})
+    SOFTLAB_CHECK(ds->size > 0, "data set '", dataset, "' in '", split.dir, "': the ", which,
+                  " split holds no images (its files' headers give a count of 0)");
   // Both splits must describe the same images, or a model trained on one cannot eval the other.
   SOFTLAB_CHECK(split.train.channels == split.test.channels && split.train.height == split.test.height &&
                     split.train.width == split.test.width,

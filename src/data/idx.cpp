@@ -5,7 +5,11 @@
 // A header is untrusted input: nothing is allocated from it until it has been checked
 // against a sane bound and, for plain files, against the file's actual size. A gzip
 // file's size says nothing about its decompressed length, so its body is read in
-// chunks and the buffer only grows as bytes actually arrive.
+// chunks, the buffer only grows as bytes actually arrive, and one decompressed byte past
+// what the header describes is an error (so a gzip bomb costs at most the header's size).
+// Bytes after the end of the gzip stream that are not another gzip member are ignored by
+// zlib's gzread (gzip -d ignores them too, with a warning); the data itself is covered by
+// the stream's own CRC, which the read past the body makes zlib check.
 #include <zlib.h>
 
 #include <algorithm>
@@ -124,7 +128,9 @@ IdxBody read_idx_file(const std::string& path, uint32_t magic, const char* what)
                             header_bytes, " bytes, found ", got_header));
 
   IdxBody out;
-  uint64_t body = 1;
+  // body: bytes of the whole data; item: bytes of one entry (an image), bounded on its own so
+  // that a count of 0 cannot hide rows x cols that overflow wherever an image size is used.
+  uint64_t body = 1, item = 1;
   for (int d = 0; d < ndims; ++d) {
     const uint32_t v = be32(header + 4 + 4 * d);
     if (v > 0x7fffffffu)
@@ -134,6 +140,10 @@ IdxBody read_idx_file(const std::string& path, uint32_t magic, const char* what)
     if (v == 0 && d > 0)
       throw Error(detail::cat("IDX ", what, " file '", path, "': dimension ", d, " is 0"));
     out.dims.push_back(v);
+    if (d > 0 && item > kMaxBody / v)
+      throw Error(detail::cat("IDX ", what, " file '", path, "': header claims entries of ", Shape(out.dims),
+                              "... i.e. more than ", kMaxBody, " bytes each; refusing to read it"));
+    if (d > 0) item *= v;
     // Multiply step by step so a hostile header cannot overflow the product.
     if (v != 0 && body > kMaxBody / v)
       throw Error(detail::cat("IDX ", what, " file '", path, "': header claims dimensions ",

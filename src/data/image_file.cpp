@@ -8,7 +8,13 @@
 namespace softlab {
 
 Dataset read_image_file(const std::string& path) {
-  SOFTLAB_CHECK(std::filesystem::is_regular_file(path), "cannot read ", path, ": no such file");
+  // The error_code forms: a path the process may not look at is bad input, not a crash.
+  std::error_code ec;
+  const auto st = std::filesystem::status(path, ec);
+  SOFTLAB_CHECK(!ec || ec == std::errc::no_such_file_or_directory, "cannot read ", path, ": ", ec.message());
+  SOFTLAB_CHECK(std::filesystem::exists(st), "cannot read ", path, ": no such file");
+  SOFTLAB_CHECK(std::filesystem::is_regular_file(st), "cannot read ", path, ": not a regular file (",
+                std::filesystem::is_directory(st) ? "a directory" : "a device, pipe or socket", ")");
   if (looks_like_pnm(path)) return read_pnm(path);
   unsigned char head[4] = {0, 0, 0, 0};
   {
@@ -18,10 +24,13 @@ Dataset read_image_file(const std::string& path) {
   const bool gzip = head[0] == 0x1f && head[1] == 0x8b;
   const bool idx3 = head[0] == 0 && head[1] == 0 && head[2] == 0x08 && head[3] == 0x03;
   if (gzip || idx3) return read_idx_images(path);
-  if (std::filesystem::file_size(path) % 3073 == 0) return read_cifar({path}, false);
+  const uintmax_t size = std::filesystem::file_size(path, ec);
+  SOFTLAB_CHECK(!ec, "cannot read ", path, ": ", ec.message());
+  SOFTLAB_CHECK(size > 0, "cannot read ", path, ": the file is empty");
+  if (size % 3073 == 0) return read_cifar({path}, false);
   throw Error(detail::cat("cannot read ", path,
                           ": not a PGM/PPM image, an IDX image file (magic 0x00000803, plain or gzip), "
-                          "nor CIFAR-10 binary records (a multiple of 3073 bytes)"));
+                          "nor CIFAR-10 binary records (a non-zero multiple of 3073 bytes)"));
 }
 
 }  // namespace softlab

@@ -1,5 +1,6 @@
 // PGM/PPM reading and writing (netpbm formats P2, P3, P5, P6 with maxval <= 255).
 #include <cctype>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 
@@ -16,6 +17,16 @@ bool looks_like_pnm(const std::string& path) {
 }
 
 Dataset read_pnm(const std::string& path) {
+  // A regular file only: its size bounds everything read from it (a FIFO or a device has none).
+  std::error_code ec;
+  SOFTLAB_CHECK(std::filesystem::is_regular_file(path, ec), "cannot read image ", path,
+                ": no such file, or not a regular file");
+  // The whole file is read into memory: refuse sizes no single image for a model comes near.
+  constexpr uintmax_t kMaxFile = uintmax_t(1) << 30;
+  const uintmax_t file_size = std::filesystem::file_size(path, ec);
+  SOFTLAB_CHECK(!ec, "cannot read image ", path, ": ", ec.message());
+  SOFTLAB_CHECK(file_size <= kMaxFile, "image ", path, ": the file has ", file_size, " bytes, more than the ", kMaxFile,
+                " this reader takes for one image");
   std::ifstream in(path, std::ios::binary);
   SOFTLAB_CHECK(in.good(), "cannot open image ", path);
   const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
@@ -48,22 +59,50 @@ Dataset read_pnm(const std::string& path) {
   const int64_t w = number("width"), h = number("height"), maxval = number("maximum value");
   if (w <= 0 || h <= 0 || w > 65536 || h > 65536) throw bad(detail::cat("unsupported size ", w, "x", h));
   if (maxval <= 0 || maxval > 255) throw bad(detail::cat("maximum value ", maxval, " is not supported (8-bit only)"));
+  // w, h <= 65536 and c <= 3: the product fits in int64 with room to spare. The header is
+  // checked against the bytes the file actually holds before anything is allocated from it.
   const int64_t c = rgb ? 3 : 1, n = w * h * c;
+  const size_t left = bytes.size() > pos ? bytes.size() - pos : 0;
+  if (ascii) {
+    // Each value takes a digit and a separator, the last one at least the digit.
+    if (static_cast<uint64_t>(n) * 2 - 1 > left)
+      throw bad(detail::cat("truncated: ", w, "x", h, "x", c, " needs ", n, " pixel values (at least ", n * 2 - 1,
+                            " bytes), the file has ", left, " bytes after the header (byte offset ", pos, ")"));
+  } else if (pos >= bytes.size() || !std::isspace(static_cast<unsigned char>(bytes[pos])) ||
+             bytes.size() - pos - 1 < static_cast<size_t>(n)) {
+    throw bad(detail::cat("truncated: ", w, "x", h, "x", c, " needs ", n,
+                          " pixel bytes after one white-space byte at byte offset ", pos, ", the file has ",
+                          left > 0 ? left - 1 : 0));
+  }
   std::vector<uint8_t> interleaved(static_cast<size_t>(n));
   if (ascii) {
     for (int64_t i = 0; i < n; ++i) {
       const int64_t v = number("pixel value");
-      if (v > maxval) throw bad(detail::cat("pixel value ", v, " exceeds the maximum ", maxval));
+      if (v > maxval)
+        throw bad(detail::cat("pixel value ", v, " (value ", i, ", ending at byte ", pos, ") exceeds the maximum ", maxval));
       interleaved[static_cast<size_t>(i)] = static_cast<uint8_t>(v * 255 / maxval);
     }
+    const std::string rest = token();
+    if (!rest.empty())
+      throw bad(detail::cat("data after the last of the ", n, " pixel values at byte ", pos - rest.size(),
+                            " (one image per file)"));
   } else {
     ++pos;  // exactly one white-space byte after maxval
-    if (bytes.size() < pos || bytes.size() - pos < static_cast<size_t>(n))
-      throw bad(detail::cat("truncated: ", w, "x", h, "x", c, " needs ", n, " pixel bytes, the file has ",
-                            bytes.size() > pos ? bytes.size() - pos : 0));
-    for (int64_t i = 0; i < n; ++i)
-      interleaved[static_cast<size_t>(i)] =
-          static_cast<uint8_t>(static_cast<unsigned char>(bytes[pos + static_cast<size_t>(i)]) * 255 / maxval);
+    // Trailing white space is tolerated (some writers end with a newline); anything else is a
+    // second image or a wrong size in the header.
+    for (size_t k = pos + static_cast<size_t>(n); k < bytes.size(); ++k)
+      if (!std::isspace(static_cast<unsigned char>(bytes[k])))
+        throw bad(detail::cat(bytes.size() - pos - static_cast<size_t>(n), " bytes after the ", w, "x", h, "x", c,
+                              " pixels, from byte offset ", pos + static_cast<size_t>(n),
+                              " (one image per file; does the header give the right size?)"));
+    for (int64_t i = 0; i < n; ++i) {
+      const int v = static_cast<unsigned char>(bytes[pos + static_cast<size_t>(i)]);
+      // Above maxval, v * 255 / maxval would wrap around in a byte: a different image.
+      if (v > maxval)
+        throw bad(detail::cat("pixel value ", v, " at byte offset ", pos + static_cast<size_t>(i),
+                              " exceeds the maximum ", maxval));
+      interleaved[static_cast<size_t>(i)] = static_cast<uint8_t>(v * 255 / maxval);
+    }
   }
   Dataset ds;
   ds.name = path;

@@ -49,6 +49,12 @@ std::unique_ptr<Head> make_head(const json& cfg, const HeadContext& ctx, const s
   return entry.factory(params, ctx);
 }
 
+bool row_is_finite(const float* s, int64_t n) {
+  for (int64_t i = 0; i < n; ++i)
+    if (!std::isfinite(s[i])) return false;
+  return true;
+}
+
 std::vector<int32_t> argmax_rows(const Tensor& scores) {
   SOFTLAB_CHECK(scores.rank() == 2, "argmax_rows: scores must be [B, C], got ", scores.shape());
   const int64_t B = scores.shape()[0], C = scores.shape()[1];
@@ -58,7 +64,7 @@ std::vector<int32_t> argmax_rows(const Tensor& scores) {
     int32_t best = 0;
     for (int64_t c = 1; c < C; ++c)
       if (s[n * C + c] > s[n * C + best]) best = static_cast<int32_t>(c);
-    out[static_cast<size_t>(n)] = best;
+    out[static_cast<size_t>(n)] = row_is_finite(s + n * C, C) ? best : kNoClass;
   }
   return out;
 }
@@ -72,6 +78,7 @@ int64_t topk_correct(const Tensor& scores, std::span<const int32_t> labels, int6
   for (int64_t n = 0; n < B; ++n) {
     const int32_t y = labels[static_cast<size_t>(n)];
     SOFTLAB_CHECK(y >= 0 && y < C, "topk_correct: label ", y, " outside [0, ", C, ")");
+    if (!row_is_finite(s + n * C, C)) continue;  // NaN compares false: it would rank first
     const float sy = s[n * C + y];
     int64_t rank = 0;
     for (int64_t c = 0; c < C; ++c) rank += s[n * C + c] > sy || (s[n * C + c] == sy && c < y);

@@ -121,7 +121,7 @@ class SvmHead final : public Head {
         if (s[n * C_ + k] > 0.0f) pos = static_cast<int32_t>(k);
         else if (s[n * C_ + k] == 0.0f && zero < 0) zero = static_cast<int32_t>(k);
       }
-      out[static_cast<size_t>(n)] = pos >= 0 ? pos : std::max(zero, 0);
+      out[static_cast<size_t>(n)] = !row_is_finite(s + n * C_, C_) ? kNoClass : pos >= 0 ? pos : std::max(zero, 0);
     }
     return out;
   }

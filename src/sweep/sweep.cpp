@@ -33,6 +33,8 @@ MeanStd mean_std(std::span<const double> xs) {
 
 namespace {
 
+constexpr size_t kMaxCellName = 200;  // bytes of a cell's directory name ("seed<n>" goes below it)
+
 // A file-safe piece of a directory name: keeps [A-Za-z0-9._=+-], maps the rest to '_'.
 std::string file_safe(const std::string& s) {
   std::string r;
@@ -51,26 +53,36 @@ std::string short_key(const std::string& key) {
   return key;
 }
 
+// The error_code forms of exists(): a name too long for the file system is "not there", not
+// an exception.
+bool path_exists(const fs::path& p) {
+  std::error_code ec;
+  return fs::exists(p, ec);
+}
+
 std::string resolve_base(const std::string& base, const std::string& sweep_file) {
-  if (fs::exists(base) || fs::path(base).is_absolute()) return base;
+  if (path_exists(base) || fs::path(base).is_absolute()) return base;
   const fs::path beside = fs::path(sweep_file).parent_path() / base;
-  return fs::exists(beside) ? beside.string() : base;
+  return path_exists(beside) ? beside.string() : base;
 }
 
 void check_keys(const json& spec, const std::string& file) {
   static const std::set<std::string> known = {"base", "grid", "variants", "set", "seeds", "metrics", "out", "name",
                                               "description"};
   for (const auto& [k, v] : spec.items())
-    SOFTLAB_CHECK(known.count(k), file, ": unknown key '", k,
+    SOFTLAB_CHECK(known.count(k), file, ": unknown key '", text_excerpt(k),
                   "' (a sweep file has base, grid, variants, set, seeds, metrics, out, name, description)");
 }
 
 std::vector<std::string> set_overrides(const json& obj, const std::string& where) {
-  SOFTLAB_CHECK(obj.is_object(), where, ": expected an object of KEY: VALUE overrides, found ", obj.dump());
+  SOFTLAB_CHECK(obj.is_object(), where, ": expected an object of KEY: VALUE overrides, found ", describe_value(obj));
   std::vector<std::string> r;
   for (const auto& [k, v] : obj.items()) r.push_back(k + "=" + value_text(v));
   return r;
 }
+
+// One Markdown table cell, " text |", appended in place.
+void add_cell(std::string& md, const std::string& text) { md.append(" ").append(text).append(" |"); }
 
 double number_or_nan(const json& j) { return j.is_number() ? j.get<double>() : NAN; }
 
@@ -84,17 +96,25 @@ Sweep load_sweep(const std::string& path, const std::string& out) {
   check_keys(j, path);
   SOFTLAB_CHECK(j.contains("base") && j["base"].is_string(), path, ": 'base' must name a config file");
   s.base = resolve_base(j["base"].get<std::string>(), path);
-  SOFTLAB_CHECK(fs::exists(s.base), path, ": base config ", j["base"].get<std::string>(), " not found (looked in ",
-                "the working directory and beside the sweep file)");
+  SOFTLAB_CHECK(path_exists(s.base), path, ": base config ", text_excerpt(j["base"].get<std::string>(), 1000),
+                " not found (looked in the working directory and beside the sweep file)");
+  SOFTLAB_CHECK(!j.contains("out") || j["out"].is_string(), path, ": 'out' must be a directory name, found ",
+                describe_value(j["out"]));
   s.out = !out.empty() ? out : j.value("out", std::string());
   SOFTLAB_CHECK(!s.out.empty(), path, ": 'out' is missing: say where the sweep's run directories go (or pass --out)");
+  // Run directories are recorded in results.json, which holds UTF-8 only.
+  SOFTLAB_CHECK(is_valid_utf8(s.out), path, ": the output directory '", text_excerpt(s.out),
+                "' (--out or 'out') is not UTF-8; results.json could not name the runs in it");
+  for (const char* k : {"name", "description"})
+    SOFTLAB_CHECK(!j.contains(k) || j[k].is_string(), path, ": '", k, "' must be a string, found ",
+                  describe_value(j[k]));
 
   // Seeds.
   SOFTLAB_CHECK(j.contains("seeds") && j["seeds"].is_array() && !j["seeds"].empty(), path,
                 ": 'seeds' must be a non-empty list of integers, e.g. [0, 1, 2]");
   std::vector<uint64_t> seeds;
   for (const auto& x : j["seeds"]) {
-    SOFTLAB_CHECK(x.is_number_unsigned(), path, ": seeds: expected non-negative integers, found ", x.dump());
+    SOFTLAB_CHECK(x.is_number_unsigned(), path, ": seeds: expected non-negative integers, found ", describe_value(x));
     seeds.push_back(x.get<uint64_t>());
   }
   SOFTLAB_CHECK(std::set<uint64_t>(seeds.begin(), seeds.end()).size() == seeds.size(), path,
@@ -105,7 +125,8 @@ Sweep load_sweep(const std::string& path, const std::string& out) {
   SOFTLAB_CHECK(grid.is_object(), path, ": 'grid' must be an object of KEY: [values...]");
   std::vector<std::vector<json>> lists;
   for (const auto& [k, v] : grid.items()) {
-    SOFTLAB_CHECK(v.is_array() && !v.empty(), path, ": grid.", k, ": expected a non-empty list of values");
+    SOFTLAB_CHECK(v.is_array() && !v.empty(), path, ": grid.", text_excerpt(k),
+                  ": expected a non-empty list of values, found ", describe_value(v));
     SOFTLAB_CHECK(k != "seed", path, ": grid.seed: list the seeds under 'seeds'");
     s.keys.push_back(k);
     lists.emplace_back(v.begin(), v.end());
@@ -126,23 +147,24 @@ Sweep load_sweep(const std::string& path, const std::string& out) {
       SOFTLAB_CHECK(v.is_object() && v.contains("name") && v["name"].is_string() && !v["name"].get<std::string>().empty(),
                     where, ": expected {\"name\": \"...\", \"set\": {KEY: VALUE, ...}}");
       for (const auto& [k, x] : v.items())
-        SOFTLAB_CHECK(k == "name" || k == "set", where, ": unknown key '", k, "' (a variant has name and set)");
+        SOFTLAB_CHECK(k == "name" || k == "set", where, ": unknown key '", text_excerpt(k),
+                      "' (a variant has name and set)");
       Variant var{v["name"].get<std::string>(), set_overrides(v.value("set", json::object()), where + ".set")};
-      SOFTLAB_CHECK(names.insert(var.name).second, where, ": the name '", var.name, "' is used twice");
+      SOFTLAB_CHECK(names.insert(var.name).second, where, ": the name '", text_excerpt(var.name), "' is used twice");
       variants.push_back(var);
     }
     s.has_variants = true;
   }
+  const std::vector<std::string> common = set_overrides(j.value("set", json::object()), path + ": set");
   SOFTLAB_CHECK(!lists.empty() || !variants.empty(), path,
                 ": the grid is empty: give 'grid' at least one key with values (or 'variants')");
   if (variants.empty()) variants.push_back({});
-  const std::vector<std::string> common = set_overrides(j.value("set", json::object()), path + ": set");
 
   s.metrics = {"test_accuracy", "best_test_accuracy", "test_loss", "train_seconds"};
   if (j.contains("metrics")) {
     SOFTLAB_CHECK(j["metrics"].is_array(), path, ": 'metrics' must be a list of summary keys");
     for (const auto& m : j["metrics"]) {
-      SOFTLAB_CHECK(m.is_string(), path, ": metrics: expected strings, found ", m.dump());
+      SOFTLAB_CHECK(m.is_string(), path, ": metrics: expected strings, found ", describe_value(m));
       if (std::find(s.metrics.begin(), s.metrics.end(), m.get<std::string>()) == s.metrics.end())
         s.metrics.push_back(m.get<std::string>());
     }
@@ -175,8 +197,12 @@ Sweep load_sweep(const std::string& path, const std::string& out) {
       std::string name;
       for (const auto& p : name_parts) name += (name.empty() ? "" : "_") + p;
       proto.cell = file_safe(name);
-      SOFTLAB_CHECK(cell_names.insert(proto.cell).second, path, ": two cells share the directory name '", proto.cell,
-                    "' (repeated grid values or variant names?)");
+      // A file system takes names of up to 255 bytes; a longer one would fail at mkdir.
+      SOFTLAB_CHECK(proto.cell.size() <= kMaxCellName, path, ": the cell directory name '", text_excerpt(proto.cell),
+                    "' is ", proto.cell.size(), " bytes, more than ", kMaxCellName,
+                    " (made of the variant name and the grid values): shorten them");
+      SOFTLAB_CHECK(cell_names.insert(proto.cell).second, path, ": two cells share the directory name '",
+                    text_excerpt(proto.cell), "' (repeated grid values or variant names?)");
       for (uint64_t seed : seeds) {
         SweepRun r = proto;
         r.seed = seed;
@@ -192,7 +218,7 @@ Sweep load_sweep(const std::string& path, const std::string& out) {
     try {
       (void)load_config(s.base, r.overrides);
     } catch (const Error& e) {
-      throw Error(detail::cat(path, ": cell '", r.cell, "' (base ", s.base, "): ", e.what()));
+      throw Error(detail::cat(path, ": cell '", text_excerpt(r.cell), "' (base ", s.base, "): ", e.what()), e.kind());
     }
   }
   return s;
@@ -200,7 +226,7 @@ Sweep load_sweep(const std::string& path, const std::string& out) {
 
 std::optional<json> finished_summary(const SweepRun& run) {
   const fs::path p = fs::path(run.dir) / "summary.json";
-  if (!fs::exists(p)) return std::nullopt;
+  if (!path_exists(p)) return std::nullopt;
   try {
     json s = read_json_file(p.string());
     if (s.value("status", "") == "finished") return s;
@@ -219,7 +245,7 @@ json collect_results(const Sweep& sweep) {
     row["dir"] = r.dir;
     const std::optional<json> summary = finished_summary(r);
     if (!summary) {
-      row["status"] = fs::exists(fs::path(r.dir) / "last.ckpt") ? "partial" : "missing";
+      row["status"] = path_exists(fs::path(r.dir) / "last.ckpt") ? "partial" : "missing";
       rows.push_back(row);
       continue;
     }
@@ -303,9 +329,9 @@ std::string results_markdown(const Sweep& sweep, const json& rows) {
   }
   std::string md = "|";
   if (sweep.has_variants) md += " variant |";
-  for (const auto& k : sweep.keys) md += " " + k + " |";
+  for (const auto& k : sweep.keys) add_cell(md, k);
   md += " seeds |";
-  for (const auto& m : metrics) md += " " + column_title(m) + " |";
+  for (const auto& m : metrics) add_cell(md, column_title(m));
   md += "\n|";
   const size_t ncols = (sweep.has_variants ? 1 : 0) + sweep.keys.size() + 1 + metrics.size();
   for (size_t i = 0; i < ncols; ++i) md += i < ncols - metrics.size() ? " --- |" : " ---: |";
@@ -313,17 +339,18 @@ std::string results_markdown(const Sweep& sweep, const json& rows) {
   for (const auto& c : cells) {
     const SweepRun& r = *first[c];
     md += "|";
-    if (sweep.has_variants) md += " " + r.variant + " |";
-    for (const auto& [k, v] : r.values) md += " " + value_text(v) + " |";
+    if (sweep.has_variants) add_cell(md, r.variant);
+    for (const auto& [k, v] : r.values) add_cell(md, value_text(v));
     int done = 0;
     for (const json* row : by_cell[c]) done += (*row)["status"] == "finished";
-    md += " " + std::to_string(done) + (done == static_cast<int>(by_cell[c].size()) ? "" : "/" + std::to_string(by_cell[c].size())) + " |";
+    add_cell(md, std::to_string(done) +
+                     (done == static_cast<int>(by_cell[c].size()) ? "" : "/" + std::to_string(by_cell[c].size())));
     for (const auto& m : metrics) {
       std::vector<double> xs;
       for (const json* row : by_cell[c])
         if ((*row)["status"] == "finished" && row->contains(m) && std::isfinite(number_or_nan((*row)[m])))
           xs.push_back((*row)[m].get<double>());
-      md += " " + format_stat(m, xs) + " |";
+      add_cell(md, format_stat(m, xs));
     }
     md += "\n";
   }
@@ -338,10 +365,11 @@ void write_results(const Sweep& sweep, const json& rows) {
     for (const auto& [k, v] : row.items())
       if (std::find(cols.begin(), cols.end(), k) == cols.end()) cols.push_back(k);
   std::string csv;
-  for (size_t i = 0; i < cols.size(); ++i) csv += (i ? "," : "") + csv_field(cols[i]);
+  for (size_t i = 0; i < cols.size(); ++i) csv.append(i ? "," : "").append(csv_field(cols[i]));
   csv += "\n";
   for (const auto& row : rows) {
-    for (size_t i = 0; i < cols.size(); ++i) csv += (i ? "," : "") + (row.contains(cols[i]) ? csv_field(row[cols[i]]) : "");
+    for (size_t i = 0; i < cols.size(); ++i)
+      csv.append(i ? "," : "").append(row.contains(cols[i]) ? csv_field(row[cols[i]]) : "");
     csv += "\n";
   }
   write_file_atomic((fs::path(sweep.out) / "results.csv").string(), csv);

@@ -1,6 +1,8 @@
 // Building models from configs, evaluation, and loading a trained model from a checkpoint.
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <limits>
 
 #include "softlab/autograd.hpp"
 #include "softlab/checkpoint.hpp"
@@ -44,6 +46,34 @@ void density_metrics(const Tensor& probs, const Dataset& ds, int64_t first, std:
     for (int64_t k = 0; k + 1 < C; ++k) tv += std::abs(by_pos[static_cast<size_t>(k + 1)] - by_pos[static_cast<size_t>(k)]);
     acc["tv"] += tv;
   }
+}
+// The data description a checkpoint of softlab train holds (metadata key "data"): each value
+// checked for its JSON type, so a checkpoint written by other code fails with its key.
+template <class Bad>
+int64_t data_int(const json& d, const char* key, bool required, const Bad& bad) {
+  const auto it = d.find(key);
+  if (it == d.end()) {
+    if (required) throw bad(detail::cat("metadata key 'data.", key, "' is missing"));
+    return 0;
+  }
+  if (!it->is_number_integer() || (it->is_number_unsigned() && it->get<uint64_t>() > INT64_MAX) ||
+      it->get<int64_t>() < 0)
+    throw bad(detail::cat("metadata key 'data.", key, "' is ", it->dump(), ", expected a non-negative integer"));
+  return it->get<int64_t>();
+}
+
+template <class Bad>
+std::vector<float> data_floats(const json& d, const char* key, const Bad& bad) {
+  std::vector<float> out;
+  const auto it = d.find(key);
+  if (it == d.end()) return out;
+  if (!it->is_array()) throw bad(detail::cat("metadata key 'data.", key, "' is not an array of numbers"));
+  for (const json& v : *it) {
+    if (!v.is_number() || !std::isfinite(v.get<double>()))
+      throw bad(detail::cat("metadata key 'data.", key, "' holds ", v.dump(), ", expected finite numbers"));
+    out.push_back(v.get<float>());
+  }
+  return out;
 }
 }  // namespace
 
@@ -119,16 +149,49 @@ json evaluate_by_length(nn::Model& model, const DataSplit& data, const EvalResul
 LoadedModel load_model(const std::string& path, bool ema) {
   Checkpoint ck = load_checkpoint(path);
   LoadedModel m;
-  SOFTLAB_CHECK(ck.meta.contains("config") && ck.meta.contains("data"), "checkpoint ", path,
-                ": no config or data description in its metadata");
-  m.config = parse_config(resolve_saved_config(ck.meta["config"]));
-  const json& d = ck.meta["data"];
-  m.num_classes = d.at("num_classes").get<int64_t>();
-  m.norm.mean = d.value("mean", std::vector<float>{});
-  m.norm.std = d.value("std", std::vector<float>{});
-  m.class_names = d.value("class_names", std::vector<std::string>{});
-  m.model = build_model(m.config, m.num_classes, d.value("train_size", int64_t{0}));
-  m.model->load_state(model_state(ck, path, ema));
+  const json& saved = checkpoint_meta(ck, "config", path);
+  const json& d = checkpoint_meta(ck, "data", path);
+  auto bad = [&](const std::string& what) { return Error(detail::cat("checkpoint ", path, ": ", what)); };
+  if (!d.is_object()) throw bad(detail::cat("metadata key 'data' is a JSON ", d.type_name(), ", not an object"));
+  // The saved config goes through the same checks as a config file; what they report is
+  // about this file, so the message says so.
+  try {
+    m.config = parse_config(resolve_saved_config(saved));
+  } catch (const Error& e) {
+    if (e.kind() != Error::Kind::BadInput) throw;
+    throw bad(detail::cat("its saved config (metadata key 'config') is not valid: ", e.what()));
+  } catch (const json::exception& e) {
+    throw bad(detail::cat("its saved config (metadata key 'config') is malformed (", e.what(), ")"));
+  }
+  const int64_t classes = data_int(d, "num_classes", true, bad);
+  if (classes < 1 || classes > std::numeric_limits<int>::max())
+    throw bad(detail::cat("metadata key 'data.num_classes' is ", classes, ", expected 1 or more"));
+  m.num_classes = classes;
+  m.norm.mean = data_floats(d, "mean", bad);
+  m.norm.std = data_floats(d, "std", bad);
+  const size_t channels = m.config.model.type == "vit" ? static_cast<size_t>(m.config.model.channels) : 0;
+  if (!(m.norm.mean.empty() && m.norm.std.empty()) && (m.norm.mean.size() != channels || m.norm.std.size() != channels))
+    throw bad(detail::cat("metadata keys 'data.mean' and 'data.std' hold ", m.norm.mean.size(), " and ",
+                          m.norm.std.size(), " values, expected none or one per channel (", channels, ") each"));
+  for (const float s : m.norm.std)
+    if (!(s > 0.0f)) throw bad(detail::cat("metadata key 'data.std' holds ", s, ", expected positive values"));
+  if (const auto it = d.find("class_names"); it != d.end()) {
+    if (!it->is_array()) throw bad("metadata key 'data.class_names' is not an array of strings");
+    for (const json& n : *it) {
+      if (!n.is_string()) throw bad("metadata key 'data.class_names' is not an array of strings");
+      m.class_names.push_back(n.get<std::string>());
+    }
+  }
+  const int64_t train_size = data_int(d, "train_size", false, bad);
+  const nn::NamedTensors state = model_state(ck, path, ema);
+  // Model and weights must agree with the saved config; a mismatch is about this file.
+  try {
+    m.model = build_model(m.config, m.num_classes, train_size);
+    m.model->load_state(state);
+  } catch (const Error& e) {
+    if (e.kind() != Error::Kind::BadInput) throw;
+    throw bad(e.what());
+  }
   m.model->eval();
   return m;
 }

@@ -67,6 +67,7 @@ void append_metrics_line(TrainRun& r, const EpochEnd& e) {
             {"wall_time", seconds_since(r.wall_start)}};
   for (const auto& [k, v] : r.last_eval.extra) m["test_" + k] = v;
   if (!r.last_by_length.empty()) m["by_length"] = r.last_by_length;
+  if (cfg.train.skip_nonfinite_steps) m["skipped_steps"] = pos.epoch_skipped;
   if (r.ema) {
     m["ema_test_loss"] = r.last_ema_eval.loss;
     m["ema_test_accuracy"] = r.last_ema_eval.accuracy;
@@ -117,6 +118,7 @@ TrainResult write_summary(TrainRun& r) {
                   {"version", version()},
                   {"build", build_info()}};
   for (const auto& [k, v] : last_eval.extra) summary["test_" + k] = v;
+  if (cfg.train.skip_nonfinite_steps) summary["skipped_steps"] = pos.skipped_steps;
   if (!r.last_by_length.empty()) summary["test_by_length"] = r.last_by_length;
   if (r.ema) {
     summary["ema_test_accuracy"] = r.last_ema_eval.accuracy;

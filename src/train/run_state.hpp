@@ -15,6 +15,7 @@
 #include "softlab/train.hpp"
 #include "train/ema.hpp"
 #include "train/progress.hpp"
+#include "train/run_dir.hpp"
 
 namespace softlab::detail {
 
@@ -33,12 +34,21 @@ struct Position {
   int64_t epoch_steps = 0;
   double best_accuracy = -1.0;
   int64_t best_epoch = -1;
+  int64_t best_step = -1;      // the step of the best evaluation: best.ckpt holds that state
   double train_seconds = 0.0;  // accumulated over sessions
   int64_t images = 0;          // trained images, all sessions
   bool done = false;
+  // Bytes of metrics.jsonl that this checkpoint commits: resume cuts the file back to them
+  // (train/run_dir.hpp). -1 in checkpoints from before the rule.
+  int64_t metrics_bytes = -1;
+  // Updates skipped for a non-finite loss or gradient norm (train.on_nonfinite = skip_step):
+  // over the run, and in this epoch.
+  int64_t skipped_steps = 0, epoch_skipped = 0;
 
-  NLOHMANN_DEFINE_TYPE_INTRUSIVE(Position, epoch, batch, step, loss_sum, correct, seen, grad_norm_sum, epoch_steps,
-                                 best_accuracy, best_epoch, train_seconds, images, done)
+  // Keys missing from an older checkpoint take the defaults above.
+  NLOHMANN_DEFINE_TYPE_INTRUSIVE_WITH_DEFAULT(Position, epoch, batch, step, loss_sum, correct, seen, grad_norm_sum,
+                                              epoch_steps, best_accuracy, best_epoch, best_step, train_seconds, images,
+                                              done, metrics_bytes, skipped_steps, epoch_skipped)
   // The macro speaks nlohmann::json; checkpoints keep softlab::json (ordered).
   json as_json() const { return json::parse(nlohmann::json(*this).dump()); }
   static Position parse(const json& j) { return nlohmann::json::parse(j.dump()).get<Position>(); }
@@ -54,9 +64,19 @@ struct TrainRun {
   Progress progress;
   Clock::time_point wall_start;  // when train() was called: the metrics' wall_time
 
-  // The run directory and its files.
+  // The run directory, its files, and the lock that keeps other processes out of it.
   std::string run_dir;
   std::filesystem::path dir, last_path, best_path, metrics_path, summary_path;
+  std::optional<RunDirLock> lock;
+  bool from_scratch = false;  // --resume on a directory without a checkpoint yet
+
+  // The last save of last.ckpt (its position: what a stopped run falls back to), and when
+  // it was, for train.checkpoint_every.
+  std::optional<Position> saved;
+  Clock::time_point last_save;
+  // Why the run stopped for non-finite values; empty while it has not.
+  std::string diverged;
+  bool stop_now = false;  // TrainOptions::stop_after_step reached
 
   // The data, the training split's normalisation (none for sequences), what checkpoints
   // record of both, and what is evaluated: data.test, or `overfit` with --overfit-batch.

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <csignal>
 #include <filesystem>
+#include <limits>
 #include <vector>
 
 #include "softlab/autograd.hpp"
@@ -36,6 +37,15 @@ using detail::Position;
 using detail::seconds_since;
 using detail::train_seconds;
 using detail::TrainRun;
+using detail::cat;
+// The run directory's crash safety (train/run_dir.hpp).
+using detail::commit_pending_best;
+using detail::crash_point;
+using detail::drop_uncommitted_metrics;
+using detail::file_size_or_zero;
+using detail::pending_best_path;
+using detail::recover_pending_best;
+using detail::remove_stale_temporaries;
 // What the run reports (train/report.cpp).
 using detail::append_metrics_line;
 using detail::evaluate_model;
@@ -51,23 +61,33 @@ uint64_t mix(uint64_t a, uint64_t b) {
 constexpr uint64_t kDataStream = 1, kDropoutStream = 2;
 
 // Keys that may differ between a checkpoint's config and the config of a resumed run.
+// (None of them changes what a step computes.)
 bool resumable_difference(const std::string& path) {
   return path == "/train/epochs" || path == "/train/threads" || path == "/train/max_steps" ||
          path == "/train/precision" ||  // checkpoints are f32 whatever the precision of the products
-         path.rfind("/output", 0) == 0 || path == "/train/eval_batch_size" || path == "/train/max_eval_batches";
+         path.rfind("/output", 0) == 0 || path == "/train/eval_batch_size" || path == "/train/max_eval_batches" ||
+         path.rfind("/train/checkpoint_every", 0) == 0 || path == "/train/on_nonfinite";
 }
 
-void check_resume_config(const json& saved, const json& now, const std::string& ckpt) {
+// A JSON pointer as the config key a user writes: /model/dim -> model.dim.
+std::string dotted(const std::string& pointer) {
+  std::string k = pointer.substr(pointer.empty() ? 0 : 1);
+  std::replace(k.begin(), k.end(), '/', '.');
+  return k;
+}
+
+void check_resume_config(const json& saved, const json& now, const std::string& from) {
   // Resolved again, so keys added to softlab since the checkpoint was written take their
   // defaults: a newer softlab still resumes an older run.
   const json diff = json::diff(resolve_saved_config(saved), now);
   std::string bad;
   for (const auto& d : diff) {
     const std::string p = d.value("path", "");
-    if (!resumable_difference(p)) bad += (bad.empty() ? "" : ", ") + p.substr(1);
+    if (!resumable_difference(p)) bad += (bad.empty() ? "" : ", ") + dotted(p);
   }
-  SOFTLAB_CHECK(bad.empty(), "--resume: the config differs from the one ", ckpt, " was trained with, at: ", bad,
-                " (only train.epochs, train.max_steps, train.threads, train.precision and output may change on resume)");
+  SOFTLAB_CHECK(bad.empty(), "--resume: the config differs from the one ", from, " was trained with, at: ", bad,
+                " (only train.epochs, train.max_steps, train.threads, train.precision, train.checkpoint_every, "
+                "train.on_nonfinite and output may change on resume)");
 }
 
 json data_meta(const DataSplit& d, const Normalization& n, const std::string& name) {
@@ -95,7 +115,12 @@ DataSplit load_data(const Config& cfg) {
 
 // ---- before the first step ----------------------------------------------------------------
 
-// Never overwrite what a user already has: an existing run needs --resume or another --out.
+// The files a run leaves in its directory (besides .lock and best.ckpt.pending-<step>).
+constexpr const char* kRunFiles[] = {"config.json", "last.ckpt", "best.ckpt", "metrics.jsonl", "summary.json"};
+
+// Never overwrite what a user already has: an existing run needs --resume, --overwrite or
+// another --out. The directory is locked for the run, and what an earlier process left
+// half-written is cleared away (train/run_dir.hpp).
 void prepare_run_directory(TrainRun& r) {
   r.run_dir = r.opt.out_dir.empty() ? r.cfg.output.dir : r.opt.out_dir;
   SOFTLAB_CHECK(!r.run_dir.empty(), "output.dir is empty: say where the run directory goes (or pass --out DIR)");
@@ -104,12 +129,34 @@ void prepare_run_directory(TrainRun& r) {
   r.best_path = r.dir / "best.ckpt";
   r.metrics_path = r.dir / "metrics.jsonl";
   r.summary_path = r.dir / "summary.json";
-  if (!r.opt.resume) {
-    for (const auto& f : {"config.json", "last.ckpt", "metrics.jsonl", "summary.json"})
-      SOFTLAB_CHECK(!fs::exists(r.dir / f), "run directory ", r.run_dir, " already holds a run (", f,
-                    "); pass --resume to continue it, or --out DIR for a new one");
-  } else {
-    SOFTLAB_CHECK(fs::exists(r.last_path), "--resume: no checkpoint ", r.last_path.string(), " to resume from");
+  SOFTLAB_CHECK(!r.opt.resume || fs::is_directory(r.dir), "--resume: there is no run directory ", r.run_dir);
+  std::error_code ec;
+  fs::create_directories(r.dir, ec);
+  SOFTLAB_CHECK(!ec && fs::is_directory(r.dir), "cannot create the run directory ", r.run_dir, ": ",
+                ec ? ec.message() : "a file of that name exists");
+  r.lock.emplace(r.dir);
+  if (const int n = remove_stale_temporaries(r.dir))
+    r.progress.line(cat("removed ", n, " temporary file", n == 1 ? "" : "s", " an interrupted save left in ", r.run_dir));
+  if (r.opt.resume) {
+    if (fs::exists(r.last_path)) return;
+    // Stopped before its first checkpoint: nothing was committed, so the run starts again,
+    // provided it is the same run.
+    SOFTLAB_CHECK(fs::exists(r.dir / "config.json"), "--resume: ", r.run_dir,
+                  " holds no run (neither last.ckpt nor config.json)");
+    check_resume_config(read_json_file((r.dir / "config.json").string()), r.cfg.resolved,
+                        (r.dir / "config.json").string());
+    r.from_scratch = true;
+    r.progress.line(cat(r.run_dir, " has no checkpoint yet: the run starts from the beginning"));
+    return;
+  }
+  for (const char* f : kRunFiles) {
+    if (!fs::exists(r.dir / f)) continue;
+    SOFTLAB_CHECK(r.opt.overwrite, "run directory ", r.run_dir, " already holds a run (", f,
+                  "); pass --resume to continue it, --overwrite to replace it, or --out DIR for a new one");
+  }
+  if (r.opt.overwrite) {
+    for (const char* f : kRunFiles) fs::remove(r.dir / f);
+    recover_pending_best(r.dir, -1);  // removes any pending best
   }
 }
 
@@ -131,24 +178,44 @@ void build_model_and_optimizer(TrainRun& r) {
 }
 
 // --resume: weights, optimiser state, position and EMA from last.ckpt, once the config is
-// known to differ from the checkpoint's only where a resumed run may.
+// known to differ from the checkpoint's only where a resumed run may. What the stopped
+// process wrote after that checkpoint is undone: metrics lines it did not commit, a best
+// checkpoint it did not record.
 void resume_from_checkpoint(TrainRun& r) {
-  Checkpoint ck = load_checkpoint(r.last_path.string());
-  check_resume_config(ck.meta.at("config"), r.cfg.resolved, r.last_path.string());
-  r.model->load_state(with_prefix(ck.tensors, "model."));
-  r.optimizer->load_state(with_prefix(ck.tensors, "optim."));
-  r.pos = Position::parse(ck.meta.at("position"));
-  if (r.cfg.train.ema > 0.0) {
-    r.ema.emplace(*r.model, r.cfg.train.ema);
-    r.ema->load_state(with_prefix(ck.tensors, "ema."));
+  const std::string path = r.last_path.string();
+  Checkpoint ck = load_checkpoint(path);
+  // A checkpoint whose header is sound but whose content does not fit this run (written by
+  // other code, or edited) is bad input naming the file, never a library exception.
+  try {
+    check_resume_config(checkpoint_meta(ck, "config", path), r.cfg.resolved, path);
+    r.model->load_state(with_prefix(ck.tensors, "model."));
+    r.optimizer->load_state(with_prefix(ck.tensors, "optim."));
+    r.pos = Position::parse(checkpoint_meta(ck, "position", path));
+    if (r.cfg.train.ema > 0.0) {
+      r.ema.emplace(*r.model, r.cfg.train.ema);
+      r.ema->load_state(with_prefix(ck.tensors, "ema."));
+    }
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(cat(path, ": its header does not describe a run of this config (", e.what(), ")"));
+  } catch (const Error& e) {
+    if (std::string(e.what()).find(path) != std::string::npos) throw;
+    throw Error(cat(path, ": ", e.what()), e.kind());
   }
+  r.saved = r.pos;
+  if (const int64_t n = drop_uncommitted_metrics(r.metrics_path, r.pos.metrics_bytes))
+    r.progress.line(cat("dropped ", n, " line", n == 1 ? "" : "s", " of ", r.metrics_path.string(),
+                        " written after last.ckpt (that training is done again)"));
+  if (const std::string said = recover_pending_best(r.dir, r.pos.best_step); !said.empty()) r.progress.line(said);
 }
 
-// A new run: its directory with the resolved config, and an EMA that starts as a copy of
-// the initial weights.
+// A new run (or one that never reached its first checkpoint): the resolved config, no
+// metrics, and an EMA that starts as a copy of the initial weights.
 void start_new_run(TrainRun& r) {
-  fs::create_directories(r.dir);
   write_file_atomic((r.dir / "config.json").string(), r.cfg.resolved.dump(2) + "\n");
+  if (r.from_scratch) {
+    drop_uncommitted_metrics(r.metrics_path, 0);
+    recover_pending_best(r.dir, -1);
+  }
   if (r.cfg.train.ema > 0.0) r.ema.emplace(*r.model, r.cfg.train.ema);
 }
 
@@ -256,62 +323,90 @@ bool next_micro_batches(TrainRun& r) {
   return true;
 }
 
-// Forward and backward of every micro-batch, gradients summed into the parameters, and the
-// epoch's running loss and accuracy. Returns the step's first non-finite micro-batch loss,
-// else the last, for the divergence check.
-float accumulate_gradients(TrainRun& r) {
-  Position& pos = r.pos;
-  float loss = 0.0f;
+// What a step's micro-batches add to the epoch's running statistics, once the step is
+// known to count (a skipped step adds its batches and images only).
+struct StepStats {
+  float loss = 0.0f;  // the first non-finite micro-batch loss, else the last
+  double loss_sum = 0.0;
+  int64_t correct = 0, seen = 0, images = 0, batches = 0;
+};
+
+// Forward and backward of every micro-batch, gradients summed into the parameters.
+StepStats accumulate_gradients(TrainRun& r) {
+  StepStats st;
   for (size_t j = 0; j < r.micro.size(); ++j) {
     const Batch& b = r.micro[j];
     HeadOutput out = b.targets.defined() ? r.model->forward_soft(b.images, b.targets) : r.model->forward(b.images, b.labels);
     const float micro_loss = out.loss.item();
-    if (std::isfinite(loss)) loss = micro_loss;
+    if (std::isfinite(st.loss)) st.loss = micro_loss;
     const auto n = static_cast<int64_t>(r.scored[j].size());
     if (r.micro.size() == 1)
       out.loss.backward();
     else
       scale(out.loss, static_cast<float>(static_cast<double>(n) / static_cast<double>(r.step_examples))).backward();
     const auto pred = r.model->head->predict(out.scores);
-    for (int64_t i = 0; i < n; ++i) pos.correct += pred[static_cast<size_t>(i)] == r.scored[j][static_cast<size_t>(i)];
-    pos.loss_sum += static_cast<double>(micro_loss) * static_cast<double>(n);
-    pos.seen += n;  // scored targets: one per image, one per target position of a sequence
-    pos.images += b.images.shape()[0];
-    ++pos.batch;
+    for (int64_t i = 0; i < n; ++i) st.correct += pred[static_cast<size_t>(i)] == r.scored[j][static_cast<size_t>(i)];
+    st.loss_sum += static_cast<double>(micro_loss) * static_cast<double>(n);
+    st.seen += n;  // scored targets: one per image, one per target position of a sequence
+    st.images += b.images.shape()[0];
+    ++st.batches;
   }
-  return loss;
+  return st;
 }
 
-// A non-finite loss or gradient norm stops the run before the optimiser spreads it into
-// the weights, so last.ckpt still holds the last good state.
-void check_not_diverged(const TrainRun& r, float loss, double gnorm, double lr) {
-  if (std::isfinite(loss) && std::isfinite(gnorm)) return;
-  throw Error(detail::cat("training diverged: ", std::isfinite(loss) ? "gradient norm" : "loss", " is ",
-                          std::isfinite(loss) ? gnorm : loss, " at epoch ", r.pos.epoch + 1, ", step ",
-                          r.pos.step + 1, " (lr ", lr, "). ",
-                          fs::exists(r.last_path) ? "The last good checkpoint is " + r.last_path.string() +
-                                                        " (untouched)."
-                                                  : "No checkpoint was written yet.",
-                          " Try a lower train.optimizer.lr, warm-up, or gradient clipping."),
-              Error::Kind::Internal);
+// The last checkpoint a stopped run can fall back to, in words.
+std::string last_good_checkpoint(const TrainRun& r) {
+  if (!r.saved) return "no checkpoint was written yet";
+  return cat("the last checkpoint, ", r.last_path.string(), " (epoch ", r.saved->epoch + 1, ", batch ", r.saved->batch,
+             ", step ", r.saved->step, "), holds the last finite state");
 }
 
-// One optimiser step over r.micro: gradients, clipping, the update, the EMA.
+// A run stops for non-finite values before anything non-finite is saved.
+void mark_diverged(TrainRun& r, const std::string& what) {
+  r.diverged = cat("training diverged: ", what, ". Nothing non-finite was saved: ", last_good_checkpoint(r),
+                   ". Try a lower train.optimizer.lr, a longer warm-up or gradient clipping"
+                   " (train.on_nonfinite=skip_step skips such steps instead).");
+}
+
+// One optimiser step over r.micro: gradients, clipping, the update, the EMA. A non-finite
+// loss or gradient norm stops the run before the optimiser spreads it into the weights
+// (or, with train.on_nonfinite = skip_step, leaves the weights as they are).
 void train_step(TrainRun& r) {
   const Config& cfg = r.cfg;
-  const double lr = schedule_lr(cfg.train.schedule, cfg.train.optimizer.lr, r.pos.step, r.steps_per_epoch, r.total_steps);
+  Position& pos = r.pos;
+  const double lr = schedule_lr(cfg.train.schedule, cfg.train.optimizer.lr, pos.step, r.steps_per_epoch, r.total_steps);
   // One dropout stream per step, drawn on through its micro-batches: the masks of step s
   // depend on (seed, s) only, so a resumed run draws those of an uninterrupted one.
-  r.model->dropout_generator().seed(mix(mix(cfg.seed, kDropoutStream), static_cast<uint64_t>(r.pos.step)));
-  const float loss = accumulate_gradients(r);
+  r.model->dropout_generator().seed(mix(mix(cfg.seed, kDropoutStream), static_cast<uint64_t>(pos.step)));
+  StepStats st = accumulate_gradients(r);
+  if (r.opt.nonfinite_at_step == pos.step + 1) st.loss = std::numeric_limits<float>::quiet_NaN();
   const double gnorm = clip_grad_norm(r.params, cfg.train.grad_clip);
-  check_not_diverged(r, loss, gnorm, lr);
+  pos.batch += st.batches;
+  pos.images += st.images;
+  if (!std::isfinite(st.loss) || !std::isfinite(gnorm)) {
+    const std::string what = cat(std::isfinite(st.loss) ? "the gradient norm" : "the loss", " is ",
+                                 std::isfinite(st.loss) ? gnorm : st.loss, " at epoch ", pos.epoch + 1, ", step ",
+                                 pos.step + 1, " (lr ", lr, ")");
+    if (!cfg.train.skip_nonfinite_steps) {
+      mark_diverged(r, what);
+      return;
+    }
+    r.progress.line("skipped the update: " + what);
+    r.optimizer->zero_grad();
+    ++pos.skipped_steps;
+    ++pos.epoch_skipped;
+    ++pos.step;
+    return;
+  }
   r.optimizer->step(lr);
   r.optimizer->zero_grad();
-  if (r.ema) r.ema->update(r.pos.step + 1);
-  r.pos.grad_norm_sum += gnorm;
-  ++r.pos.epoch_steps;
-  ++r.pos.step;
+  if (r.ema) r.ema->update(pos.step + 1);
+  pos.loss_sum += st.loss_sum;
+  pos.correct += st.correct;
+  pos.seen += st.seen;
+  pos.grad_norm_sum += gnorm;
+  ++pos.epoch_steps;
+  ++pos.step;
 }
 
 // The live progress line: the epoch's running loss and accuracy, its rate, the time left.
@@ -321,17 +416,82 @@ void show_step(TrainRun& r) {
   const double ips = static_cast<double>(pos.images - r.epoch_images_before) / std::max(es, 1e-9);
   const double eta = static_cast<double>(r.total_steps - pos.step) *
                      static_cast<double>(r.cfg.train.batch_size * r.accumulate) / std::max(ips, 1e-9);
-  r.progress.step(pos.epoch + 1, r.epochs, pos.batch, r.batches, pos.loss_sum / static_cast<double>(pos.seen),
-                  static_cast<double>(pos.correct) / static_cast<double>(pos.seen), ips, eta);
+  const double seen = static_cast<double>(std::max<int64_t>(pos.seen, 1));
+  r.progress.step(pos.epoch + 1, r.epochs, pos.batch, r.batches, pos.loss_sum / seen,
+                  static_cast<double>(pos.correct) / seen, ips, eta);
+}
+
+// ---- checkpoints ---------------------------------------------------------------------------
+
+// Weights, optimiser state, EMA, position, resolved config and data description in one
+// file, written atomically (save_checkpoint: temporary file, fsync, rename).
+Checkpoint make_checkpoint(const TrainRun& r) {
+  Checkpoint ck;
+  ck.meta = {{"config", r.cfg.resolved}, {"position", r.pos.as_json()}, {"data", r.meta_data},
+             {"softlab_version", version()}};
+  for (auto& [n, t] : r.model->state()) ck.tensors.emplace_back("model." + n, t);
+  for (auto& [n, t] : r.optimizer->state()) ck.tensors.emplace_back("optim." + n, t);
+  if (r.ema)
+    for (auto& [n, t] : r.ema->state()) ck.tensors.emplace_back("ema." + n, t);
+  return ck;
+}
+
+// The first tensor holding NaN or infinity, empty if none: such a state is never saved.
+std::string first_nonfinite(const Checkpoint& ck) {
+  for (const auto& [name, t] : ck.tensors) {
+    const float* x = t.data();
+    for (int64_t i = 0, n = t.numel(); i < n; ++i)
+      if (!std::isfinite(x[i])) return name;
+  }
+  return {};
+}
+
+// last.ckpt with the current position, which commits the metrics.jsonl written so far. With
+// `improved`, the same state becomes best.ckpt: written aside first, recorded by last.ckpt,
+// then renamed into place, so that after a kill at any point best.ckpt and last.ckpt's
+// best record agree once the run is resumed (train/run_dir.hpp). False, and nothing
+// written, when the state is not finite.
+bool save_state(TrainRun& r, bool improved) {
+  r.pos.train_seconds = train_seconds(r);
+  r.pos.metrics_bytes = file_size_or_zero(r.metrics_path);
+  const Checkpoint ck = make_checkpoint(r);
+  if (const std::string bad = first_nonfinite(ck); !bad.empty()) {
+    mark_diverged(r, cat(bad, " holds non-finite values at epoch ", r.pos.epoch + 1, ", step ", r.pos.step));
+    return false;
+  }
+  if (improved) {
+    save_checkpoint(pending_best_path(r.dir, r.pos.step).string(), ck);
+    crash_point("best_pending_saved");
+  }
+  save_checkpoint(r.last_path.string(), ck);
+  crash_point("last_saved");
+  if (improved) commit_pending_best(r.dir, r.pos.step);
+  r.saved = r.pos;
+  r.last_save = Clock::now();
+  return true;
+}
+
+// train.checkpoint_every: a mid-epoch save is due after that many minutes or steps since the
+// last save (epoch ends save anyway).
+bool checkpoint_due(const TrainRun& r) {
+  if (r.pos.batch >= r.batches || r.pos.step >= r.total_steps) return false;  // the epoch end saves
+  const int64_t since_step = r.pos.step - (r.saved ? r.saved->step : r.session_first_step);
+  const auto& t = r.cfg.train;
+  return (t.checkpoint_steps > 0 && since_step >= t.checkpoint_steps) ||
+         (t.checkpoint_minutes > 0 && seconds_since(r.last_save) >= 60.0 * t.checkpoint_minutes);
 }
 
 // ---- one epoch ----------------------------------------------------------------------------
 
+// A stop request: a signal (request_stop), or TrainOptions::stop_after_step reached.
+bool stopping(const TrainRun& r) { return r.stop_now || stop_requested(); }
+
 bool more_to_train(const TrainRun& r) { return !r.pos.done && r.pos.epoch < r.epochs && r.pos.step < r.total_steps; }
 
 // The current epoch from pos.batch on: steps until its batches are done, the step budget is
-// spent or a stop is requested. The loader derives the epoch's order from (seed, epoch) and
-// starts at pos.batch, so a resumed run sees the batches of an uninterrupted one.
+// spent, a stop is requested or the run diverges. The loader derives the epoch's order from
+// (seed, epoch) and starts at pos.batch, so a resumed run sees the batches of an
+// uninterrupted one.
 void train_epoch(TrainRun& r) {
   r.loader->start_epoch(r.opt.overfit_batch ? 0 : r.pos.epoch, r.opt.overfit_batch ? 0 : r.pos.batch);
   r.epoch_start = Clock::now();
@@ -340,9 +500,11 @@ void train_epoch(TrainRun& r) {
     if (r.opt.overfit_batch) r.loader->start_epoch(0, 0);  // the same first batch, every step
     if (!next_micro_batches(r)) break;
     train_step(r);
+    if (!r.diverged.empty()) return;
     show_step(r);
-    if (r.opt.stop_after_step > 0 && r.pos.step == r.opt.stop_after_step) request_stop();
-    if (stop_requested()) break;
+    if (r.opt.stop_after_step > 0 && r.pos.step == r.opt.stop_after_step) r.stop_now = true;
+    if (stopping(r)) return;
+    if (checkpoint_due(r) && !save_state(r, false)) return;
   }
 }
 
@@ -358,7 +520,16 @@ EpochEnd epoch_end(TrainRun& r) {
   return e;
 }
 
-// ---- position and checkpoints -------------------------------------------------------------
+// An evaluation with a non-finite loss (raw or EMA weights) stops the run: its accuracy would
+// be meaningless, and the weights behind it are not saved.
+bool evaluation_finite(TrainRun& r) {
+  const bool ema_ok = !r.ema || std::isfinite(r.last_ema_eval.loss);
+  if (std::isfinite(r.last_eval.loss) && ema_ok) return true;
+  mark_diverged(r, cat("the test loss of the ", std::isfinite(r.last_eval.loss) ? "EMA weights" : "weights", " is ",
+                       std::isfinite(r.last_eval.loss) ? r.last_ema_eval.loss : r.last_eval.loss, " after epoch ",
+                       r.pos.epoch + 1, ", step ", r.pos.step));
+  return false;
+}
 
 // A finished epoch starts the next one with fresh running statistics; a finished run is
 // marked done, so resuming it only reports.
@@ -368,49 +539,51 @@ void advance_position(TrainRun& r, const EpochEnd& e) {
     ++pos.epoch;
     pos.batch = 0;
     pos.loss_sum = 0.0;
-    pos.correct = pos.seen = pos.epoch_steps = 0;
+    pos.correct = pos.seen = pos.epoch_steps = pos.epoch_skipped = 0;
     pos.grad_norm_sum = 0.0;
   }
   if (e.finished) pos.done = true;
-  pos.train_seconds = train_seconds(r);
 }
 
-// Weights, optimiser state, EMA, position, resolved config and data description in one
-// file, written atomically (save_checkpoint: temporary file, fsync, rename).
-void write_checkpoint(const TrainRun& r, const fs::path& path) {
-  Checkpoint ck;
-  ck.meta = {{"config", r.cfg.resolved}, {"position", r.pos.as_json()}, {"data", r.meta_data},
-             {"softlab_version", version()}};
-  for (auto& [n, t] : r.model->state()) ck.tensors.emplace_back("model." + n, t);
-  for (auto& [n, t] : r.optimizer->state()) ck.tensors.emplace_back("optim." + n, t);
-  if (r.ema)
-    for (auto& [n, t] : r.ema->state()) ck.tensors.emplace_back("ema." + n, t);
-  save_checkpoint(path.string(), ck);
-}
-
-// last.ckpt after every pass; best.ckpt when this evaluation beats the best so far (the
-// best is recorded first, so both files carry it).
-void save_checkpoints(TrainRun& r, bool evaluated) {
+// The epoch's commit: its metrics line (already appended) and last.ckpt, plus best.ckpt when
+// this evaluation beats the best so far (the best is recorded first, so both files carry it).
+bool commit_epoch(TrainRun& r, bool evaluated) {
   const bool improved = evaluated && r.last_eval.accuracy > r.pos.best_accuracy;
   if (improved) {
     r.pos.best_accuracy = r.last_eval.accuracy;
     r.pos.best_epoch = r.pos.epoch;  // epochs completed when it was reached
+    r.pos.best_step = r.pos.step;
   }
-  write_checkpoint(r, r.last_path);
-  if (improved) write_checkpoint(r, r.best_path);
+  return save_state(r, improved);
 }
 
 // A stop request (SIGINT/SIGTERM, or TrainOptions::stop_after_step) ends the session with
 // the position reached in last.ckpt, so that --resume continues from the next batch.
 TrainResult save_interrupted(TrainRun& r) {
-  r.pos.train_seconds = train_seconds(r);
-  write_checkpoint(r, r.last_path);
-  r.progress.line(detail::cat("interrupted: saved ", r.last_path.string(), " at epoch ", r.pos.epoch + 1, ", batch ",
-                              r.pos.batch, "; continue with --resume"));
+  const bool unsaved = !r.saved || r.saved->step != r.pos.step || r.saved->batch != r.pos.batch ||
+                       r.saved->epoch != r.pos.epoch;
   TrainResult result;
   result.run_dir = r.run_dir;
+  if (unsaved && !save_state(r, false)) {
+    result.status = TrainStatus::Diverged;
+    result.summary = {{"status", "diverged"}, {"message", r.diverged}};
+    return result;
+  }
+  const std::string how = r.opt.resume_command.empty() ? "train with --resume --out " + r.run_dir : r.opt.resume_command;
+  r.progress.line(cat("interrupted: saved ", r.last_path.string(), " at epoch ", r.pos.epoch + 1, ", batch ",
+                      r.pos.batch, ", step ", r.pos.step, "; continue with: ", how));
   result.status = TrainStatus::Interrupted;
-  result.summary = {{"status", "interrupted"}};
+  result.summary = {{"status", "interrupted"}, {"resume_command", how}};
+  return result;
+}
+
+// A run that diverged: the message names the step and the last finite checkpoint.
+TrainResult stop_diverged(TrainRun& r) {
+  TrainResult result;
+  result.run_dir = r.run_dir;
+  result.status = TrainStatus::Diverged;
+  result.summary = {{"status", "diverged"}, {"message", r.diverged}, {"step", r.pos.step}};
+  if (r.saved) result.summary["last_checkpoint"] = r.last_path.string();
   return result;
 }
 
@@ -428,10 +601,12 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
   const PrecisionGuard precision(cfg.train.precision);
   TrainRun run{.cfg = cfg, .opt = opt, .progress = detail::Progress(opt.progress, opt.quiet), .wall_start = wall_start};
 
+  // A stop request is not cleared here: one that came while the data loaded (or before)
+  // ends the session at the first point where it can save.
   prepare_run_directory(run);
   load_training_data(run);
   build_model_and_optimizer(run);
-  if (opt.resume)
+  if (opt.resume && !run.from_scratch)
     resume_from_checkpoint(run);
   else
     start_new_run(run);
@@ -439,20 +614,24 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
   choose_eval_set(run);
   print_run_header(run);
   start_session_clock(run);
+  run.last_save = Clock::now();
   leave_busy_cores_alone(run);
 
   run.model->train();
-  clear_stop_request();
   while (more_to_train(run)) {
+    if (stopping(run)) return save_interrupted(run);
     train_epoch(run);
-    if (stop_requested()) return save_interrupted(run);
+    if (!run.diverged.empty()) return stop_diverged(run);
+    if (stopping(run)) return save_interrupted(run);
     const EpochEnd end = epoch_end(run);
     if (end.eval_now) {
       evaluate_model(run);
+      if (!evaluation_finite(run)) return stop_diverged(run);
       append_metrics_line(run, end);
+      crash_point("metrics_appended");
     }
     advance_position(run, end);
-    save_checkpoints(run, end.eval_now);
+    if (!commit_epoch(run, end.eval_now)) return stop_diverged(run);
   }
   if (!run.have_eval) evaluate_model(run);  // resumed a finished run, or nothing to train: report the current model
   return write_summary(run);
