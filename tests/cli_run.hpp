@@ -34,4 +34,25 @@ inline CliRun softlab_cli(const std::vector<std::string>& args, const std::strin
   return r;
 }
 
+// Whether `mpirun` is on PATH (the MPI tests skip without it).
+inline bool have_mpirun() { return std::system("command -v mpirun >/dev/null 2>&1") == 0; }
+
+// Runs `mpirun --oversubscribe -np N softlab ARGS` as softlab_cli does, allowed to run as root
+// (CI does), with each rank on one thread unless ARGS say otherwise, and ended after
+// `seconds` by timeout(1) so that a hang fails the test instead of stalling the suite.
+inline CliRun softlab_mpirun(int ranks, const std::vector<std::string>& args, const std::string& dir,
+                             int seconds = 300) {
+  std::string cmd = "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1 "
+                    "timeout " + std::to_string(seconds) + " mpirun --oversubscribe -np " + std::to_string(ranks) +
+                    " '" + SOFTLAB_CLI_PATH + "'";
+  for (const auto& a : args) cmd += " '" + a + "'";
+  cmd += " >'" + dir + "/out.txt' 2>'" + dir + "/err.txt' </dev/null";
+  const int st = std::system(cmd.c_str());
+  CliRun r;
+  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  r.out = slurp(dir + "/out.txt");
+  r.err = slurp(dir + "/err.txt");
+  return r;
+}
+
 }  // namespace softlab::test

@@ -18,6 +18,8 @@ packages=(
   # (find_package(dnnl)) fails without the OpenCL headers.
   libeigen3-dev libdnnl-dev ocl-icd-opencl-dev libcxxopts-dev nlohmann-json3-dev zlib1g-dev
   libgtest-dev libbenchmark-dev
+  # Open MPI: data-parallel training and distributed sweeps (docs/distributed.md).
+  libopenmpi-dev openmpi-bin
   dataset-fashion-mnist
 )
 if [ $fuzz -eq 1 ]; then

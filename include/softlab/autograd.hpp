@@ -7,6 +7,7 @@
 // backward() gathers the nodes reachable from the root, runs them from the newest to the
 // oldest, accumulates into .grad() of the leaves, and then frees the graph.
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -68,5 +69,28 @@ void attach(Tensor& out, std::shared_ptr<Node> node, const std::vector<Tensor>& 
 
 // Runs backward from `root` with upstream gradient `grad_output` (same shape as root).
 void run_backward(const Tensor& root, const Tensor& grad_output);
+
+// What a backward pass tells an observer while it runs, so that work on finished gradients
+// (data parallelism's allreduce, dist::GradientReducer) overlaps the rest of the pass.
+struct BackwardHooks {
+  // A leaf's .grad is complete: no node left in this pass adds to it. Called once per leaf
+  // that the pass reaches, in the order the pass finishes them.
+  std::function<void(TensorImpl& leaf)> leaf_done;
+  // After every node's backward (e.g. to let communication progress).
+  std::function<void()> after_node;
+};
+
+// Installs `hooks` for the backward passes run on this thread while the guard is alive.
+class BackwardHookGuard {
+ public:
+  explicit BackwardHookGuard(BackwardHooks hooks);
+  ~BackwardHookGuard();
+  BackwardHookGuard(const BackwardHookGuard&) = delete;
+  BackwardHookGuard& operator=(const BackwardHookGuard&) = delete;
+
+ private:
+  BackwardHooks hooks_;
+  const BackwardHooks* previous_;
+};
 
 }  // namespace softlab

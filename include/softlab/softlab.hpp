@@ -5,6 +5,7 @@
 #include "softlab/checkpoint.hpp"
 #include "softlab/config.hpp"
 #include "softlab/data.hpp"
+#include "softlab/distributed.hpp"
 #include "softlab/error.hpp"
 #include "softlab/head.hpp"
 #include "softlab/image_io.hpp"

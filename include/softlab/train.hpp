@@ -32,6 +32,15 @@ struct TrainOptions {
   // How to continue this run, printed when it is interrupted ("softlab train CONFIG ...
   // --resume"); empty: the message names the run directory only.
   std::string resume_command;
+  // A file that gets one JSON line per optimiser step (step, loss, grad_norm, lr), appended
+  // and flushed as the run goes; empty: none. Not part of the run directory's commit:
+  // a resumed run appends from where it resumes.
+  std::string step_log;
+  // Data parallelism under an MPI job (docs/distributed.md): the size of the gradient
+  // buckets that are summed across ranks while backward runs.
+  int64_t bucket_bytes = int64_t{2} << 20;
+  // Under an MPI job, ranks other than 0 print progress too (prefixed by nothing: for debugging).
+  bool log_all_ranks = false;
 };
 
 // Finished: the run is complete. Interrupted: a stop request saved last.ckpt; --resume
@@ -57,7 +66,9 @@ struct EvalResult {
   // on the ordered axis, "tv" = mean total variation sum_k |p_k+1 - p_k| of the prediction.
   std::map<std::string, double> extra;
 };
-// max_batches > 0: only the first max_batches batches (in order) are evaluated.
+// max_batches > 0: only the first max_batches batches (in order) are evaluated. Under an MPI
+// job (dist::active()) every rank must call it: each evaluates every size()-th batch and the
+// sums are combined, so every rank returns the same result.
 EvalResult evaluate(nn::Model& model, const Dataset& ds, const Normalization& norm, int64_t batch_size,
                     int64_t max_batches = 0);
 

@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <unordered_map>
 #include <unordered_set>
 
 #include "softlab/autograd.hpp"
@@ -14,7 +15,13 @@ namespace {
 std::atomic<int64_t> g_live_nodes{0};
 std::atomic<uint64_t> g_sequence{0};
 thread_local bool g_grad_enabled = true;
+thread_local const BackwardHooks* g_hooks = nullptr;
 }  // namespace
+
+BackwardHookGuard::BackwardHookGuard(BackwardHooks hooks) : hooks_(std::move(hooks)), previous_(g_hooks) {
+  g_hooks = &hooks_;
+}
+BackwardHookGuard::~BackwardHookGuard() { g_hooks = previous_; }
 
 Node::Node() : sequence(g_sequence.fetch_add(1, std::memory_order_relaxed)) {
   g_live_nodes.fetch_add(1, std::memory_order_relaxed);
@@ -125,13 +132,36 @@ void run_backward(const Tensor& root, const Tensor& grad_output) {
   std::sort(order.begin(), order.end(),
             [](const auto& a, const auto& b) { return a->grad_fn->sequence > b->grad_fn->sequence; });
 
+  // With a leaf_done hook: how many nodes of this pass still add to each leaf.
+  const BackwardHooks* hooks = g_hooks;
+  std::unordered_map<TensorImpl*, int> pending;
+  if (hooks && hooks->leaf_done)
+    for (const auto& t : order)
+      for (const auto& in : t->grad_fn->inputs)
+        if (in && !in->grad_fn) ++pending[in.get()];
+
+  // A node done (or skipped): the leaves it fed that no later node adds to are complete.
+  auto node_done = [&](const Node& node) {
+    if (!hooks) return;
+    if (hooks->leaf_done)
+      for (const auto& in : node.inputs) {
+        if (!in) continue;
+        const auto it = pending.find(in.get());
+        if (it != pending.end() && --it->second == 0) hooks->leaf_done(*in);
+      }
+    if (hooks->after_node) hooks->after_node();
+  };
+
   accumulate(*root.impl(), grad_output, "backward()", 0);
   for (auto& t : order) {
     std::shared_ptr<Node> node = std::move(t->grad_fn);  // frees the graph as we go
     t->graph_freed = true;
     Tensor g(t->grad);
     if (!t->retain_grad) t->grad.reset();
-    if (!g.defined()) continue;  // no path from the root reached this output
+    if (!g.defined()) {  // no path from the root reached this output
+      node_done(*node);
+      continue;
+    }
     std::vector<Tensor> grads = node->backward(g);
     g = Tensor();
     SOFTLAB_ASSERT(grads.size() == node->inputs.size(), "backward of '", node->name(), "' returned ",
@@ -140,6 +170,7 @@ void run_backward(const Tensor& root, const Tensor& grad_output) {
       if (!node->inputs[i]) continue;
       accumulate(*node->inputs[i], std::move(grads[i]), node->name(), i);
     }
+    node_done(*node);
   }
 }
 

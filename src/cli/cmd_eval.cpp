@@ -51,7 +51,7 @@ int cmd_eval(int argc, char** argv) {
               {"test_top5_accuracy", e.top5}};
   for (const auto& [k, v] : e.extra) out["test_" + k] = v;
   if (const json by = evaluate_by_length(*m.model, data, e, bs); !by.empty()) out["test_by_length"] = by;
-  std::cout << out.dump(2) << "\n";
+  if (dist::is_root()) std::cout << out.dump(2) << "\n";  // under mpirun the ranks share the work
   return 0;
 }
 

@@ -144,7 +144,14 @@ int cmd_info(int argc, char** argv) {
             << "build: " << build_info() << "\n"
             << "threads: " << num_threads() << " (default " << default_num_threads() << ": " << default_threads_reason() << ")\n"
             << "OpenMP waiting: " << openmp_wait_description() << "\n"
-            << "bf16 matrix products (train.precision=bf16): " << bf16_support() << "\n\n";
+            << "bf16 matrix products (train.precision=bf16): " << bf16_support() << "\n"
+            << "MPI (data-parallel training, distributed sweeps): "
+            << (dist::built_with_mpi() ? "built in, " + dist::mpi_library_version() +
+                                             (dist::active() ? ", this is rank " + std::to_string(dist::rank()) + " of " +
+                                                                   std::to_string(dist::size())
+                                                             : std::string())
+                                       : std::string("not built in (SOFTLAB_WITH_MPI)"))
+            << "\n\n";
   list("attention modules (model.attention.type)", attention_registry());
   std::cout << "\n";
   list("heads (model.head.type)", head_registry());

@@ -1,4 +1,5 @@
 // softlab train CONFIG [--set KEY=VALUE]... [--out DIR] [--resume] [--threads N]
+#include <algorithm>
 #include <csignal>
 #include <iostream>
 
@@ -25,7 +26,8 @@ std::string shell_quote(const std::string& a) {
 }
 
 std::string resume_command(int argc, char** argv, const std::string& run_dir) {
-  std::string cmd = "softlab train";
+  // Under mpirun: the same launch (any number of ranks that divides the batch would do).
+  std::string cmd = dist::active() ? "mpirun -np " + std::to_string(dist::size()) + " softlab train" : "softlab train";
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--resume" || a == "--overwrite") continue;
@@ -46,6 +48,12 @@ void install_stop_handlers() {
   sa.sa_flags = SA_RESETHAND;  // a second Ctrl-C ends the process at once (checkpoints are atomic)
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
+  // mpirun forwards SIGUSR1 and SIGUSR2 to every rank (and kills the job a moment after a
+  // SIGTERM or SIGINT): `kill -USR1 <mpirun>` stops a data-parallel run cleanly.
+  if (dist::active()) {
+    sigaction(SIGUSR1, &sa, nullptr);
+    sigaction(SIGUSR2, &sa, nullptr);
+  }
 }
 }  // namespace
 
@@ -58,7 +66,12 @@ int cmd_train(int argc, char** argv) {
       "threads", "threads (overrides train.threads; 0 = physical cores)", cxxopts::value<int>())(
       "overfit-batch", "train and evaluate on the first batch only (debugging)")(
       "progress", "progress output: auto, live or plain", cxxopts::value<std::string>()->default_value("auto"))(
-      "q,quiet", "no progress output")("h,help", "show this help");
+      "q,quiet", "no progress output")(
+      "log-steps", "append one JSON line per optimiser step (step, loss, grad_norm, lr) to FILE",
+      cxxopts::value<std::string>())(
+      "bucket-mib", "under mpirun: size of the gradient buckets summed while backward runs (MiB)",
+      cxxopts::value<double>()->default_value("2"))(
+      "log-all-ranks", "under mpirun: every rank prints its progress, not rank 0 alone")("h,help", "show this help");
   auto r = parse_args(opts, argc, argv);
   if (r.count("help")) {
     std::cout << opts.help() << "\n";
@@ -79,17 +92,23 @@ int cmd_train(int argc, char** argv) {
   SOFTLAB_CHECK(prog == "auto" || prog == "live" || prog == "plain", "--progress: expected auto, live or plain, got '",
                 prog, "'");
   to.progress = prog == "auto" ? -1 : prog == "live" ? 1 : 0;
+  if (r.count("log-steps")) to.step_log = r["log-steps"].as<std::string>();
+  const double mib = r["bucket-mib"].as<double>();
+  SOFTLAB_CHECK(mib > 0.0 && mib <= 1024.0, "--bucket-mib: expected a size in (0, 1024] MiB, got ", mib);
+  to.bucket_bytes = std::max<int64_t>(4, static_cast<int64_t>(mib * 1048576.0));
+  to.log_all_ranks = r.count("log-all-ranks") > 0;
   to.openmp_wait = openmp_wait_description();
   to.other_load_cores = openmp_probe_other_load();
   install_stop_handlers();
   TrainResult res = train(cfg, to);
   if (res.status == TrainStatus::Interrupted) return kExitInterrupted;
   if (res.status == TrainStatus::Diverged) {
-    std::cerr << "softlab: " << res.summary["message"].get<std::string>() << "\n";
+    if (dist::is_root()) std::cerr << "softlab: " << res.summary["message"].get<std::string>() << "\n";
     return kExitDiverged;
   }
-  std::cout << "test_accuracy " << res.summary["test_accuracy"].get<double>() << "\n"
-            << "run_dir " << res.run_dir << "\n";
+  if (dist::is_root())
+    std::cout << "test_accuracy " << res.summary["test_accuracy"].get<double>() << "\n"
+              << "run_dir " << res.run_dir << "\n";
   return 0;
 }
 

@@ -1,6 +1,10 @@
 // The softlab command. Only this file turns softlab::Error into exit codes: 2 for bad input,
 // 1 for an internal fault; `train` returns 3 when the run diverged and 130 when interrupted
 // (cli/commands.hpp).
+//
+// Under mpirun every rank runs this main. An error that every rank knows of (thrown by
+// dist::agree) ends each rank with its exit code, printed by rank 0 only; an error on one
+// rank alone ends the whole job (dist::abort_job), since the others would wait for it.
 #include <cstring>
 #include <filesystem>
 #include <iostream>
@@ -9,6 +13,7 @@
 #include "cli/options.hpp"
 
 #include "cli/commands.hpp"
+#include "softlab/distributed.hpp"
 #include "softlab/softlab.hpp"
 
 namespace {
@@ -39,49 +44,74 @@ void usage(std::ostream& os) {
 }
 }  // namespace
 
+namespace {
+// Prints an error (rank 0 only, when every rank has it) and returns its exit code; ends the
+// job when this rank alone has it.
+int fail(const std::string& text, int code) {
+  namespace dist = softlab::dist;
+  if (!dist::active() || dist::is_root() || !dist::error_is_shared())
+    std::cerr << (dist::active() ? "softlab: rank " + std::to_string(dist::rank()) + ": " : "softlab: ") << text
+              << "\n";
+  if (dist::active() && !dist::error_is_shared()) dist::abort_job(code);
+  dist::finalize();
+  return code;
+}
+
+int run(int argc, char** argv);
+}  // namespace
+
 int main(int argc, char** argv) {
   try {
-    if (argc < 2) {
-      usage(std::cerr);
-      return 2;
+    if (argc >= 2) {
+      const std::string verb = argv[1];
+      // Before MPI starts: the OpenMP set-up may execute the program again.
+      if (verb == "train" || verb == "eval" || verb == "predict" || verb == "bench") softlab::cli::configure_openmp_env(argv);
     }
-    const std::string verb = argv[1];
-    if (verb == "train" || verb == "eval" || verb == "predict" || verb == "bench") softlab::cli::configure_openmp_env(argv);
-    if (verb == "--help" || verb == "-h" || verb == "help") {
-      usage(std::cout);
-      return 0;
-    }
-    if (verb == "--version") {
-      std::cout << "softlab " << softlab::version() << "\n";
-      return 0;
-    }
-    using Fn = int (*)(int, char**);
-    const std::pair<const char*, Fn> verbs[] = {{"train", softlab::cli::cmd_train},
-                                                {"eval", softlab::cli::cmd_eval},
-                                                {"predict", softlab::cli::cmd_predict},
-                                                {"validate", softlab::cli::cmd_validate},
-                                                {"info", softlab::cli::cmd_info},
-                                                {"bench", softlab::cli::cmd_bench},
-                                                {"sweep", softlab::cli::cmd_sweep},
-                                                {"report", softlab::cli::cmd_report}};
-    for (const auto& [name, fn] : verbs)
-      if (verb == name) return fn(argc - 1, argv + 1);
-    std::cerr << "softlab: unknown verb '" << verb << "'\n\n";
-    usage(std::cerr);
-    return 2;
+    softlab::dist::init(&argc, &argv);
+    const int code = run(argc, argv);
+    softlab::dist::finalize();
+    return code;
   } catch (const softlab::Error& e) {
-    std::cerr << "softlab: error: " << e.what() << "\n";
-    return e.kind() == softlab::Error::Kind::BadInput ? 2 : 1;
+    return fail(std::string("error: ") + e.what(), e.kind() == softlab::Error::Kind::BadInput ? 2 : 1);
   } catch (const cxxopts::exceptions::exception& e) {
-    std::cerr << "softlab: " << e.what() << " (see --help)\n";
-    return 2;
+    return fail(std::string(e.what()) + " (see --help)", 2);
   } catch (const std::filesystem::filesystem_error& e) {
     // A path the user gave that cannot be created, read or written: bad input, with the path
     // (what() names the operation, the path and the system's reason).
-    std::cerr << "softlab: error: " << e.what() << "\n";
-    return 2;
+    return fail(std::string("error: ") + e.what(), 2);
   } catch (const std::exception& e) {
-    std::cerr << "softlab: internal error: " << e.what() << "\n";
-    return 1;
+    return fail(std::string("internal error: ") + e.what(), 1);
   }
 }
+
+namespace {
+int run(int argc, char** argv) {
+  if (argc < 2) {
+    usage(std::cerr);
+    return 2;
+  }
+  const std::string verb = argv[1];
+  if (verb == "--help" || verb == "-h" || verb == "help") {
+    usage(std::cout);
+    return 0;
+  }
+  if (verb == "--version") {
+    std::cout << "softlab " << softlab::version() << "\n";
+    return 0;
+  }
+  using Fn = int (*)(int, char**);
+  const std::pair<const char*, Fn> verbs[] = {{"train", softlab::cli::cmd_train},
+                                              {"eval", softlab::cli::cmd_eval},
+                                              {"predict", softlab::cli::cmd_predict},
+                                              {"validate", softlab::cli::cmd_validate},
+                                              {"info", softlab::cli::cmd_info},
+                                              {"bench", softlab::cli::cmd_bench},
+                                              {"sweep", softlab::cli::cmd_sweep},
+                                              {"report", softlab::cli::cmd_report}};
+  for (const auto& [name, fn] : verbs)
+    if (verb == name) return fn(argc - 1, argv + 1);
+  std::cerr << "softlab: unknown verb '" << verb << "'\n\n";
+  usage(std::cerr);
+  return 2;
+}
+}  // namespace

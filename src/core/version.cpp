@@ -4,6 +4,8 @@
 
 #include "softlab/error.hpp"
 
+#include "softlab/distributed.hpp"
+
 namespace softlab {
 std::string version() { return SOFTLAB_VERSION; }
 
@@ -28,6 +30,6 @@ std::string build_info() {
 #if !defined(NDEBUG)
                      " assertions",
 #endif
-                     "");
+                     dist::built_with_mpi() ? "; MPI " + dist::mpi_library_version() : std::string());
 }
 }  // namespace softlab

@@ -6,6 +6,7 @@
 
 #include "softlab/autograd.hpp"
 #include "softlab/checkpoint.hpp"
+#include "softlab/distributed.hpp"
 #include "softlab/error.hpp"
 #include "softlab/train.hpp"
 
@@ -94,9 +95,17 @@ EvalResult evaluate(nn::Model& model, const Dataset& ds, const Normalization& no
   int64_t correct = 0, top3 = 0, top5 = 0, density_count = 0;
   // The density metrics need one target per sequence (the example index of each score row).
   const bool densities = !ds.target_density.empty();
+  // Under an MPI job each rank evaluates every size()-th batch and the sums are combined.
+  const int64_t ranks = dist::size(), my_rank = dist::rank();
+  if (densities)
+    for (const char* k : {"kl", "bin_mae", "tv"}) r.extra[k] = 0.0;  // the same keys on every rank
   Batch b;
   int64_t first = 0, batches = 0;  // first: data-set index of the batch's first example
-  while ((max_batches <= 0 || batches++ < max_batches) && loader.next(b)) {
+  for (int64_t i = 0; (max_batches <= 0 || batches++ < max_batches) && loader.next(b); ++i) {
+    if (i % ranks != my_rank) {
+      first += b.images.shape()[0];
+      continue;
+    }
     HeadOutput out = model.forward(b.images, b.labels);
     const std::vector<int32_t> labels = model.scored_labels(b.images, b.labels);
     const auto pred = model.head->predict(out.scores);
@@ -117,6 +126,18 @@ EvalResult evaluate(nn::Model& model, const Dataset& ds, const Normalization& no
     first += examples;
   }
   model.train(was_training);
+  if (ranks > 1) {
+    double sums[7] = {loss_sum, static_cast<double>(correct), static_cast<double>(top3), static_cast<double>(top5),
+                      static_cast<double>(r.count), static_cast<double>(density_count), 0.0};
+    dist::allreduce_sum(sums, 6, "the evaluation's sums");
+    loss_sum = sums[0];
+    correct = static_cast<int64_t>(sums[1]);
+    top3 = static_cast<int64_t>(sums[2]);
+    top5 = static_cast<int64_t>(sums[3]);
+    r.count = static_cast<int64_t>(sums[4]);
+    density_count = static_cast<int64_t>(sums[5]);
+    for (auto& [k, v] : r.extra) dist::allreduce_sum(&v, 1, "the evaluation's density sums");
+  }
   if (r.count) {
     r.loss = loss_sum / static_cast<double>(r.count);
     r.accuracy = static_cast<double>(correct) / static_cast<double>(r.count);

@@ -8,6 +8,7 @@
 #include <sys/resource.h>
 
 #include "softlab/checkpoint.hpp"
+#include "softlab/distributed.hpp"
 #include "softlab/error.hpp"
 #include "softlab/parallel.hpp"
 #include "softlab/precision.hpp"
@@ -72,7 +73,7 @@ void append_metrics_line(TrainRun& r, const EpochEnd& e) {
     m["ema_test_loss"] = r.last_ema_eval.loss;
     m["ema_test_accuracy"] = r.last_ema_eval.accuracy;
   }
-  {
+  if (dist::is_root()) {  // under an MPI job, rank 0 alone keeps the run directory
     std::ofstream mf(r.metrics_path, std::ios::app);
     mf << m.dump() << "\n";
     SOFTLAB_CHECK(mf.good(), "cannot append to ", r.metrics_path.string());
@@ -128,7 +129,8 @@ TrainResult write_summary(TrainRun& r) {
   for (const auto& [n, c] : r.model->parameter_counts()) per_module[n] = c;
   summary["params_per_module"] = per_module;
   if (const json head_info = r.model->head->info(); !head_info.empty()) summary["head_info"] = head_info;
-  write_file_atomic(r.summary_path.string(), summary.dump(2) + "\n");
+  if (dist::active()) summary["ranks"] = dist::size();
+  if (dist::is_root()) write_file_atomic(r.summary_path.string(), summary.dump(2) + "\n");
   r.progress.line(cat("test accuracy ", fmt("%.2f%%", 100.0 * last_eval.accuracy), " (best ",
                       fmt("%.2f%%", 100.0 * summary["best_test_accuracy"].get<double>()), "), ",
                       format_duration(secs), " of training; run directory ", r.run_dir));

@@ -6,11 +6,13 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <fstream>
 #include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "softlab/distributed.hpp"
 #include "softlab/optim.hpp"
 #include "softlab/train.hpp"
 #include "train/ema.hpp"
@@ -92,6 +94,10 @@ struct TrainRun {
   std::vector<nn::Parameter> params;
   std::unique_ptr<Optimizer> optimizer;
   std::optional<WeightEma> ema;
+  // Under an MPI job: sums the ranks' gradients while backward runs (train/data_parallel.hpp).
+  std::optional<dist::GradientReducer> reducer;
+  // TrainOptions::step_log, open for appending (rank 0 only).
+  std::unique_ptr<std::ofstream> step_log;
 
   // The batch plan. An optimiser step takes `accumulate` loader batches (fewer at the end
   // of an epoch); `batches` per epoch, `total_steps` over the run.

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <csignal>
 #include <filesystem>
+#include <fstream>
 #include <limits>
 #include <vector>
 
@@ -21,6 +22,8 @@
 #include "softlab/precision.hpp"
 #include "softlab/train.hpp"
 #include "softlab/version.hpp"
+#include "softlab/distributed.hpp"
+#include "train/data_parallel.hpp"
 #include "train/report.hpp"
 #include "train/run_state.hpp"
 
@@ -46,6 +49,12 @@ using detail::file_size_or_zero;
 using detail::pending_best_path;
 using detail::recover_pending_best;
 using detail::remove_stale_temporaries;
+// Data parallelism under an MPI job (train/data_parallel.cpp).
+using detail::broadcast_state;
+using detail::check_batch_splits;
+using detail::check_ranks_agree;
+using detail::rank_fingerprint;
+using detail::shard_batch;
 // What the run reports (train/report.cpp).
 using detail::append_metrics_line;
 using detail::evaluate_model;
@@ -129,6 +138,7 @@ void prepare_run_directory(TrainRun& r) {
   r.best_path = r.dir / "best.ckpt";
   r.metrics_path = r.dir / "metrics.jsonl";
   r.summary_path = r.dir / "summary.json";
+  if (!dist::is_root()) return;  // rank 0 alone keeps the run directory
   SOFTLAB_CHECK(!r.opt.resume || fs::is_directory(r.dir), "--resume: there is no run directory ", r.run_dir);
   std::error_code ec;
   fs::create_directories(r.dir, ec);
@@ -211,10 +221,21 @@ void resume_from_checkpoint(TrainRun& r) {
 // A new run (or one that never reached its first checkpoint): the resolved config, no
 // metrics, and an EMA that starts as a copy of the initial weights.
 void start_new_run(TrainRun& r) {
+  if (r.cfg.train.ema > 0.0) r.ema.emplace(*r.model, r.cfg.train.ema);
+  if (!dist::is_root()) return;
   write_file_atomic((r.dir / "config.json").string(), r.cfg.resolved.dump(2) + "\n");
   if (r.from_scratch) {
     drop_uncommitted_metrics(r.metrics_path, 0);
     recover_pending_best(r.dir, -1);
+  }
+}
+
+// Under an MPI job, rank 0 reads last.ckpt and broadcast_state() hands it to the others,
+// which need not see the run directory at all; they only build the EMA it fills.
+void resume_run(TrainRun& r) {
+  if (dist::is_root()) {
+    resume_from_checkpoint(r);
+    return;
   }
   if (r.cfg.train.ema > 0.0) r.ema.emplace(*r.model, r.cfg.train.ema);
 }
@@ -275,6 +296,11 @@ void print_run_header(TrainRun& r) {
                               " parameters;", counts));
   const json head_info = r.model->head->info();
   if (!head_info.empty()) r.progress.line(detail::cat("head ", cfg.model.head.value("type", "?"), ": ", head_info.dump()));
+  if (r.reducer)
+    r.progress.line(detail::cat("data parallel over ", dist::size(), " MPI ranks: ", r.cfg.train.batch_size / dist::size(),
+                                " of each batch of ", r.cfg.train.batch_size, " per rank, ", num_threads(),
+                                num_threads() == 1 ? " thread" : " threads", " each; gradients of ", r.reducer->bytes(),
+                                " bytes summed in ", r.reducer->buckets(), r.reducer->buckets() == 1 ? " bucket" : " buckets"));
   if (r.opt.resume)
     r.progress.line(detail::cat("resuming ", r.run_dir, " at epoch ", r.pos.epoch + 1, ", batch ", r.pos.batch,
                                 ", step ", r.pos.step));
@@ -294,6 +320,8 @@ void start_session_clock(TrainRun& r) {
 // they wait"). So with the default count, cores that were busy before the run started are
 // left to whoever keeps them busy.
 void leave_busy_cores_alone(TrainRun& r) {
+  // Under an MPI job the busy cores are the other ranks', which mpirun's binding already parts.
+  if (dist::active()) return;
   if (!(r.cfg.train.threads == 0 && r.opt.other_load_cores >= 0.5 && num_threads() > 1)) return;
   const int busy = static_cast<int>(std::lround(r.opt.other_load_cores));
   const int chosen = std::max(1, num_threads() - std::max(1, busy));
@@ -311,7 +339,10 @@ void leave_busy_cores_alone(TrainRun& r) {
 bool next_micro_batches(TrainRun& r) {
   r.micro.assign(static_cast<size_t>(std::min(r.accumulate, r.batches - r.pos.batch)), Batch{});
   size_t got = 0;
-  while (got < r.micro.size() && r.loader->next(r.micro[got])) ++got;
+  while (got < r.micro.size() && r.loader->next(r.micro[got])) {
+    if (dist::active()) r.micro[got] = shard_batch(r.micro[got], dist::rank(), dist::size());
+    ++got;
+  }
   if (got == 0) return false;
   r.micro.resize(got);
   r.scored.clear();
@@ -320,6 +351,8 @@ bool next_micro_batches(TrainRun& r) {
     r.scored.push_back(r.model->scored_labels(b.images, b.labels));
     r.step_examples += static_cast<int64_t>(r.scored.back().size());
   }
+  // Each rank's share of the step is weighed against the whole global step.
+  dist::allreduce_sum(&r.step_examples, 1, "the step's example count");
   return true;
 }
 
@@ -332,24 +365,43 @@ struct StepStats {
 };
 
 // Forward and backward of every micro-batch, gradients summed into the parameters.
+// Under an MPI job the last micro-batch's backward runs inside the gradient reducer, which
+// sums the ranks' gradients while it goes, and the statistics are summed over the ranks.
 StepStats accumulate_gradients(TrainRun& r) {
   StepStats st;
   for (size_t j = 0; j < r.micro.size(); ++j) {
     const Batch& b = r.micro[j];
-    HeadOutput out = b.targets.defined() ? r.model->forward_soft(b.images, b.targets) : r.model->forward(b.images, b.labels);
-    const float micro_loss = out.loss.item();
-    if (std::isfinite(st.loss)) st.loss = micro_loss;
     const auto n = static_cast<int64_t>(r.scored[j].size());
-    if (r.micro.size() == 1)
-      out.loss.backward();
-    else
-      scale(out.loss, static_cast<float>(static_cast<double>(n) / static_cast<double>(r.step_examples))).backward();
-    const auto pred = r.model->head->predict(out.scores);
-    for (int64_t i = 0; i < n; ++i) st.correct += pred[static_cast<size_t>(i)] == r.scored[j][static_cast<size_t>(i)];
-    st.loss_sum += static_cast<double>(micro_loss) * static_cast<double>(n);
+    const bool reduce = r.reducer && j + 1 == r.micro.size();
+    if (reduce) r.reducer->begin();
+    if (b.images.shape()[0] > 0) {  // a rank's share of a short last batch may be empty
+      HeadOutput out =
+          b.targets.defined() ? r.model->forward_soft(b.images, b.targets) : r.model->forward(b.images, b.labels);
+      const float micro_loss = out.loss.item();
+      if (std::isfinite(st.loss)) st.loss = micro_loss;
+      if (r.micro.size() == 1 && !r.reducer)
+        out.loss.backward();
+      else
+        scale(out.loss, static_cast<float>(static_cast<double>(n) / static_cast<double>(r.step_examples))).backward();
+      const auto pred = r.model->head->predict(out.scores);
+      for (int64_t i = 0; i < n; ++i) st.correct += pred[static_cast<size_t>(i)] == r.scored[j][static_cast<size_t>(i)];
+      st.loss_sum += static_cast<double>(micro_loss) * static_cast<double>(n);
+    }
+    if (reduce) r.reducer->finish();
     st.seen += n;  // scored targets: one per image, one per target position of a sequence
     st.images += b.images.shape()[0];
     ++st.batches;
+  }
+  if (dist::active()) {
+    double sums[5] = {st.loss_sum, static_cast<double>(st.correct), static_cast<double>(st.seen),
+                      static_cast<double>(st.images), std::isfinite(st.loss) ? 0.0 : 1.0};
+    dist::allreduce_sum(sums, 5, "the step's loss and accuracy");
+    st.loss_sum = sums[0];
+    st.correct = static_cast<int64_t>(sums[1]);
+    st.seen = static_cast<int64_t>(sums[2]);
+    st.images = static_cast<int64_t>(sums[3]);
+    st.loss = sums[4] > 0.0 ? std::numeric_limits<float>::quiet_NaN()
+                            : static_cast<float>(st.loss_sum / static_cast<double>(std::max<int64_t>(st.seen, 1)));
   }
   return st;
 }
@@ -377,7 +429,11 @@ void train_step(TrainRun& r) {
   const double lr = schedule_lr(cfg.train.schedule, cfg.train.optimizer.lr, pos.step, r.steps_per_epoch, r.total_steps);
   // One dropout stream per step, drawn on through its micro-batches: the masks of step s
   // depend on (seed, s) only, so a resumed run draws those of an uninterrupted one.
-  r.model->dropout_generator().seed(mix(mix(cfg.seed, kDropoutStream), static_cast<uint64_t>(pos.step)));
+  // Under an MPI job each rank draws its own masks (a stream per rank): with dropout or drop
+  // path the masks, unlike the data, depend on the number of ranks.
+  uint64_t dropout_seed = mix(mix(cfg.seed, kDropoutStream), static_cast<uint64_t>(pos.step));
+  if (dist::active()) dropout_seed = mix(dropout_seed, static_cast<uint64_t>(dist::rank()));
+  r.model->dropout_generator().seed(dropout_seed);
   StepStats st = accumulate_gradients(r);
   if (r.opt.nonfinite_at_step == pos.step + 1) st.loss = std::numeric_limits<float>::quiet_NaN();
   const double gnorm = clip_grad_norm(r.params, cfg.train.grad_clip);
@@ -401,6 +457,10 @@ void train_step(TrainRun& r) {
   r.optimizer->step(lr);
   r.optimizer->zero_grad();
   if (r.ema) r.ema->update(pos.step + 1);
+  if (r.step_log)
+    *r.step_log << json{{"step", pos.step + 1}, {"loss", st.loss_sum / static_cast<double>(std::max<int64_t>(st.seen, 1))},
+                        {"grad_norm", gnorm}, {"lr", lr}}.dump()
+                << std::endl;
   pos.loss_sum += st.loss_sum;
   pos.correct += st.correct;
   pos.seen += st.seen;
@@ -459,13 +519,14 @@ bool save_state(TrainRun& r, bool improved) {
     mark_diverged(r, cat(bad, " holds non-finite values at epoch ", r.pos.epoch + 1, ", step ", r.pos.step));
     return false;
   }
-  if (improved) {
+  // Every rank holds the same state and checks it (so all agree on divergence); rank 0 writes.
+  if (improved && dist::is_root()) {
     save_checkpoint(pending_best_path(r.dir, r.pos.step).string(), ck);
     crash_point("best_pending_saved");
   }
-  save_checkpoint(r.last_path.string(), ck);
+  if (dist::is_root()) save_checkpoint(r.last_path.string(), ck);
   crash_point("last_saved");
-  if (improved) commit_pending_best(r.dir, r.pos.step);
+  if (improved && dist::is_root()) commit_pending_best(r.dir, r.pos.step);
   r.saved = r.pos;
   r.last_save = Clock::now();
   return true;
@@ -483,8 +544,24 @@ bool checkpoint_due(const TrainRun& r) {
 
 // ---- one epoch ----------------------------------------------------------------------------
 
-// A stop request: a signal (request_stop), or TrainOptions::stop_after_step reached.
-bool stopping(const TrainRun& r) { return r.stop_now || stop_requested(); }
+// A stop request: a signal (request_stop), or TrainOptions::stop_after_step reached. Under an
+// MPI job a signal to any rank stops them all, at the same step: the ranks agree on it.
+bool stopping(const TrainRun& r) {
+  int64_t stop = r.stop_now || stop_requested();
+  dist::allreduce_max(&stop, 1, "agreeing on a stop request");
+  return stop != 0;
+}
+
+// After each step: stop, or save mid-epoch? Under an MPI job rank 0's clock decides the save
+// and a stop request on any rank stops all; one collective agrees on both.
+struct AfterStep {
+  bool stop = false, save = false;
+};
+AfterStep after_step(const TrainRun& r) {
+  int64_t v[2] = {r.stop_now || stop_requested(), dist::is_root() && checkpoint_due(r)};
+  dist::allreduce_max(v, 2, "agreeing on a stop or a save");
+  return {v[0] != 0, v[1] != 0};
+}
 
 bool more_to_train(const TrainRun& r) { return !r.pos.done && r.pos.epoch < r.epochs && r.pos.step < r.total_steps; }
 
@@ -503,8 +580,9 @@ void train_epoch(TrainRun& r) {
     if (!r.diverged.empty()) return;
     show_step(r);
     if (r.opt.stop_after_step > 0 && r.pos.step == r.opt.stop_after_step) r.stop_now = true;
-    if (stopping(r)) return;
-    if (checkpoint_due(r) && !save_state(r, false)) return;
+    const AfterStep next = after_step(r);
+    if (next.stop) return;
+    if (next.save && !save_state(r, false)) return;
   }
 }
 
@@ -599,17 +677,44 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
   // Exit 2 before anything is written if the CPU lacks bf16. Declared before the run, so
   // the precision stays set until everything the run holds is gone.
   const PrecisionGuard precision(cfg.train.precision);
-  TrainRun run{.cfg = cfg, .opt = opt, .progress = detail::Progress(opt.progress, opt.quiet), .wall_start = wall_start};
+  // Under an MPI job the other ranks print nothing unless asked (TrainOptions::log_all_ranks).
+  TrainRun run{.cfg = cfg,
+               .opt = opt,
+               .progress = detail::Progress(opt.progress, opt.quiet || (!dist::is_root() && !opt.log_all_ranks)),
+               .wall_start = wall_start};
 
   // A stop request is not cleared here: one that came while the data loaded (or before)
-  // ends the session at the first point where it can save.
-  prepare_run_directory(run);
-  load_training_data(run);
+  // ends the session at the first point where it can save. Under an MPI job each phase that
+  // can fail on one rank alone (rank 0's run directory, a rank's data files) is agreed on,
+  // so every rank stops with the error instead of waiting for the one that failed.
+  dist::agree("checking the batch split", [&] { check_batch_splits(cfg); });
+  dist::agree("preparing the run directory", [&] { prepare_run_directory(run); });
+  if (dist::active()) {
+    int64_t fresh = run.from_scratch;
+    dist::allreduce_max(&fresh, 1, "sharing the run directory's state");
+    run.from_scratch = fresh != 0;
+  }
+  dist::agree("loading the data", [&] { load_training_data(run); });
   build_model_and_optimizer(run);
-  if (opt.resume && !run.from_scratch)
-    resume_from_checkpoint(run);
-  else
-    start_new_run(run);
+  if (dist::active()) check_ranks_agree(rank_fingerprint(run));
+  const bool resumed = opt.resume && !run.from_scratch;
+  dist::agree(resumed ? "resuming from last.ckpt" : "starting the run", [&] {
+    if (resumed)
+      resume_run(run);
+    else
+      start_new_run(run);
+  });
+  if (dist::active()) {
+    broadcast_state(run);
+    if (resumed) run.saved = run.pos;
+    std::vector<Tensor> grads;
+    for (const auto& p : run.params) grads.push_back(p.tensor);
+    run.reducer.emplace(std::move(grads), opt.bucket_bytes);
+  }
+  if (!opt.step_log.empty() && dist::is_root()) {
+    run.step_log = std::make_unique<std::ofstream>(opt.step_log, std::ios::app);
+    SOFTLAB_CHECK(run.step_log->good(), "cannot open the step log ", opt.step_log, " for appending");
+  }
   plan_batches(run);
   choose_eval_set(run);
   print_run_header(run);
