@@ -2,6 +2,8 @@
 // tensor versions, retain_grad, detach, and no graph memory kept across steps.
 #include <gtest/gtest.h>
 
+#include <map>
+
 #include "softlab/softlab.hpp"
 
 using namespace softlab;
@@ -161,4 +163,36 @@ TEST(Autograd, ReshapeViewGradientFlows) {
   EXPECT_TRUE(y.same_storage(x));  // reshape is free
   sum(mul(y, y)).backward();
   EXPECT_EQ(x.grad().to_vector(), (std::vector<float>{2, 4, 6, 8, 10, 12}));
+}
+
+// The hooks data parallelism starts its allreduces from: each leaf is reported once, when
+// its gradient is final (a leaf used by several nodes only after the last of them), in the
+// order backward finishes them; after_node runs after every node.
+TEST(Autograd, BackwardHooksReportEachLeafOnceWithItsFinalGradient) {
+  Tensor w = leaf({1, 2, 3});     // used by the first op and by the last: final only at the end
+  Tensor b = leaf({0.5, -1, 2});  // used once, late in the forward: finished first
+  Tensor unused = leaf({7, 7, 7});
+  const int64_t live_before = Node::live_count();
+  Tensor h = mul(w, w);
+  Tensor y = sum(add(mul(add(h, b), w), scale(unused, 0.0f)));
+  const int64_t graph_nodes = Node::live_count() - live_before;
+  std::vector<std::pair<TensorImpl*, std::vector<float>>> seen;
+  int nodes = 0;
+  {
+    BackwardHookGuard guard({.leaf_done = [&](TensorImpl& t) { seen.emplace_back(&t, Tensor(t.grad).to_vector()); },
+                             .after_node = [&] { ++nodes; }});
+    y.backward();
+  }
+  ASSERT_EQ(seen.size(), 3u);
+  std::map<TensorImpl*, std::vector<float>> at_report(seen.begin(), seen.end());
+  ASSERT_EQ(at_report.size(), 3u) << "each leaf once";
+  for (const Tensor* t : {&w, &b, &unused})
+    EXPECT_EQ(at_report[t->impl().get()], t->grad().to_vector()) << "the gradient was final when reported";
+  EXPECT_EQ(seen.back().first, w.impl().get()) << "w feeds the first op: the last to be finished";
+  EXPECT_EQ(nodes, graph_nodes) << "one call per node of the graph";
+  EXPECT_GE(nodes, 6);
+  // No guard, no calls.
+  seen.clear();
+  sum(mul(w, b)).backward();
+  EXPECT_TRUE(seen.empty());
 }
