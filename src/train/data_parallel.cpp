@@ -1,10 +1,15 @@
 // Data parallelism under an MPI job (train/data_parallel.hpp).
 #include "train/data_parallel.hpp"
 
+#include <sched.h>
+#include <unistd.h>
+
+#include <cstdlib>
 #include <cstring>
 
 #include "softlab/distributed.hpp"
 #include "softlab/error.hpp"
+#include "softlab/parallel.hpp"
 #include "softlab/version.hpp"
 
 namespace softlab::detail {
@@ -81,6 +86,24 @@ void broadcast_state(TrainRun& r) {
   dist::broadcast(pos, "broadcasting the position");
   r.pos = Position::parse(json::parse(pos));
   if (r.saved) r.saved = r.pos;
+}
+
+void share_cores_between_ranks(TrainRun& r) {
+  if (!dist::active() || r.cfg.train.threads != 0 || std::getenv("OMP_NUM_THREADS")) return;
+  char host[256] = {};
+  gethostname(host, sizeof host - 1);
+  std::string key = std::string(host) + "|";
+  cpu_set_t mask;
+  CPU_ZERO(&mask);
+  if (sched_getaffinity(0, sizeof mask, &mask) == 0)
+    for (int c = 0; c < CPU_SETSIZE; ++c) key += CPU_ISSET(c, &mask) ? '1' : '0';
+  int sharing = 0;
+  for (const auto& k : dist::allgather(key, "comparing the ranks' cores")) sharing += k == key;
+  if (sharing <= 1) return;
+  const int threads = std::max(1, num_threads() / sharing);
+  r.progress.line(cat(sharing, " ranks share this machine's cores: ", threads, threads == 1 ? " thread" : " threads",
+                      " each (--threads sets the count)"));
+  set_num_threads(threads);
 }
 
 Batch shard_batch(const Batch& b, int rank, int size) {

@@ -30,6 +30,11 @@ void check_ranks_agree(const std::string& fingerprint);
 // Rank 0's weights, buffers, optimiser state, EMA and position, on every rank.
 void broadcast_state(TrainRun& r);
 
+// With the default thread count (train.threads = 0, no OMP_NUM_THREADS), ranks on one
+// machine whose CPU affinity masks are the same (mpirun --bind-to none, or a socket shared
+// by several ranks) split the mask's cores between them instead of each taking them all.
+void share_cores_between_ranks(TrainRun& r);
+
 // This rank's share of a global batch: examples [rank*n/size, (rank+1)*n/size).
 Batch shard_batch(const Batch& b, int rank, int size);
 

@@ -55,6 +55,7 @@ using detail::check_batch_splits;
 using detail::check_ranks_agree;
 using detail::rank_fingerprint;
 using detail::shard_batch;
+using detail::share_cores_between_ranks;
 // What the run reports (train/report.cpp).
 using detail::append_metrics_line;
 using detail::evaluate_model;
@@ -715,6 +716,7 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
     run.step_log = std::make_unique<std::ofstream>(opt.step_log, std::ios::app);
     SOFTLAB_CHECK(run.step_log->good(), "cannot open the step log ", opt.step_log, " for appending");
   }
+  share_cores_between_ranks(run);
   plan_batches(run);
   choose_eval_set(run);
   print_run_header(run);
