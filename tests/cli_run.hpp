@@ -39,10 +39,11 @@ inline bool have_mpirun() { return std::system("command -v mpirun >/dev/null 2>&
 
 // Runs `mpirun --oversubscribe -np N softlab ARGS` as softlab_cli does, allowed to run as root
 // (CI does), with each rank on one thread unless ARGS say otherwise, and ended after
-// `seconds` by timeout(1) so that a hang fails the test instead of stalling the suite.
+// `seconds` by timeout(1) so that a hang fails the test instead of stalling the suite. `env`:
+// VAR=VALUE words for the ranks' environment.
 inline CliRun softlab_mpirun(int ranks, const std::vector<std::string>& args, const std::string& dir,
-                             int seconds = 300) {
-  std::string cmd = "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1 "
+                             int seconds = 300, const std::string& env = "") {
+  std::string cmd = env + " OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1 "
                     "timeout " + std::to_string(seconds) + " mpirun --oversubscribe -np " + std::to_string(ranks) +
                     " '" + SOFTLAB_CLI_PATH + "'";
   for (const auto& a : args) cmd += " '" + a + "'";

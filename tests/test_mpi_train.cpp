@@ -233,3 +233,30 @@ TEST(MpiTrain, ADeadRankEndsTheJob) {
   EXPECT_TRUE(fs::exists(dir + "/run/config.json"));
   fs::remove_all(dir);
 }
+
+// A rank that stops answering without dying (SIGSTOP): the other gives up after
+// SOFTLAB_MPI_TIMEOUT seconds, says what it waited for, and ends the job.
+TEST(MpiTrain, AHungRankEndsTheJobAfterTheTimeout) {
+  SKIP_WITHOUT_MPI();
+  const std::string dir = test::temp_dir("mpi_hung_rank");
+  fs::create_directories(dir + "/c");
+  test::CliRun res;
+  std::thread run([&] {
+    res = test::softlab_mpirun(2, train_args(dir + "/run", 100000, dir + "/run.jsonl"), dir + "/c", 120,
+                               "SOFTLAB_MPI_TIMEOUT=3");
+  });
+  const bool started = wait_for_lines(dir + "/run.jsonl", 2, 120);
+  const int pid = rank_pid(dir + "/run", 1);
+  const auto stopped = std::chrono::steady_clock::now();
+  if (started && pid > 0) kill(pid, SIGSTOP);
+  run.join();
+  const double after = std::chrono::duration<double>(std::chrono::steady_clock::now() - stopped).count();
+  if (pid > 0) kill(pid, SIGKILL);  // in case the job left it behind
+  ASSERT_TRUE(started) << res.err;
+  ASSERT_GT(pid, 0);
+  EXPECT_NE(res.code, 0);
+  EXPECT_NE(res.code, 124) << "the job hung until timeout(1) ended it";
+  EXPECT_NE(res.err.find("rank 0 of 2 waited 3 s in"), std::string::npos) << res.err;
+  EXPECT_LT(after, 60.0);
+  fs::remove_all(dir);
+}

@@ -57,7 +57,8 @@ std::optional<json> finished_summary(const SweepRun& run);
 inline bool run_finished(const SweepRun& run) { return finished_summary(run).has_value(); }
 
 // One row per run: the variant, every grid key, seed, status and the run's summary metrics
-// (absent for runs that have not finished), plus per-length results as "<metric>@<length>".
+// (absent for runs that have not finished), plus per-length results as "<metric>@<length>",
+// and for a run last started by a sweep under mpirun the "rank" and "host" that ran it.
 json collect_results(const Sweep& sweep);
 // results.json (the rows), results.csv (same rows, one column per key seen), results.md
 // (mean ± std over seeds per cell, finished runs only), all written atomically into sweep.out.

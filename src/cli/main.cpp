@@ -50,8 +50,9 @@ namespace {
 int fail(const std::string& text, int code) {
   namespace dist = softlab::dist;
   if (!dist::active() || dist::is_root() || !dist::error_is_shared())
-    std::cerr << (dist::active() ? "softlab: rank " + std::to_string(dist::rank()) + ": " : "softlab: ") << text
-              << "\n";
+    std::cerr << (dist::active() && !dist::error_is_shared() ? "softlab: rank " + std::to_string(dist::rank()) + ": "
+                                                              : "softlab: ")
+              << text << "\n";
   if (dist::active() && !dist::error_is_shared()) dist::abort_job(code);
   dist::finalize();
   return code;

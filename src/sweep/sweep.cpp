@@ -235,6 +235,21 @@ std::optional<json> finished_summary(const SweepRun& run) {
   return std::nullopt;
 }
 
+namespace {
+// Under mpirun each run records the rank (and machine) that ran it last
+// (<run dir>/sweep_rank.json); rows of runs that never ran under mpirun have no such keys.
+void add_rank(json& row, const SweepRun& r) {
+  const fs::path p = fs::path(r.dir) / "sweep_rank.json";
+  if (!path_exists(p)) return;
+  try {
+    const json j = read_json_file(p.string());
+    for (const char* k : {"rank", "host"})
+      if (j.contains(k)) row[k] = j[k];
+  } catch (const Error&) {  // a torn or foreign file says nothing about the results
+  }
+}
+}  // namespace
+
 json collect_results(const Sweep& sweep) {
   json rows = json::array();
   for (const SweepRun& r : sweep.runs) {
@@ -246,6 +261,7 @@ json collect_results(const Sweep& sweep) {
     const std::optional<json> summary = finished_summary(r);
     if (!summary) {
       row["status"] = path_exists(fs::path(r.dir) / "last.ckpt") ? "partial" : "missing";
+      add_rank(row, r);
       rows.push_back(row);
       continue;
     }
@@ -260,6 +276,7 @@ json collect_results(const Sweep& sweep) {
     if (sum.contains("test_by_length"))
       for (const auto& [len, ms] : sum["test_by_length"].items())
         for (const auto& [m, v] : ms.items()) row[m + "@" + len] = v;
+    add_rank(row, r);
     rows.push_back(row);
   }
   return rows;
