@@ -20,10 +20,10 @@ inline std::string slurp(const std::string& p) {
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
-// Runs softlab with arguments in the current directory; captures stdout and stderr through
-// files in `dir`.
-inline CliRun softlab_cli(const std::vector<std::string>& args, const std::string& dir) {
-  std::string cmd = std::string("'") + SOFTLAB_CLI_PATH + "'";
+// Runs `prefix` followed by the softlab command and `args` (each quoted) through the shell;
+// captures stdout and stderr through files in `dir`.
+inline CliRun run_softlab(const std::string& prefix, const std::vector<std::string>& args, const std::string& dir) {
+  std::string cmd = prefix + "'" + SOFTLAB_CLI_PATH + "'";
   for (const auto& a : args) cmd += " '" + a + "'";
   cmd += " >'" + dir + "/out.txt' 2>'" + dir + "/err.txt' </dev/null";
   const int st = std::system(cmd.c_str());
@@ -32,6 +32,11 @@ inline CliRun softlab_cli(const std::vector<std::string>& args, const std::strin
   r.out = slurp(dir + "/out.txt");
   r.err = slurp(dir + "/err.txt");
   return r;
+}
+
+// Runs softlab with arguments in the current directory.
+inline CliRun softlab_cli(const std::vector<std::string>& args, const std::string& dir) {
+  return run_softlab("", args, dir);
 }
 
 // Whether `mpirun` is on PATH (the MPI tests skip without it).
@@ -43,17 +48,9 @@ inline bool have_mpirun() { return std::system("command -v mpirun >/dev/null 2>&
 // VAR=VALUE words for the ranks' environment.
 inline CliRun softlab_mpirun(int ranks, const std::vector<std::string>& args, const std::string& dir,
                              int seconds = 300, const std::string& env = "") {
-  std::string cmd = env + " OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1 "
-                    "timeout " + std::to_string(seconds) + " mpirun --oversubscribe -np " + std::to_string(ranks) +
-                    " '" + SOFTLAB_CLI_PATH + "'";
-  for (const auto& a : args) cmd += " '" + a + "'";
-  cmd += " >'" + dir + "/out.txt' 2>'" + dir + "/err.txt' </dev/null";
-  const int st = std::system(cmd.c_str());
-  CliRun r;
-  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  r.out = slurp(dir + "/out.txt");
-  r.err = slurp(dir + "/err.txt");
-  return r;
+  return run_softlab(env + " OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout " +
+                         std::to_string(seconds) + " mpirun --oversubscribe -np " + std::to_string(ranks) + " ",
+                     args, dir);
 }
 
 }  // namespace softlab::test

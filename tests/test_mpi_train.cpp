@@ -211,25 +211,44 @@ TEST(MpiTrain, RefusalsReachEveryRank) {
   fs::remove_all(dir);
 }
 
+namespace {
+// A long 2-rank run whose rank 1 gets `sig` once the run has taken two steps: its result,
+// whether it started, the pid signalled (-1: not found), and the seconds from the signal
+// to the end of the job.
+struct Signalled {
+  test::CliRun res;
+  bool started = false;
+  int pid = -1;
+  double after = 0.0;
+};
+Signalled signal_rank_one(const std::string& dir, int sig, const std::string& env = "") {
+  fs::create_directories(dir + "/c");
+  Signalled s;
+  std::thread run([&] {
+    s.res = test::softlab_mpirun(2, train_args(dir + "/run", 100000, dir + "/run.jsonl"), dir + "/c", 120, env);
+  });
+  s.started = wait_for_lines(dir + "/run.jsonl", 2, 120);
+  s.pid = rank_pid(dir + "/run", 1);
+  const auto sent = std::chrono::steady_clock::now();
+  if (s.started && s.pid > 0) kill(s.pid, sig);
+  run.join();
+  s.after = std::chrono::duration<double>(std::chrono::steady_clock::now() - sent).count();
+  if (s.pid > 0 && sig == SIGSTOP) kill(s.pid, SIGKILL);  // in case the job left it behind
+  return s;
+}
+}  // namespace
+
 // A rank killed outright (no chance to say anything): the job ends with an error, it does
 // not hang. mpirun notices the death and ends the other rank.
 TEST(MpiTrain, ADeadRankEndsTheJob) {
   SKIP_WITHOUT_MPI();
   const std::string dir = test::temp_dir("mpi_dead_rank");
-  fs::create_directories(dir + "/c");
-  test::CliRun res;
-  std::thread run([&] { res = test::softlab_mpirun(2, train_args(dir + "/run", 100000, dir + "/run.jsonl"), dir + "/c", 120); });
-  const bool started = wait_for_lines(dir + "/run.jsonl", 2, 120);
-  const int pid = rank_pid(dir + "/run", 1);
-  const auto killed = std::chrono::steady_clock::now();
-  if (started && pid > 0) kill(pid, SIGKILL);
-  run.join();
-  const double after = std::chrono::duration<double>(std::chrono::steady_clock::now() - killed).count();
-  ASSERT_TRUE(started) << res.err;
-  ASSERT_GT(pid, 0);
-  EXPECT_NE(res.code, 0);
-  EXPECT_NE(res.code, 124) << "the job hung until timeout(1) ended it";
-  EXPECT_LT(after, 60.0) << "seconds from the kill to the end of the job";
+  const Signalled s = signal_rank_one(dir, SIGKILL);
+  ASSERT_TRUE(s.started) << s.res.err;
+  ASSERT_GT(s.pid, 0);
+  EXPECT_NE(s.res.code, 0);
+  EXPECT_NE(s.res.code, 124) << "the job hung until timeout(1) ended it";
+  EXPECT_LT(s.after, 60.0) << "seconds from the kill to the end of the job";
   EXPECT_TRUE(fs::exists(dir + "/run/config.json"));
   fs::remove_all(dir);
 }
@@ -239,24 +258,12 @@ TEST(MpiTrain, ADeadRankEndsTheJob) {
 TEST(MpiTrain, AHungRankEndsTheJobAfterTheTimeout) {
   SKIP_WITHOUT_MPI();
   const std::string dir = test::temp_dir("mpi_hung_rank");
-  fs::create_directories(dir + "/c");
-  test::CliRun res;
-  std::thread run([&] {
-    res = test::softlab_mpirun(2, train_args(dir + "/run", 100000, dir + "/run.jsonl"), dir + "/c", 120,
-                               "SOFTLAB_MPI_TIMEOUT=3");
-  });
-  const bool started = wait_for_lines(dir + "/run.jsonl", 2, 120);
-  const int pid = rank_pid(dir + "/run", 1);
-  const auto stopped = std::chrono::steady_clock::now();
-  if (started && pid > 0) kill(pid, SIGSTOP);
-  run.join();
-  const double after = std::chrono::duration<double>(std::chrono::steady_clock::now() - stopped).count();
-  if (pid > 0) kill(pid, SIGKILL);  // in case the job left it behind
-  ASSERT_TRUE(started) << res.err;
-  ASSERT_GT(pid, 0);
-  EXPECT_NE(res.code, 0);
-  EXPECT_NE(res.code, 124) << "the job hung until timeout(1) ended it";
-  EXPECT_NE(res.err.find("rank 0 of 2 waited 3 s in"), std::string::npos) << res.err;
-  EXPECT_LT(after, 60.0);
+  const Signalled s = signal_rank_one(dir, SIGSTOP, "SOFTLAB_MPI_TIMEOUT=3");
+  ASSERT_TRUE(s.started) << s.res.err;
+  ASSERT_GT(s.pid, 0);
+  EXPECT_NE(s.res.code, 0);
+  EXPECT_NE(s.res.code, 124) << "the job hung until timeout(1) ended it";
+  EXPECT_NE(s.res.err.find("rank 0 of 2 waited 3 s in"), std::string::npos) << s.res.err;
+  EXPECT_LT(s.after, 60.0);
   fs::remove_all(dir);
 }

@@ -38,7 +38,7 @@ start=$(date +%s)
 compiler=()
 [ -f "$build/CMakeCache.txt" ] || compiler=(-DCMAKE_CXX_COMPILER=clang++)
 cmake -S . -B "$build" "${compiler[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSOFTLAB_FUZZ=ON \
-  -DSOFTLAB_BUILD_TESTS=OFF -DSOFTLAB_BUILD_BENCH=OFF >/dev/null
+  -DSOFTLAB_BUILD_TESTS=OFF -DSOFTLAB_BUILD_BENCH=OFF -DSOFTLAB_WITH_MPI=OFF >/dev/null
 cmake --build "$build" --target softlab_fuzzers -j "$jobs"
 built=$(date +%s)
 echo "fuzz: built in $((built - start)) s"

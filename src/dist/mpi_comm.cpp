@@ -118,26 +118,19 @@ int local_size() { return g_local_size; }
 void set_timeout(double seconds) { g_timeout = seconds; }
 double timeout() { return g_timeout; }
 
-void allreduce_sum(double* x, int64_t n, const char* what) {
+namespace {
+// In place over all ranks, waited for with the deadline.
+void allreduce(void* x, int64_t n, MPI_Datatype type, MPI_Op op, const char* what) {
   if (g_size == 1) return;
   MPI_Request req;
-  MPI_Iallreduce(MPI_IN_PLACE, x, count_of(n, what), MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD, &req);
+  MPI_Iallreduce(MPI_IN_PLACE, x, count_of(n, what), type, op, MPI_COMM_WORLD, &req);
   wait_request(req, what, 0.0);
 }
+}  // namespace
 
-void allreduce_sum(int64_t* x, int64_t n, const char* what) {
-  if (g_size == 1) return;
-  MPI_Request req;
-  MPI_Iallreduce(MPI_IN_PLACE, x, count_of(n, what), MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD, &req);
-  wait_request(req, what, 0.0);
-}
-
-void allreduce_max(int64_t* x, int64_t n, const char* what) {
-  if (g_size == 1) return;
-  MPI_Request req;
-  MPI_Iallreduce(MPI_IN_PLACE, x, count_of(n, what), MPI_INT64_T, MPI_MAX, MPI_COMM_WORLD, &req);
-  wait_request(req, what, 0.0);
-}
+void allreduce_sum(double* x, int64_t n, const char* what) { allreduce(x, n, MPI_DOUBLE, MPI_SUM, what); }
+void allreduce_sum(int64_t* x, int64_t n, const char* what) { allreduce(x, n, MPI_INT64_T, MPI_SUM, what); }
+void allreduce_max(int64_t* x, int64_t n, const char* what) { allreduce(x, n, MPI_INT64_T, MPI_MAX, what); }
 
 void broadcast(float* x, int64_t n, const char* what) {
   if (g_size == 1) return;
