@@ -39,8 +39,10 @@ int rank();
 int size();
 inline bool is_root() { return rank() == 0; }
 inline bool active() { return size() > 1; }
-// Ranks on this machine (OMPI_COMM_WORLD_LOCAL_SIZE and the like; 1 when not launched).
-int local_size();
+// Ranks on this machine whose CPU affinity mask is this rank's (mpirun --bind-to none, or a
+// socket shared by several ranks), this one included; 1 without MPI. Collective: every rank
+// calls it. The default thread count divides the mask's cores by it.
+int ranks_sharing_cores();
 
 // Seconds any collective may wait. Default 300; SOFTLAB_MPI_TIMEOUT (seconds) overrides it.
 void set_timeout(double seconds);

@@ -67,9 +67,10 @@ SweepArgs read_args(int argc, char** argv) {
   SOFTLAB_CHECK(r.count("sweep"), "sweep: no sweep file given (softlab sweep SWEEP.json)");
   a.jobs = r["jobs"].as<int>();
   SOFTLAB_CHECK(a.jobs >= 1, "--jobs: expected a positive number, got ", a.jobs);
-  // Ranks on one machine share its cores.
+  // Ranks on one machine that share cores share them out (collective: every rank gets here).
+  const int sharing = dist::ranks_sharing_cores();
   const int total_threads = r["threads"].as<int>() > 0 ? r["threads"].as<int>()
-                                                       : std::max(1, default_num_threads() / dist::local_size());
+                                                       : std::max(1, default_num_threads() / sharing);
   a.threads = std::max(1, total_threads / a.jobs);
   a.dry_run = r.count("dry-run") > 0;
   a.sweep = load_sweep(r["sweep"].as<std::string>(), r.count("out") ? r["out"].as<std::string>() : "");

@@ -49,11 +49,11 @@ namespace {
 // job when this rank alone has it.
 int fail(const std::string& text, int code) {
   namespace dist = softlab::dist;
-  if (!dist::active() || dist::is_root() || !dist::error_is_shared())
-    std::cerr << (dist::active() && !dist::error_is_shared() ? "softlab: rank " + std::to_string(dist::rank()) + ": "
-                                                              : "softlab: ")
-              << text << "\n";
-  if (dist::active() && !dist::error_is_shared()) dist::abort_job(code);
+  if (dist::active() && !dist::error_is_shared()) {
+    std::cerr << "softlab: rank " << dist::rank() << ": " << text << "\n";
+    dist::abort_job(code);
+  }
+  if (dist::is_root()) std::cerr << "softlab: " << text << "\n";
   dist::finalize();
   return code;
 }

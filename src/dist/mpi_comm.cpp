@@ -28,7 +28,7 @@ using softlab::detail::cat;
 using Clock = std::chrono::steady_clock;
 
 bool g_started = false;   // this process called MPI_Init_thread
-int g_rank = 0, g_size = 1, g_local_size = 1;
+int g_rank = 0, g_size = 1;
 double g_timeout = 300.0;
 bool g_error_shared = false;
 
@@ -80,11 +80,6 @@ std::string mpi_library_version() {
   return s;
 }
 
-bool launched_by_mpi() {
-  if (const char* v = env("SOFTLAB_MPI"); v && std::strcmp(v, "0") == 0) return false;
-  return env("OMPI_COMM_WORLD_SIZE") || env("PMIX_RANK") || env("PMI_RANK") || env("PMI_SIZE");
-}
-
 void init(int* argc, char*** argv) {
   if (g_started || !launched_by_mpi()) return;
   if (const char* t = env("SOFTLAB_MPI_TIMEOUT")) {
@@ -99,10 +94,6 @@ void init(int* argc, char*** argv) {
   g_started = true;
   MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
   MPI_Comm_size(MPI_COMM_WORLD, &g_size);
-  MPI_Comm local;
-  MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, g_rank, MPI_INFO_NULL, &local);
-  MPI_Comm_size(local, &g_local_size);
-  MPI_Comm_free(&local);
 }
 
 void finalize() {
@@ -114,7 +105,6 @@ void finalize() {
 
 int rank() { return g_rank; }
 int size() { return g_size; }
-int local_size() { return g_local_size; }
 void set_timeout(double seconds) { g_timeout = seconds; }
 double timeout() { return g_timeout; }
 

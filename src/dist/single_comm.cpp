@@ -21,11 +21,6 @@ const char* env(const char* name) {
 bool built_with_mpi() { return false; }
 std::string mpi_library_version() { return {}; }
 
-bool launched_by_mpi() {
-  if (const char* v = env("SOFTLAB_MPI"); v && std::strcmp(v, "0") == 0) return false;
-  return env("OMPI_COMM_WORLD_SIZE") || env("PMIX_RANK") || env("PMI_RANK") || env("PMI_SIZE");
-}
-
 void init(int*, char***) {
   const char* n = env("OMPI_COMM_WORLD_SIZE") ? env("OMPI_COMM_WORLD_SIZE") : env("PMI_SIZE");
   SOFTLAB_CHECK(!launched_by_mpi() || (n && std::strcmp(n, "1") == 0),
@@ -36,7 +31,6 @@ void init(int*, char***) {
 void finalize() {}
 int rank() { return 0; }
 int size() { return 1; }
-int local_size() { return 1; }
 void set_timeout(double seconds) { g_timeout = seconds; }
 double timeout() { return g_timeout; }
 void allreduce_sum(double*, int64_t, const char*) {}

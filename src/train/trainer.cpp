@@ -180,12 +180,14 @@ void load_training_data(TrainRun& r) {
   r.meta_data = data_meta(r.data, r.norm, r.cfg.data.dataset);
 }
 
-// The model, initialised from the run's seed, and its optimiser. A resumed run overwrites
-// both from the checkpoint, but builds them the same way first.
+// The model, initialised from the run's seed, its optimiser, and the weight EMA, which starts
+// as a copy of the initial weights. A resumed run overwrites all three from the checkpoint
+// (or, under an MPI job, from rank 0), but builds them the same way first.
 void build_model_and_optimizer(TrainRun& r) {
   r.model = build_model(r.cfg, r.data.train.num_classes, r.data.train.size);
   r.params = r.model->parameters();
   r.optimizer = make_optimizer(r.cfg.train.optimizer, r.params);
+  if (r.cfg.train.ema > 0.0) r.ema.emplace(*r.model, r.cfg.train.ema);
 }
 
 // --resume: weights, optimiser state, position and EMA from last.ckpt, once the config is
@@ -202,10 +204,7 @@ void resume_from_checkpoint(TrainRun& r) {
     r.model->load_state(with_prefix(ck.tensors, "model."));
     r.optimizer->load_state(with_prefix(ck.tensors, "optim."));
     r.pos = Position::parse(checkpoint_meta(ck, "position", path));
-    if (r.cfg.train.ema > 0.0) {
-      r.ema.emplace(*r.model, r.cfg.train.ema);
-      r.ema->load_state(with_prefix(ck.tensors, "ema."));
-    }
+    if (r.ema) r.ema->load_state(with_prefix(ck.tensors, "ema."));
   } catch (const nlohmann::json::exception& e) {
     throw Error(cat(path, ": its header does not describe a run of this config (", e.what(), ")"));
   } catch (const Error& e) {
@@ -219,10 +218,9 @@ void resume_from_checkpoint(TrainRun& r) {
   if (const std::string said = recover_pending_best(r.dir, r.pos.best_step); !said.empty()) r.progress.line(said);
 }
 
-// A new run (or one that never reached its first checkpoint): the resolved config, no
-// metrics, and an EMA that starts as a copy of the initial weights.
+// A new run (or one that never reached its first checkpoint): the resolved config and no
+// metrics, in rank 0's run directory.
 void start_new_run(TrainRun& r) {
-  if (r.cfg.train.ema > 0.0) r.ema.emplace(*r.model, r.cfg.train.ema);
   if (!dist::is_root()) return;
   write_file_atomic((r.dir / "config.json").string(), r.cfg.resolved.dump(2) + "\n");
   if (r.from_scratch) {
@@ -231,15 +229,6 @@ void start_new_run(TrainRun& r) {
   }
 }
 
-// Under an MPI job, rank 0 reads last.ckpt and broadcast_state() hands it to the others,
-// which need not see the run directory at all; they only build the EMA it fills.
-void resume_run(TrainRun& r) {
-  if (dist::is_root()) {
-    resume_from_checkpoint(r);
-    return;
-  }
-  if (r.cfg.train.ema > 0.0) r.ema.emplace(*r.model, r.cfg.train.ema);
-}
 
 // The loader (its order and augmentation derive from the run's seed), the batches per
 // epoch and the steps of the run. --overfit-batch trains one unshuffled, unaugmented batch.
@@ -547,8 +536,9 @@ bool checkpoint_due(const TrainRun& r) {
 
 // A stop request: a signal (request_stop), or TrainOptions::stop_after_step reached. Under an
 // MPI job a signal to any rank stops them all, at the same step: the ranks agree on it.
+bool stop_here(const TrainRun& r) { return r.stop_now || stop_requested(); }  // this rank's view
 bool stopping(const TrainRun& r) {
-  int64_t stop = r.stop_now || stop_requested();
+  int64_t stop = stop_here(r);
   dist::allreduce_max(&stop, 1, "agreeing on a stop request");
   return stop != 0;
 }
@@ -559,7 +549,7 @@ struct AfterStep {
   bool stop = false, save = false;
 };
 AfterStep after_step(const TrainRun& r) {
-  int64_t v[2] = {r.stop_now || stop_requested(), dist::is_root() && checkpoint_due(r)};
+  int64_t v[2] = {stop_here(r), dist::is_root() && checkpoint_due(r)};
   dist::allreduce_max(v, 2, "agreeing on a stop or a save");
   return {v[0] != 0, v[1] != 0};
 }
@@ -700,17 +690,19 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
   if (dist::active()) check_ranks_agree(rank_fingerprint(run));
   const bool resumed = opt.resume && !run.from_scratch;
   dist::agree(resumed ? "resuming from last.ckpt" : "starting the run", [&] {
-    if (resumed)
-      resume_run(run);
-    else
+    // Under an MPI job rank 0 reads last.ckpt and broadcast_state() hands it to the others,
+    // which need not see the run directory at all.
+    if (!resumed)
       start_new_run(run);
+    else if (dist::is_root())
+      resume_from_checkpoint(run);
   });
   if (dist::active()) {
     broadcast_state(run);
     if (resumed) run.saved = run.pos;
-    std::vector<Tensor> grads;
-    for (const auto& p : run.params) grads.push_back(p.tensor);
-    run.reducer.emplace(std::move(grads), opt.bucket_bytes);
+    std::vector<Tensor> tensors;
+    for (const auto& p : run.params) tensors.push_back(p.tensor);
+    run.reducer.emplace(std::move(tensors), opt.bucket_bytes);
   }
   if (!opt.step_log.empty() && dist::is_root()) {
     run.step_log = std::make_unique<std::ofstream>(opt.step_log, std::ios::app);
