@@ -76,6 +76,44 @@ TEST_F(CliTest, TrainEvalPredictEndToEnd) {
   EXPECT_EQ(std::max_element(probs.begin(), probs.end()) - probs.begin(), pred["class"].get<int>());
 }
 
+// eval --set changes an inference-safe key (LSSAR's re-weighting power) for that
+// evaluation only: another result, the weights and the run's files untouched; any other key
+// of the trained model is refused with exit 2 naming it and the keys that may change.
+TEST_F(CliTest, EvalWithInferenceOverrides) {
+  CliRun t = run({"train", config, "--quiet", "--set", "model.attention.type=softplus"});
+  ASSERT_EQ(t.code, 0) << t.err;
+  const std::string ckpt_before = slurp(root + "/run/last.ckpt");
+  CliRun plain = run({"eval", root + "/run"});
+  CliRun sharp = run({"eval", root + "/run", "--set", "model.attention.p=4"});
+  ASSERT_EQ(plain.code, 0) << plain.err;
+  ASSERT_EQ(sharp.code, 0) << sharp.err;
+  const json pj = json::parse(plain.out), sj = json::parse(sharp.out);
+  EXPECT_FALSE(pj.contains("overrides"));
+  EXPECT_EQ(sj["overrides"], json::array({"model.attention.p=4"}));
+  EXPECT_NE(pj["test_loss"].get<double>(), sj["test_loss"].get<double>()) << "p did not reach the model";
+  // The same model evaluated in-process with p = 4 gives the same loss.
+  LoadedModel m = load_model(root + "/run/last.ckpt", false, {"model.attention.p=4"});
+  EXPECT_EQ(m.config.model.attention["p"], 4.0);
+  EXPECT_NEAR(evaluate(*m.model, load_dataset("mnist", data).test, m.norm, 64).loss, sj["test_loss"].get<double>(),
+              1e-6);
+  EXPECT_EQ(slurp(root + "/run/last.ckpt"), ckpt_before) << "eval --set touched the checkpoint";
+  auto expect_refused = [&](const std::string& set, const std::vector<std::string>& needles) {
+    CliRun r = run({"eval", root + "/run", "--set", set});
+    EXPECT_EQ(r.code, 2) << set << ": " << r.err;
+    for (const auto& n : needles) EXPECT_NE(r.err.find(n), std::string::npos) << "expected '" << n << "' in: " << r.err;
+  };
+  expect_refused("model.attention.causal=true", {"model.attention.causal", "model.attention.p"});
+  expect_refused("model.attention.scale=2", {"model.attention.scale", "can change after training"});
+  expect_refused("model.dim=8", {"model.dim", "inference-safe"});
+  expect_refused("model.head.label_smoothing=0.1", {"model.head.label_smoothing", "none"});
+  expect_refused("model.attention.p=0.5", {"model.attention.p"});  // out of range: the schema's check
+  // softlab info says which keys may change.
+  CliRun info = run({"info"});
+  ASSERT_EQ(info.code, 0) << info.err;
+  EXPECT_NE(info.out.find("re-weighting power"), std::string::npos);
+  EXPECT_NE(info.out.find("inference-safe"), std::string::npos);
+}
+
 TEST_F(CliTest, BadInputExitsTwoNamingTheProblem) {
   auto expect_bad = [&](const std::vector<std::string>& args, const std::string& needle) {
     CliRun r = run(args);

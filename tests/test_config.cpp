@@ -601,6 +601,28 @@ TEST(ConfigCausal, TheModuleKeyAndContradictionsAreRefused) {
   expect_error([&] { resolve_config(seq); }, {"model.attention.type 'soft'", "image grid"});
 }
 
+// The block extras: off by default; the value conv needs an odd kernel, the ViT's grid and
+// a bidirectional model, and each refusal names the keys.
+TEST(ConfigBlockExtras, DefaultsAndRules) {
+  const json r = resolve_config(example());
+  EXPECT_EQ(r["model"]["attn_gate"], false);
+  EXPECT_TRUE(r["model"]["value_conv"].is_null());
+  EXPECT_EQ(r["model"]["value_conv_groups"], "channel");
+  EXPECT_EQ(r["model"]["attn_out_norm"], false);
+  const Config c = parse_config(resolve_config(with(with(example(), "/model/value_conv", 5), "/model/attn_gate", true)));
+  EXPECT_EQ(c.model.value_conv, 5);
+  EXPECT_TRUE(c.model.attn_gate);
+  expect_error([&] { resolve_config(with(example(), "/model/value_conv", 4)); }, {"model.value_conv must be odd", "4"});
+  expect_error([&] { resolve_config(with(example(), "/model/value_conv_groups", "token")); },
+               {"model.value_conv_groups", "channel", "head"});
+  expect_error([&] { resolve_config(with(with(example(), "/model/value_conv", 3), "/model/causal", true)); },
+               {"model.value_conv", "model.causal", "cannot be causal"});
+  json seq = example();
+  seq["data"] = {{"dataset", "synthetic:recall"}};
+  seq["model"] = {{"type", "seq"}, {"value_conv", 3}};
+  expect_error([&] { resolve_config(seq); }, {"model.value_conv", "only model.type 'vit'"});
+}
+
 // Run directories written before model.causal was the one key hold both keys; they load
 // as what they ran.
 TEST(ConfigCausal, SavedConfigsFromEarlierVersionsLoadAsTheyRan) {

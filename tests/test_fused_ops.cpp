@@ -195,7 +195,10 @@ TEST(SelfAttentionPacked, MatchesPrimitiveChain) {
   ctx.head_dim = D / H;
   ctx.seq_len = N;
   ctx.init = &init;
-  nn::SelfAttention sa(D, H, make_attention(json{{"type", "softmax"}}, ctx), init);
+  nn::BlockOptions opt;
+  opt.dim = D;
+  opt.heads = H;
+  nn::SelfAttention sa(opt, make_attention(json{{"type", "softmax"}}, ctx), init);
   Generator g(4);
   Tensor x = uniform({B, N, D}, g, -1.0f, 1.0f);
   Tensor w = uniform({B, N, D}, g, -1.0f, 1.0f);

@@ -336,6 +336,17 @@ void add_shape_rows(std::vector<Row>& rows) {
   rows.push_back({"rope_2x3x5x4_theta10",
                   [](const std::vector<Tensor>& x) { return rope(x[0], 10.0f); }, {{{2, 3, 5, 4}}}});
   rows.push_back({"rope_7x6", [](const std::vector<Tensor>& x) { return rope(x[0]); }, {{{7, 6}}}});
+  // Depthwise conv over a token grid: per channel with bias and a class token, per head
+  // (kernels shared by channel groups) without bias, a kernel wider than the grid.
+  rows.push_back({"grid_conv_k3_channel_cls_3x4",
+                  [](const std::vector<Tensor>& x) { return grid_depthwise_conv(x[0], x[1], x[2], 3, 4, 1); },
+                  {{{2, 13, 4}}, {{4, 3, 3}}, {{4}}}});
+  rows.push_back({"grid_conv_k3_head_4x3",
+                  [](const std::vector<Tensor>& x) { return grid_depthwise_conv(x[0], x[1], Tensor(), 4, 3, 0); },
+                  {{{2, 12, 6}}, {{2, 3, 3}}}});
+  rows.push_back({"grid_conv_k5_head_cls_3x3",
+                  [](const std::vector<Tensor>& x) { return grid_depthwise_conv(x[0], x[1], x[2], 3, 3, 1); },
+                  {{{1, 10, 4}}, {{2, 5, 5}}, {{4}}}});
 }
 
 void add_dropout_rows(std::vector<Row>& rows) {

@@ -82,6 +82,21 @@ TEST_F(PluginCli, CapabilitiesOfPluginModulesAreEnforced) {
   const auto ok = run({"validate", kExampleConfig, "--plugin", kPlugin, "--set", "model.attention.type=relu_linear",
                        "--set", "model.causal=false"});
   EXPECT_EQ(ok.code, 0) << ok.err;
+  // Neither example module claims caps.padding: a bidirectional model on padded recall data
+  // is refused, naming the module and the key; causal, right padding needs nothing of it.
+  const std::vector<std::string> recall = {"--set", "data.dataset=synthetic:recall", "--set", "data.min_length=8",
+                                           "--set", "model.target=all"};
+  auto with = [&](std::vector<std::string> args) {
+    args.insert(args.end(), recall.begin(), recall.end());
+    return run(args);
+  };
+  const auto pad = with({"validate", kExampleConfig, "--plugin", kPlugin, "--set", "model.attention.type=relu_linear",
+                         "--set", "model.causal=false"});
+  EXPECT_EQ(pad.code, 2);
+  EXPECT_NE(pad.err.find("data.min_length"), std::string::npos) << pad.err;
+  EXPECT_NE(pad.err.find("'relu_linear' cannot take padded batches"), std::string::npos) << pad.err;
+  const auto causal_pad = with({"validate", kExampleConfig, "--plugin", kPlugin});
+  EXPECT_EQ(causal_pad.code, 0) << causal_pad.err;
 }
 
 TEST_F(PluginCli, BadPluginsAreClearErrors) {

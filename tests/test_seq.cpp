@@ -277,6 +277,138 @@ TEST(SeqModel, CausalModelsDoNotSeeTheFuture) {
   EXPECT_NE(seq->features(a).data()[0], seq->features(b).data()[0]);
 }
 
+// ---- padded batches ------------------------------------------------------------------------
+
+// Variable-length recall: lengths in [min_length, n], each sequence a well-formed recall
+// sequence of its length followed by padding tokens with no target.
+TEST(SyntheticRecall, VariableLengthsArePaddedOnTheRight) {
+  SyntheticOptions o = recall(16, 4);
+  o.train_length = 32;
+  o.min_length = 8;
+  o.train_size = 400;
+  o.test_size = 100;
+  o.eval_lengths = {48};
+  const int32_t pad = synthetic_pad_token(o);
+  EXPECT_EQ(pad, 20);
+  EXPECT_EQ(synthetic_vocab(o), 21);
+  const DataSplit d = make_synthetic(o, 3);
+  std::set<int64_t> seen;
+  for (const Dataset* ds : {&d.train, &d.test}) {
+    ASSERT_EQ(ds->seq_len, 32);
+    EXPECT_EQ(ds->vocab, 21);
+    for (int64_t s = 0; s < ds->size; ++s) {
+      const int32_t* tok = ds->tokens.data() + s * 32;
+      const int32_t* tgt = ds->targets.data() + s * 32;
+      int64_t len = 0;
+      while (len < 32 && tok[len] != pad) ++len;
+      ASSERT_GE(len, 8);
+      seen.insert(len);
+      for (int64_t i = len; i < 32; ++i) {
+        ASSERT_EQ(tok[i], pad) << "padding must come last";
+        ASSERT_EQ(tgt[i], -1) << "padding has no target";
+      }
+      // The valid part is a recall sequence of length len: len/4 pairs, then queries of
+      // those keys whose targets are the paired values.
+      const int64_t P = len / 4;
+      std::map<int32_t, int32_t> value_of;
+      for (int64_t i = 0; i < P; ++i) value_of[tok[2 * i]] = tok[2 * i + 1] - 16;
+      for (int64_t i = 2 * P; i < len; ++i) ASSERT_EQ(tgt[i], value_of.at(tok[i]));
+    }
+  }
+  EXPECT_GE(seen.size(), 20u) << "lengths should spread over [8, 32]";
+  ASSERT_EQ(d.test_at_length.size(), 1u);  // other evaluation lengths stay fixed-length
+  for (int32_t t : d.test_at_length[0].second.tokens) ASSERT_NE(t, pad);
+  // The fixed-length mode draws exactly what it did before the mode existed.
+  SyntheticOptions fixed = recall(16, 4);
+  fixed.train_length = 32;
+  fixed.train_size = 50;
+  EXPECT_EQ(synthetic_pad_token(fixed), -1);
+  EXPECT_EQ(synthetic_vocab(fixed), 20);
+  o.min_length = 0;
+  o.train_size = 50;
+  EXPECT_EQ(make_synthetic(fixed, 3).train.tokens, make_synthetic(o, 3).train.tokens);
+}
+
+// A padded batch gives, at every valid position, the features of each sequence run alone,
+// and the same parameter gradients as the sequences one by one: for every module that
+// takes padded batches, bidirectional and (with a causal form) causal, with RoPE and with
+// learned positions.
+TEST(SeqModel, PaddedBatchMatchesTheSequencesOneByOne) {
+  int checked = 0;
+  for (const AttentionEntry& entry : attention_registry().entries()) {
+    if (!entry.caps.padding) continue;
+    for (bool causal : {false, true}) {
+      if (causal && !entry.caps.causal) continue;
+      for (const char* positions : {"rope", "learned"}) {
+        SCOPED_TRACE(entry.name + (causal ? " causal " : " bidirectional ") + positions);
+        ++checked;
+        json j = {{"data", {{"dataset", "synthetic:recall"}, {"train_length", 12}, {"keys", 8}, {"values", 4},
+                            {"min_length", 4}}},
+                  {"model", {{"type", "seq"}, {"dim", 16}, {"depth", 2}, {"heads", 2}, {"causal", causal},
+                             {"positions", positions}, {"attention", {{"type", entry.name}}}}}};
+        const Config cfg = parse_config(resolve_config(j));
+        auto m = build_model(cfg, 4, 100);
+        auto* seq = dynamic_cast<nn::SeqModel*>(m.get());
+        ASSERT_TRUE(seq);
+        m->eval();
+        const int32_t pad = synthetic_pad_token(cfg.data.synthetic);
+        const std::vector<int64_t> lens = {12, 7, 4, 9};
+        const int64_t B = 4, N = 12, D = 16;
+        Tensor tokens = token_batch(B, N, 12, 5 + static_cast<uint64_t>(checked));
+        for (int64_t b = 0; b < B; ++b)
+          for (int64_t i = lens[static_cast<size_t>(b)]; i < N; ++i) tokens.mutable_data()[b * N + i] = pad;
+        // Loss weights: random at valid positions, zero on the padding.
+        Generator g(11);
+        Tensor w = uniform({B, N, D}, g, -1.0f, 1.0f);
+        for (int64_t b = 0; b < B; ++b)
+          for (int64_t i = lens[static_cast<size_t>(b)] * D; i < N * D; ++i) w.mutable_data()[b * N * D + i] = 0.0f;
+        const auto params = m->parameters();
+        for (auto p : params) p.tensor.zero_grad();
+        const Tensor f = seq->features(tokens);
+        sum(mul(f, w)).backward();
+        std::vector<std::vector<float>> padded_grads;
+        for (const auto& p : params) padded_grads.push_back(p.tensor.grad().defined() ? p.tensor.grad().to_vector()
+                                                                                      : std::vector<float>());
+        for (auto p : params) p.tensor.zero_grad();
+        for (int64_t b = 0; b < B; ++b) {
+          const int64_t len = lens[static_cast<size_t>(b)];
+          Tensor tb = reshape(slice(slice(tokens, 0, b, b + 1), 1, 0, len), {1, len});
+          const Tensor fb = seq->features(tb);
+          const Tensor wb = reshape(slice(slice(w, 0, b, b + 1), 1, 0, len), {1, len, D});
+          sum(mul(fb, wb)).backward();  // accumulates over the sequences
+          const std::vector<float> alone = fb.to_vector(), batch = f.to_vector();
+          for (int64_t i = 0; i < len * D; ++i)
+            ASSERT_NEAR(batch[static_cast<size_t>(b * N * D + i)], alone[static_cast<size_t>(i)],
+                        1e-5 + 1e-4 * std::fabs(alone[static_cast<size_t>(i)]))
+                << "sequence " << b << " position " << i / D;
+        }
+        for (size_t p = 0; p < params.size(); ++p) {
+          const Tensor gr = params[p].tensor.grad();
+          const std::vector<float> one = gr.defined() ? gr.to_vector() : std::vector<float>();
+          ASSERT_EQ(one.size(), padded_grads[p].size()) << params[p].name;
+          for (size_t i = 0; i < one.size(); ++i)
+            ASSERT_NEAR(padded_grads[p][i], one[i], 1e-5 + 1e-4 * std::fabs(one[i])) << params[p].name << "[" << i << "]";
+        }
+      }
+    }
+  }
+  EXPECT_GE(checked, 20) << "fewer modules take padded batches than the built-in ones";
+}
+
+TEST(SeqModel, PaddingMustComeLast) {
+  json j = {{"data", {{"dataset", "synthetic:recall"}, {"train_length", 12}, {"keys", 8}, {"values", 4},
+                      {"min_length", 4}}},
+            {"model", {{"type", "seq"}, {"dim", 16}, {"depth", 1}, {"heads", 2}}}};
+  auto m = build_model(parse_config(resolve_config(j)), 4, 100);
+  auto* seq = dynamic_cast<nn::SeqModel*>(m.get());
+  NoGradGuard ng;
+  Tensor t = token_batch(1, 12, 12, 2);
+  t.mutable_data()[5] = 12.0f;  // padding in the middle
+  EXPECT_NE(error_of([&] { seq->features(t); }).find("padding must come last"), std::string::npos);
+  for (int i = 0; i < 12; ++i) t.mutable_data()[i] = 12.0f;
+  EXPECT_NE(error_of([&] { seq->features(t); }).find("all padding"), std::string::npos);
+}
+
 TEST(SeqModel, TheHeadScoresEveryTargetOrTheLastPosition) {
   Config cfg = seq_config("softmax", true);
   auto m = build_model(cfg, 4, 100);
@@ -366,6 +498,37 @@ TEST_F(SeqTrain, RecallLearnsAndReportsEveryLength) {
   // train.max_eval_batches: the first batches only (64 sequences of 4 queries each).
   EXPECT_EQ(evaluate(*lm.model, d.test, lm.norm, 64, 1).count, 64 * 4);
   EXPECT_EQ(evaluate(*lm.model, d.test, lm.norm, 64).count, 200 * 4);
+}
+
+// Variable-length recall, bidirectional (each padded sequence runs on its own prefix): it
+// learns, and the run's evaluation is what a reload evaluates.
+TEST_F(SeqTrain, VariableLengthRecallLearns) {
+  const json s = run({{"data", {{"dataset", "synthetic:recall"}, {"train_length", 12}, {"min_length", 4},
+                                {"train_size", 3000}, {"test_size", 200}, {"keys", 8}, {"values", 4}}},
+                      {"model", {{"type", "seq"}, {"dim", 32}, {"depth", 2}, {"heads", 2}, {"causal", false}}},
+                      {"train", {{"epochs", 5}, {"batch_size", 32}, {"threads", 1}, {"optimizer", {{"lr", 0.003}}}}}});
+  EXPECT_GT(s["test_accuracy"].get<double>(), 0.5) << s.dump(2);  // chance 1/4
+  LoadedModel lm = load_model(root + "/run/last.ckpt");
+  const DataSplit d = make_synthetic(synthetic_options(lm.config), lm.config.seed);
+  EXPECT_DOUBLE_EQ(evaluate(*lm.model, d.test, lm.norm, 64).accuracy, s["test_accuracy"].get<double>());
+}
+
+TEST(SeqModel, VariableLengthConfigErrors) {
+  auto cfg = [](json data, json model) {
+    json j = {{"data", {{"dataset", "synthetic:recall"}, {"train_length", 12}, {"min_length", 4}}},
+              {"model", {{"type", "seq"}}}};
+    if (data.is_object()) j["data"].update(data);
+    if (model.is_object()) j["model"].update(model);
+    return j;
+  };
+  EXPECT_NO_THROW(resolve_config(cfg({}, {})));
+  EXPECT_NE(error_of([&] { resolve_config(cfg({{"min_length", 13}}, {})); }).find("data.min_length (13) must be <="),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { resolve_config(cfg({{"dataset", "synthetic:bins"}}, {})); }).find("synthetic:recall only"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { resolve_config(cfg({}, {{"target", "last"}})); }).find("model.target 'last'"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { resolve_config(cfg({{"min_length", 2}}, {})); }).find("data.min_length"), std::string::npos);
 }
 
 // A whole sequence set as one batch of token ids.

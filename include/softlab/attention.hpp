@@ -50,6 +50,13 @@ struct AttentionCaps {
   // Has learnable parameters (in some configuration): they train with the model, load and
   // save with it, and get gradient checks.
   bool learnable = false;
+  // Takes right-padded batches (the sequence model's variable-length mode, data.min_length):
+  // its forward depends only on the tokens it is given, at any length up to the context's,
+  // so a padded sequence's outputs at its valid positions are what the sequence gives alone.
+  // The block arranges that: causal, padding comes after every valid query and is never seen;
+  // bidirectional, each sequence runs on its valid prefix. A module without it (a fixed
+  // token count, the image grid) is refused for padded data at validation.
+  bool padding = false;
 };
 
 // One module's registration: everything softlab and its test suite know about it.

@@ -55,6 +55,11 @@ struct Config {
     bool qk_norm = false;      // LayerNorm over Dh on q and k before the attention module
     double layer_scale = 0.0;  // initial per-channel residual scale; 0: off
     double drop_path = 0.0;    // stochastic depth rate of the last block (linear in depth); 0: off
+    // The attention branch's extras (softlab/nn/block.hpp); all off by default.
+    bool attn_gate = false;
+    int64_t value_conv = 0;                      // kernel size; 0: off
+    std::string value_conv_groups = "channel";  // channel | head
+    bool attn_out_norm = false;
     int64_t num_classes = 0;   // 0: from the data set
     json attention;            // {"type": ..., params...} validated against the registry
     json head;
@@ -100,6 +105,14 @@ void apply_override(json& cfg, const std::string& assignment);
 // replace those objects), then the rest in the given order, so that a parameter override is
 // checked against the final type whatever the order on the command line. Later wins.
 void apply_overrides(json& cfg, const std::vector<std::string>& assignments);
+// Overrides for running a trained model: "model.attention.KEY=VALUE" or "model.head.KEY=VALUE"
+// where KEY is inference_safe in that module's schema (the weights stay valid). Any other
+// key is an Error naming it and listing the keys that may change. Returns `resolved` with
+// them applied, resolved again.
+json apply_inference_overrides(const json& resolved, const std::vector<std::string>& assignments);
+// The part of that check that needs no config: KEY is under model.attention or model.head
+// (an Error naming it otherwise), so a command can refuse it before reading a checkpoint.
+void check_inference_override_path(const std::string& key);
 // Fills defaults and validates everything; returns the resolved config: the user's keys in
 // the user's order, then the missing ones with their defaults, output.dir filled with
 // runs/<name> when absent. Idempotent: resolve_config(resolve_config(c)) == resolve_config(c).

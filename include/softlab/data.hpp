@@ -74,6 +74,9 @@ struct SyntheticOptions {
   std::string task;  // recall | bins | modadd
   int64_t train_length = 0, train_size = 0, test_size = 0;  // 0: the task's default
   std::vector<int64_t> eval_lengths;
+  // recall: > 0 draws each sequence's length from [min_length, train_length] (the splits at
+  // the training length) and right-pads it with synthetic_pad_token(); 0: fixed length.
+  int64_t min_length = 0;
   int64_t keys = 128, values = 16, bins = 50, modulus = 97;
   bool permute_labels = false;
   double train_fraction = 0.4;
@@ -86,6 +89,8 @@ int64_t synthetic_vocab(const SyntheticOptions& opt);
 int64_t synthetic_classes(const SyntheticOptions& opt);
 int64_t synthetic_train_length(const SyntheticOptions& opt);
 int64_t synthetic_max_length(const SyntheticOptions& opt);
+// The padding token of the variable-length mode (the last id of the vocabulary), or -1.
+int32_t synthetic_pad_token(const SyntheticOptions& opt);
 // One split of a task at one length (`split` 0 = train, 1.. = test sets; each its own stream).
 Dataset make_synthetic_split(const SyntheticOptions& opt, int64_t length, int64_t count, uint64_t seed, int split);
 

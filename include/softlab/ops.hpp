@@ -80,6 +80,15 @@ Tensor embedding(const Tensor& weight, std::span<const int32_t> tokens, const Sh
 // turn by n * theta^(-2j/Dh) (the GPT-NeoX / Llama layout).
 Tensor rope(const Tensor& x, float theta = 10000.0f);
 
+// ---- convolution --------------------------------------------------------------------------
+// Depthwise k x k convolution (k odd, zero padding k/2, stride 1) over the image grid of a
+// token sequence x [B, N, C]: tokens [prefix, prefix + grid_h*grid_w) are the grid in
+// row-major order, and the other tokens' outputs are 0. weight [G, k, k] with G dividing C:
+// channel ch uses kernel ch / (C/G) (G = C: one per channel; G = heads: one per head).
+// bias [C] or undefined; it is added at the grid tokens only.
+Tensor grid_depthwise_conv(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t grid_h, int64_t grid_w,
+                           int64_t prefix = 0);
+
 // ---- losses -------------------------------------------------------------------------------
 // Mean over the batch of -log softmax(logits)[label], logits [N, C], labels in [0, C).
 // With label smoothing eps the target is (1-eps) one-hot + eps/C (as torch).

@@ -27,6 +27,10 @@ struct ParamSpec {
   std::string help;                   // one line
   bool nullable = false;              // null is an accepted value
   bool required = false;              // a missing key is an error (default_value is ignored)
+  // May differ between training and evaluation: `softlab eval RUN --set ...` can change it for
+  // evaluation only (a non-learned value that adds or removes no parameter, e.g. LSSAR's
+  // re-weighting power). Every other key of a trained model is fixed.
+  bool inference_safe = false;
 };
 
 using Schema = std::vector<ParamSpec>;

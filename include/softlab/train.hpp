@@ -92,7 +92,10 @@ struct LoadedModel {
 };
 // With `ema`, the weights are the checkpoint's weight EMA (train.ema, tensors "ema.*"); a
 // checkpoint without one is an Error naming the file.
-LoadedModel load_model(const std::string& checkpoint_path, bool ema = false);
+// `inference_sets`: apply_inference_overrides to the saved config before the model is built
+// (e.g. {"model.attention.p=4"}); LoadedModel::config is the config with them.
+LoadedModel load_model(const std::string& checkpoint_path, bool ema = false,
+                       const std::vector<std::string>& inference_sets = {});
 
 // Stop requests (SIGINT/SIGTERM): async-signal-safe; the loop saves a checkpoint and returns
 // at the next point where it can (data loading included). A request stays until

@@ -128,7 +128,7 @@ AttentionEntry inline_attention_entry() {
   e.name = "inline";
   e.help = "InLine attention, linear attention with rows summing to 1 by subtraction: "
            "c phi(q)^T sum phi(k)v^T + (1 - s phi(q).kbar) vbar, c = s/N (Han et al. 2024)";
-  e.caps = {.causal = true};
+  e.caps = {.causal = true, .padding = true};
   e.schema = {
       {.name = "kernel", .type = ParamType::String, .default_value = "identity",
        .choices = {"identity", "relu", "leaky_relu", "exp"},

@@ -31,7 +31,7 @@ AttentionEntry linear_attention_entry() {
   e.name = "linear";
   e.help = "linear attention, phi(q)^T sum phi(k)v^T / (phi(q).sum phi(k) + eps), phi = elu+1 "
            "(Katharopoulos et al. 2020)";
-  e.caps = {.causal = true};
+  e.caps = {.causal = true, .padding = true};
   e.schema = {
       {.name = "eps", .type = ParamType::Float, .default_value = 1e-6, .min = 0.0,
        .help = "added to the denominator phi(q).sum phi(k)"},

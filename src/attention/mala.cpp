@@ -44,7 +44,7 @@ AttentionEntry mala_attention_entry() {
   e.name = "mala";
   e.help = "magnitude-aware linear attention, (1 + 1/z) phi(q)^T KV - z vbar, z = s phi(q).kbar, phi = elu+1 "
            "(Fan et al. 2025)";
-  e.caps = {.causal = true};
+  e.caps = {.causal = true, .padding = true};
   e.schema = {
       {.name = "eps", .type = ParamType::Float, .default_value = 1e-6, .min = 0.0, .help = "added to z in 1/(z + eps)"},
       {.name = "causal", .type = ParamType::Bool, .default_value = false,

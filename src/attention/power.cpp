@@ -65,7 +65,7 @@ AttentionEntry power_attention_entry() {
   AttentionEntry e;
   e.name = "power";
   e.help = "Power-Softmax, (s QK^T)^p / sum (s QK^T)^p with p even (Zimerman et al. 2024)";
-  e.caps = {.causal = true};
+  e.caps = {.causal = true, .padding = true};
   e.schema = {
       scale_param(),
       causal_param(),

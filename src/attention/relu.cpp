@@ -29,7 +29,7 @@ AttentionEntry relu_attention_entry() {
   AttentionEntry e;
   e.name = "relu";
   e.help = "ReLU attention scaled by the number of keys, relu(s QK^T) V / n (Wortsman et al. 2023)";
-  e.caps = {.causal = true};
+  e.caps = {.causal = true, .padding = true};
   e.schema = {scale_param(), causal_param()};
   e.factory = [](const json& p, const AttentionContext&) -> std::unique_ptr<Attention> {
     return attention_kernel::row_map_attention("relu_attention", configured_scale(p), p["causal"].get<bool>(),

@@ -83,7 +83,7 @@ AttentionEntry selective_attention_entry() {
   AttentionEntry e;
   e.name = "selective";
   e.help = "selective attention: softmax with query- and value-dependent temperatures (Zhang et al. 2024)";
-  e.caps = {.causal = true, .learnable = true};
+  e.caps = {.causal = true, .learnable = true, .padding = true};
   e.schema = {
       scale_param(),
       causal_param(),

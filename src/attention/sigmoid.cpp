@@ -44,7 +44,7 @@ AttentionEntry sigmoid_attention_entry() {
   AttentionEntry e;
   e.name = "sigmoid";
   e.help = "sigmoid attention, sigmoid(s QK^T + b) V without normalisation (Ramapuram et al. 2024)";
-  e.caps = {.causal = true};
+  e.caps = {.causal = true, .padding = true};
   e.schema = {
       scale_param(),
       {.name = "bias", .type = ParamType::Float, .default_value = nullptr,

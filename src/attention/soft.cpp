@@ -9,6 +9,8 @@
 //   K1 = kappa(q~, L)  [N, m]       kappa(a, b) = exp(-||a - b||^2 / 2)
 //   K2 = kappa(L, L)   [m, m]
 //   W  = (K2 + reg I)^-1            Newton–Schulz (SOFT master) or Cholesky, in double
+//   W <- D^-1/2 W D^-1/2            normalization (SOFT++, "Softmax-free Linear Transformers",
+//                                   IJCV 2024, arXiv 2207.03341): D = diag(rowsum K2)
 //   O  = K1 (W (K1^T V))
 //
 // Tokens [prefix, prefix + gh·gw) of the context are the image grid, row-major; only they
@@ -51,7 +53,8 @@ class SoftAttention final : public Attention {
         gw_(ctx.grid_w),
         prefix_(ctx.prefix_tokens),
         dh_(ctx.head_dim),
-        conv_(p["landmark"].get<std::string>() == "conv") {
+        conv_(p["landmark"].get<std::string>() == "conv"),
+        normalize_(p["normalization"].get<bool>()) {
     SOFTLAB_CHECK(gh_ > 0 && gw_ > 0,
                   "soft attention needs an image grid (the attention context has grid ", gh_, "x", gw_,
                   "): its landmarks pool the patch tokens over the grid, so it works in vision "
@@ -83,7 +86,15 @@ class SoftAttention final : public Attention {
     const Tensor qt = scale(q, static_cast<float>(std::pow(static_cast<double>(D), -0.25)));
     const Tensor L = landmarks(qt);                  // [B, H, m, Dh]
     const Tensor K1 = gaussian_kernel(qt, L);        // [B, H, N, m]
-    const Tensor W = spd_inverse(gaussian_kernel(L, L), inv_);  // [B, H, m, m]
+    const Tensor K2 = gaussian_kernel(L, L);         // [B, H, m, m]
+    Tensor W = spd_inverse(K2, inv_);
+    if (normalize_) {
+      // W_kl / sqrt(d_k d_l) with d = rowsum K2 (no regulariser); autograd carries the
+      // gradient through d into K2 as well.
+      const int64_t m = K2.shape()[2];
+      const Tensor d = sum(K2, -1, true);  // [B, H, m, 1]
+      W = div(W, sqrt(mul(d, reshape(d, {q.shape()[0], q.shape()[1], 1, m}))));
+    }
     const Tensor T = matmul(K1, v, true, false);     // K1^T V: [B, H, m, Dv]
     return matmul(K1, matmul(W, T));                 // [B, H, N, Dv]
   }
@@ -107,7 +118,7 @@ class SoftAttention final : public Attention {
   }
 
   int64_t ratio_, gh_, gw_, prefix_, dh_;
-  bool conv_;
+  bool conv_, normalize_;
   SpdInverseOptions inv_;
   Tensor weight_;
   nn::LayerNorm* norm_ = nullptr;
@@ -133,6 +144,8 @@ AttentionEntry soft_attention_entry() {
        .help = "Newton-Schulz iterations (inverse = newton)"},
       {.name = "reg", .type = ParamType::Float, .default_value = 0.01, .min = 0.0,
        .help = "regulariser added to the landmark kernel's diagonal before inverting"},
+      {.name = "normalization", .type = ParamType::Bool, .default_value = false,
+       .help = "SOFT++: W <- D^-1/2 W D^-1/2 with D the row sums of the landmark kernel (Lu et al. 2024)"},
   };
   e.factory = [](const json& p, const AttentionContext& ctx) -> std::unique_ptr<Attention> {
     return std::make_unique<SoftAttention>(p, ctx);
@@ -144,6 +157,8 @@ AttentionEntry soft_attention_entry() {
       "soft_conv_cholesky_n16",
       "soft_conv_newton_cls_grid5x6",
       "soft_conv_newton_cls_n17",
+      "soft_avgpool_cholesky_norm_n16",
+      "soft_conv_newton_norm_cls_n17",
   };
   return e;
 }

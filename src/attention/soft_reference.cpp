@@ -95,8 +95,12 @@ Tensor soft_reference(Attention& module, const json& params, const AttentionCont
     lm = scale(lm, 1.0f / static_cast<float>(r * r));
   const bool newton = params["inverse"].get<std::string>() == "newton";
   const Tensor k1 = gaussian_composed(qt, lm);
-  const Tensor w = newton_schulz_composed(gaussian_composed(lm, lm), params["reg"].get<double>(),
-                                          newton ? params["newton_iters"].get<int64_t>() : 40);
+  const Tensor k2 = gaussian_composed(lm, lm);
+  Tensor w = newton_schulz_composed(k2, params["reg"].get<double>(), newton ? params["newton_iters"].get<int64_t>() : 40);
+  if (params["normalization"].get<bool>()) {  // SOFT++: D^-1/2 W D^-1/2, d = rowsum K2
+    const Tensor rs = sum(k2, -1, true);
+    w = mul(mul(w, div(ones({1}), sqrt(rs))), div(ones({1}), sqrt(transpose(rs, -1, -2))));
+  }
   return matmul(matmul(k1, w), matmul(k1, v, true, false));
 }
 

@@ -36,7 +36,7 @@ AttentionEntry softmax_attention_entry() {
   AttentionEntry e;
   e.name = "softmax";
   e.help = "scaled dot-product attention, softmax(s QK^T) V (Vaswani et al. 2017)";
-  e.caps = {.causal = true};
+  e.caps = {.causal = true, .padding = true};
   e.schema = {scale_param(), causal_param()};
   e.factory = [](const json& p, const AttentionContext&) -> std::unique_ptr<Attention> {
     return attention_kernel::row_map_attention("softmax_attention", configured_scale(p), p["causal"].get<bool>(),

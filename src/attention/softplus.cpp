@@ -88,7 +88,7 @@ AttentionEntry softplus_attention_entry() {
   e.name = "softplus";
   e.help = "length-scaled softplus attention with re-weighting, softplus(log(n) s QK^T)^p, l1-normalised "
            "(Gao et al. 2025)";
-  e.caps = {.causal = true};
+  e.caps = {.causal = true, .padding = true};
   e.schema = {
       scale_param(),
       causal_param(),
@@ -96,7 +96,9 @@ AttentionEntry softplus_attention_entry() {
        .choices = {"log_n", "log_n_over_log_train", "none"},
        .help = "the row scale λ_i: log n_i, log n_i / log(training length), or 1"},
       {.name = "p", .type = ParamType::Float, .default_value = 1.0, .min = 1.0,
-       .help = "re-weighting power: 1 is LSSA, > 1 sharpens (LSSAR)"},
+       .help = "re-weighting power: 1 is LSSA, > 1 sharpens (LSSAR); may change at evaluation (softlab eval "
+               "--set model.attention.p=...): LSSAR's inference-only re-weighting",
+       .inference_safe = true},
   };
   e.factory = [](const json& p, const AttentionContext& ctx) -> std::unique_ptr<Attention> {
     return attention_kernel::row_map_attention("softplus_attention", configured_scale(p), p["causal"].get<bool>(),

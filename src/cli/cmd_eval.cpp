@@ -1,5 +1,7 @@
 // softlab eval RUN_DIR | --checkpoint FILE: test loss and accuracy of a trained model on
-// the test split of the data set it was trained on.
+// the test split of the data set it was trained on (and, for a synthetic task, at each of
+// its data.eval_lengths). --set KEY=VALUE changes an inference-safe module key for this
+// evaluation only (LSSAR's re-weighting power: model.attention.p); the weights are unchanged.
 #include <filesystem>
 #include <iostream>
 
@@ -39,7 +41,8 @@ int cmd_eval(int argc, char** argv) {
   }
   set_num_threads(r["threads"].as<int>());
   const PrecisionGuard precision(inference_precision(r, "eval"));
-  LoadedModel m = load_model(ckpt, r.count("ema") > 0);
+  const std::vector<std::string> sets = inference_model_sets(r);
+  LoadedModel m = load_model(ckpt, r.count("ema") > 0, sets);
   const auto path = r.count("data-path") ? std::optional<std::string>(r["data-path"].as<std::string>()) : m.config.data.path;
   // A synthetic task is regenerated from the run's config and seed: the same test sets.
   DataSplit data = is_synthetic(m.config.data.dataset) ? make_synthetic(synthetic_options(m.config), m.config.seed)
@@ -49,6 +52,7 @@ int cmd_eval(int argc, char** argv) {
   json out = {{"checkpoint", ckpt}, {"weights", r.count("ema") ? "ema" : "model"}, {"dataset", m.config.data.dataset}, {"examples", e.count},
               {"test_loss", e.loss}, {"test_accuracy", e.accuracy}, {"test_top3_accuracy", e.top3},
               {"test_top5_accuracy", e.top5}};
+  if (!sets.empty()) out["overrides"] = sets;  // what this evaluation changed
   for (const auto& [k, v] : e.extra) out["test_" + k] = v;
   if (const json by = evaluate_by_length(*m.model, data, e, bs); !by.empty()) out["test_by_length"] = by;
   if (dist::is_root()) std::cout << out.dump(2) << "\n";  // under mpirun the ranks share the work

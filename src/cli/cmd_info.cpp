@@ -28,6 +28,7 @@ std::string describe(const ParamSpec& p) {
     s += ", one of";
     for (const auto& c : p.choices) s += " " + c;
   }
+  if (p.inference_safe) s += ", inference-safe";  // softlab eval --set may change it
   return s + "): " + p.help;
 }
 

@@ -33,7 +33,7 @@ int cmd_predict(int argc, char** argv) {
   SOFTLAB_CHECK(r.count("inputs"), "predict: no input files given");
   set_num_threads(r["threads"].as<int>());
   const PrecisionGuard precision(inference_precision(r, "predict"));
-  LoadedModel m = load_model(r["checkpoint"].as<std::string>(), r.count("ema") > 0);
+  LoadedModel m = load_model(r["checkpoint"].as<std::string>(), r.count("ema") > 0, inference_model_sets(r));
   SOFTLAB_CHECK(m.config.model.type == "vit", "predict: classifies image files, but ", r["checkpoint"].as<std::string>(),
                 " holds a '", m.config.model.type, "' model; evaluate sequence models with softlab eval");
   const int64_t limit = r["limit"].as<int64_t>();

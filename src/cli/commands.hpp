@@ -40,4 +40,7 @@ Config config_from_args(const cxxopts::ParseResult& r, const char* verb, std::ve
 // key is an error naming it. Adds --plugin too. Returns the precision to run in (fp32 when not set).
 void add_inference_set_option(cxxopts::Options& opts);
 Precision inference_precision(const cxxopts::ParseResult& r, const char* verb);
+// The --set assignments other than train.precision, for load_model (which checks that each
+// is an inference-safe key of the run's modules).
+std::vector<std::string> inference_model_sets(const cxxopts::ParseResult& r);
 }  // namespace softlab::cli

@@ -37,9 +37,19 @@ Config config_from_args(const cxxopts::ParseResult& r, const char* verb, std::ve
 }
 
 void add_inference_set_option(cxxopts::Options& opts) {
-  opts.add_options()("set", "KEY=VALUE; only train.precision=fp32|bf16 (default fp32)",
+  opts.add_options()("set",
+                     "KEY=VALUE: train.precision=fp32|bf16 (default fp32), or an inference-safe key of "
+                     "model.attention / model.head (softlab info marks them), for this evaluation only",
                      cxxopts::value<std::vector<std::string>>());
   add_plugin_option(opts);
+}
+
+std::vector<std::string> inference_model_sets(const cxxopts::ParseResult& r) {
+  std::vector<std::string> out;
+  if (r.count("set"))
+    for (const std::string& s : r["set"].as<std::vector<std::string>>())
+      if (s.rfind("train.precision", 0) != 0) out.push_back(s);
+  return out;
 }
 
 Precision inference_precision(const cxxopts::ParseResult& r, const char* verb) {
@@ -49,8 +59,10 @@ Precision inference_precision(const cxxopts::ParseResult& r, const char* verb) {
     const auto eq = s.find('=');
     const std::string key = s.substr(0, eq);
     SOFTLAB_CHECK(eq != std::string::npos, verb, ": --set ", text_excerpt(s), ": expected KEY=VALUE");
-    SOFTLAB_CHECK(key == "train.precision", verb, ": --set ", text_excerpt(key),
-                  ": only train.precision can be set when running a saved model");
+    if (key != "train.precision") {  // a model key: inference_model_sets(), checked by load_model
+      check_inference_override_path(key);
+      continue;
+    }
     p = parse_precision(s.substr(eq + 1), detail::cat(verb, ": --set train.precision"));
   }
   check_precision_supported(p);

@@ -151,6 +151,7 @@ Config parse_config(const json& cfg) {
   if (is_synthetic(c.data.dataset)) so.task = c.data.dataset.substr(std::string("synthetic:").size());
   so.train_length = int_field<int64_t>(d, "train_length", "data");
   so.eval_lengths = d["eval_lengths"].get<std::vector<int64_t>>();
+  so.min_length = d["min_length"].is_null() ? 0 : int_field<int64_t>(d, "min_length", "data");
   so.train_size = int_field<int64_t>(d, "train_size", "data");
   so.test_size = int_field<int64_t>(d, "test_size", "data");
   so.keys = int_field<int64_t>(d, "keys", "data");
@@ -178,6 +179,10 @@ Config parse_config(const json& cfg) {
   c.model.qk_norm = m["qk_norm"].get<bool>();
   c.model.layer_scale = m["layer_scale"].is_null() ? 0.0 : m["layer_scale"].get<double>();
   c.model.drop_path = m["drop_path"].get<double>();
+  c.model.attn_gate = m["attn_gate"].get<bool>();
+  c.model.value_conv = m["value_conv"].is_null() ? 0 : int_field<int64_t>(m, "value_conv", "model");
+  c.model.value_conv_groups = m["value_conv_groups"].get<std::string>();
+  c.model.attn_out_norm = m["attn_out_norm"].get<bool>();
   c.model.num_classes = int_field<int64_t>(m, "num_classes", "model");
   c.model.attention = m["attention"];
   c.model.head = m["head"];

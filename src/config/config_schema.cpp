@@ -68,6 +68,10 @@ Node build() {
             .help = "synthetic: tokens per training sequence; 0: the task's default (recall 64, bins 16, modadd 3)"}),
       leaf({.name = "eval_lengths", .type = T::IntList, .default_value = json::array(), .min = 1.0, .max = kMaxTokens,
             .help = "synthetic: also evaluate on test sequences of these lengths (metrics per length)"}),
+      leaf({.name = "min_length", .type = T::Int, .default_value = nullptr, .min = 4.0, .max = kMaxTokens,
+            .help = "synthetic:recall: variable lengths: each training and test sequence at the training length is "
+                    "min_length..train_length tokens long, right-padded with a padding token; null: all full length",
+            .nullable = true}),
       leaf({.name = "train_size", .type = T::Int, .default_value = 0, .min = 0.0, .max = kMaxExamples,
             .help = "synthetic: training sequences; 0: the task's default (recall 20000, bins 4000)"}),
       leaf({.name = "test_size", .type = T::Int, .default_value = 0, .min = 0.0, .max = kMaxExamples,
@@ -166,6 +170,18 @@ Node build() {
             .max_exclusive = true,
             .help = "stochastic depth: the last block drops each residual branch per example with this "
                     "probability, block i of d with i/(d-1) of it (training only); 0: off"}),
+      leaf({.name = "attn_gate", .type = T::Bool, .default_value = false,
+            .help = "MALA's output gate: the attention output (plus the value conv) times a linear map of the "
+                    "block input, before the output projection"}),
+      leaf({.name = "value_conv", .type = T::Int, .default_value = nullptr, .min = 1.0, .max = 31.0,
+            .help = "vit: a depthwise k x k conv (k odd) of V over the patch grid, added to the attention output "
+                    "(MALA's LePE: 5, per channel; SOFT: 3-9, per head); null: off", .nullable = true}),
+      leaf({.name = "value_conv_groups", .type = T::String, .default_value = "channel", .choices = {"channel", "head"},
+            .help = "value_conv: one kernel per channel with a bias (LePE) or one per head shared by its "
+                    "channels, no bias (SOFT)"}),
+      leaf({.name = "attn_out_norm", .type = T::Bool, .default_value = false,
+            .help = "hybrid norm (sigmoid attention): LayerNorm (eps 1e-6) on the attention branch's output "
+                    "before the residual add"}),
       leaf({.name = "num_classes", .type = T::Int, .default_value = 0, .min = 0.0, .max = kMaxClasses,
             .help = "classes; 0: from the data set"}),
       registry("attention", "the attention module: {\"type\": name, ...its parameters}",

@@ -124,7 +124,12 @@ MemoryEstimate estimate_memory(const json& r) {
 
   MemoryEstimate e;
   // A block: qkv and output projections, the MLP, two LayerNorms (biases included).
-  const double block = 4.0 * D * D + 4.0 * D + 2.0 * D * H + H + D + 4.0 * D;
+  double block = 4.0 * D * D + 4.0 * D + 2.0 * D * H + H + D + 4.0 * D;
+  // The extras: the gate's linear map, the hybrid norm's affine, the value conv's kernels (at
+  // most one per channel) and bias.
+  if (m["attn_gate"].get<bool>()) block += D * D + D;
+  if (m["attn_out_norm"].get<bool>()) block += 2.0 * D;
+  if (!m["value_conv"].is_null()) block += static_cast<double>(m["value_conv"].get<int64_t>() * m["value_conv"].get<int64_t>()) * D + D;
   e.parameters = L * block + embed + 2.0 * D + D * classes + classes;
   // Weights and gradients, AdamW's two moments (SGD's one), and the EMA copy when on.
   const double copies = 2.0 + (t["optimizer"]["type"] == "sgd" ? 1.0 : 2.0) + (t["ema"].get<double>() > 0 ? 1.0 : 0.0);

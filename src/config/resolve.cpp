@@ -136,6 +136,31 @@ void check_rules(const json& cfg) {
                 "' has no causal form; set model.causal to false or pick a module with one (softlab info lists them)");
   SOFTLAB_CHECK(!caps.needs_grid || m["type"] == "vit", "model.attention.type '", attn,
                 "' needs an image grid, which only model.type 'vit' has");
+  if (const json& d = cfg["data"]; !d["min_length"].is_null()) {  // variable lengths, right-padded
+    const std::string dataset = d["dataset"].get<std::string>();
+    SOFTLAB_CHECK(dataset == "synthetic:recall", "data.min_length: variable lengths are a mode of synthetic:recall "
+                  "only, not of data.dataset '", dataset, "'; set it to null");
+    SyntheticOptions so;
+    so.task = "recall";
+    so.train_length = d["train_length"].get<int64_t>();
+    const int64_t min_len = d["min_length"].get<int64_t>(), train_len = synthetic_train_length(so);
+    SOFTLAB_CHECK(min_len <= train_len, "data.min_length (", min_len, ") must be <= the training length (", train_len,
+                  ", data.train_length)");
+    SOFTLAB_CHECK(m["causal"].get<bool>() || caps.padding, "data.min_length pads the batches, and model.attention.type '",
+                  attn, "' cannot take padded batches in a bidirectional model (its registry entry says so); set "
+                  "model.causal to true, data.min_length to null, or pick another module");
+    SOFTLAB_CHECK(m["target"] != "last", "data.min_length: model.target 'last' would score the padding of shorter "
+                  "sequences; use model.target 'all'");
+  }
+  if (!m["value_conv"].is_null()) {
+    const int64_t k = m["value_conv"].get<int64_t>();
+    SOFTLAB_CHECK(k % 2 == 1, "model.value_conv must be odd (a k x k conv with zero padding k/2 keeps the grid's "
+                  "size), got ", k);
+    SOFTLAB_CHECK(m["type"] == "vit", "model.value_conv convolves V over the patch grid, which only model.type "
+                  "'vit' has; set it to null");
+    SOFTLAB_CHECK(!m["causal"].get<bool>(), "model.value_conv mixes each patch with its neighbours on the grid, "
+                  "later ones included, so it cannot be causal; set model.value_conv to null or model.causal to false");
+  }
   if (m["type"] == "vit") {
     const int64_t size = m["image_size"].get<int64_t>(), patch = m["patch_size"].get<int64_t>();
     SOFTLAB_CHECK(size % patch == 0, "model.image_size (", size, ") must be divisible by model.patch_size (", patch,

@@ -378,6 +378,7 @@ json param_spec_json(const ParamSpec& s) {
   if (s.max_exclusive) j["max_exclusive"] = true;
   if (!s.choices.empty()) j["choices"] = s.choices;
   if (s.nullable) j["nullable"] = true;
+  if (s.inference_safe) j["inference_safe"] = true;
   j["expects"] = expected_text(s);
   j["help"] = s.help;
   return j;

@@ -5,7 +5,9 @@
 //           n/4 pairs "key value" with distinct keys, then n - n/2 query keys drawn from those
 //           pairs; at every query position the target is the value paired with that key.
 //           Keys are tokens [0, K), values [K, K+V); the classes are the V values. Longer
-//           sequences hold more pairs, i.e. more distractors for each query.
+//           sequences hold more pairs, i.e. more distractors for each query. With
+//           min_length, a sequence of the training length is a recall sequence of a length
+//           drawn from [min_length, n], right-padded with token K+V (target -1).
 //   bins    an ordered, continuous target quantised into C bins over [-1, 1]: tokens are
 //           uniform in [0, 32); x = 2 t_0/31 - 1 and w = t_1/31 set a two-component Gaussian
 //           mixture over y, the other tokens are distractors; the label (at the last
@@ -49,6 +51,10 @@ Dataset empty_sequences(const std::string& name, int64_t count, int64_t n, int64
 }
 
 void check_length(const SyntheticOptions& o, int64_t n) {
+  SOFTLAB_CHECK(o.min_length == 0 || o.task == "recall", "data.min_length: variable lengths are a mode of "
+                "synthetic:recall only, not of synthetic:", o.task, "; set it to null");
+  SOFTLAB_CHECK(o.min_length == 0 || o.min_length <= synthetic_train_length(o), "data.min_length (", o.min_length,
+                ") must be <= the training length (", synthetic_train_length(o), ", data.train_length)");
   if (o.task == "recall") {
     SOFTLAB_CHECK(n >= 4, "data: synthetic:recall needs sequences of at least 4 tokens (a pair and a query), got "
                   "length ", n, " (data.train_length / data.eval_lengths)");
@@ -64,14 +70,19 @@ void check_length(const SyntheticOptions& o, int64_t n) {
   }
 }
 
-Dataset make_recall(const SyntheticOptions& o, int64_t n, int64_t count, Generator& g) {
-  const int64_t K = o.keys, V = o.values, P = n / 4, Q = n - 2 * P;
-  Dataset d = empty_sequences("synthetic:recall", count, n, K + V, static_cast<int>(V));
+// min_len > 0: sequence lengths uniform in [min_len, n], right-padded to n (fixed length
+// draws no length, so its stream is what it always was).
+Dataset make_recall(const SyntheticOptions& o, int64_t n, int64_t count, Generator& g, int64_t min_len) {
+  const int64_t K = o.keys, V = o.values;
+  Dataset d = empty_sequences("synthetic:recall", count, n, K + V + (o.min_length > 0 ? 1 : 0), static_cast<int>(V));
   std::vector<int32_t> keys(static_cast<size_t>(K)), value_of(static_cast<size_t>(K));
   std::iota(keys.begin(), keys.end(), 0);
   for (int64_t s = 0; s < count; ++s) {
     int32_t* tok = d.tokens.data() + s * n;
     int32_t* tgt = d.targets.data() + s * n;
+    const int64_t len = min_len > 0 ? min_len + static_cast<int64_t>(g.below(static_cast<uint64_t>(n - min_len + 1))) : n;
+    const int64_t P = len / 4, Q = len - 2 * P;
+    std::fill(tok + len, tok + n, static_cast<int32_t>(K + V));  // padding; its targets stay -1
     for (int64_t i = 0; i < P; ++i) {  // partial Fisher-Yates: P distinct keys
       std::swap(keys[static_cast<size_t>(i)], keys[static_cast<size_t>(i + static_cast<int64_t>(g.below(K - i)))]);
       const int32_t k = keys[static_cast<size_t>(i)];
@@ -173,7 +184,11 @@ Dataset make_modadd(const SyntheticOptions& o, bool train, uint64_t seed) {
 }  // namespace
 
 int64_t synthetic_vocab(const SyntheticOptions& o) {
-  return o.task == "recall" ? o.keys + o.values : o.task == "bins" ? kBinTokens : o.modulus + 1;
+  if (o.task == "recall") return o.keys + o.values + (o.min_length > 0 ? 1 : 0);
+  return o.task == "bins" ? kBinTokens : o.modulus + 1;
+}
+int32_t synthetic_pad_token(const SyntheticOptions& o) {
+  return o.task == "recall" && o.min_length > 0 ? static_cast<int32_t>(o.keys + o.values) : -1;
 }
 int64_t synthetic_classes(const SyntheticOptions& o) {
   return o.task == "recall" ? o.values : o.task == "bins" ? o.bins : o.modulus;
@@ -193,7 +208,7 @@ Dataset make_synthetic_split(const SyntheticOptions& o, int64_t length, int64_t 
   check_length(o, length);
   if (o.task == "modadd") return make_modadd(o, split == 0, seed);
   Generator g(stream_seed(seed, static_cast<uint64_t>(split), static_cast<uint64_t>(length)));
-  if (o.task == "recall") return make_recall(o, length, count, g);
+  if (o.task == "recall") return make_recall(o, length, count, g, length == synthetic_train_length(o) ? o.min_length : 0);
   if (o.task == "bins") return make_bins(o, length, count, g, seed);
   throw Error(detail::cat("data.dataset: unknown synthetic task '", o.task, "' (recall, bins, modadd)"));
 }

@@ -15,6 +15,20 @@ Linear::Linear(int64_t in, int64_t out, Generator& init, bool with_bias) {
 
 Tensor Linear::forward(const Tensor& x) const { return linear(x, weight, bias); }
 
+GridConv::GridConv(int64_t channels, int64_t groups, int64_t kernel, bool with_bias, Generator& init) {
+  SOFTLAB_CHECK(kernel > 0 && kernel % 2 == 1, "grid conv: the kernel size must be odd (zero padding k/2 keeps "
+                "the grid's size), got ", kernel);
+  SOFTLAB_CHECK(groups > 0 && channels % groups == 0, "grid conv: ", groups, " kernels do not divide ", channels,
+                " channels");
+  const float bound = 1.0f / static_cast<float>(kernel);  // 1/sqrt(fan_in), fan_in = k*k
+  weight = register_parameter("weight", uniform({groups, kernel, kernel}, init, -bound, bound));
+  if (with_bias) bias = register_parameter("bias", uniform({channels}, init, -bound, bound), false);
+}
+
+Tensor GridConv::forward(const Tensor& x, int64_t grid_h, int64_t grid_w, int64_t prefix) const {
+  return grid_depthwise_conv(x, weight, bias, grid_h, grid_w, prefix);
+}
+
 LayerNorm::LayerNorm(int64_t dim, float eps_) : eps(eps_) {
   gamma = register_parameter("weight", ones({dim}), false);
   beta = register_parameter("bias", zeros({dim}), false);

@@ -12,9 +12,9 @@ namespace softlab::nn {
 
 
 SeqModel::SeqModel(const Config::Model& cfg, int64_t vocab, int64_t num_classes, int64_t train_length,
-                   int64_t max_length, int64_t train_size, uint64_t seed)
+                   int64_t max_length, int64_t train_size, uint64_t seed, int32_t pad_token)
     : Model(seed ^ 0xd1b54a32d192ed03ULL), cfg_(cfg), vocab_(vocab), train_length_(train_length),
-      max_length_(std::max(max_length, train_length)) {
+      max_length_(std::max(max_length, train_length)), pad_token_(pad_token) {
   SOFTLAB_CHECK(cfg.type == "seq", "model.type: '", cfg.type, "' is not a sequence model");
   SOFTLAB_CHECK(vocab > 0 && num_classes > 0 && train_length > 0, "a sequence model needs a vocabulary (", vocab,
                 "), classes (", num_classes, ") and a training length (", train_length, ")");
@@ -53,10 +53,25 @@ Tensor SeqModel::features(const Tensor& tokens) {
                   " is not an id in [0, ", vocab_, ")");
     ids[static_cast<size_t>(i)] = static_cast<int32_t>(v);
   }
+  // Right padding: each sequence ends at its first padding token, and only padding may follow.
+  std::vector<int64_t> lengths;
+  if (pad_token_ >= 0) {
+    lengths.assign(static_cast<size_t>(B), N);
+    for (int64_t b = 0; b < B; ++b) {
+      const int32_t* row = ids.data() + b * N;
+      int64_t len = 0;
+      while (len < N && row[len] != pad_token_) ++len;
+      for (int64_t i = len; i < N; ++i)
+        SOFTLAB_CHECK(row[i] == pad_token_, "SeqModel: sequence ", b, " has token ", row[i], " at position ", i,
+                      " after padding (token ", pad_token_, ") at ", len, ": padding must come last");
+      SOFTLAB_CHECK(len > 0, "SeqModel: sequence ", b, " is all padding");
+      lengths[static_cast<size_t>(b)] = len;
+    }
+  }
   Tensor x = embedding(tok_embed, ids, Shape{B, N});  // [B, N, D]
   if (pos_embed.defined()) x = add(x, slice(pos_embed, 1, 0, N));
   if (training() && cfg_.dropout > 0) x = dropout(x, static_cast<float>(cfg_.dropout), dropout_gen_);
-  for (Block* b : blocks) x = b->forward(x);
+  for (Block* b : blocks) x = b->forward(x, lengths);
   return norm->forward(x);
 }
 

@@ -34,6 +34,11 @@ BlockOptions block_options(const Config::Model& cfg) {
   b.dropout = static_cast<float>(cfg.dropout);
   b.qk_norm = cfg.qk_norm;
   b.layer_scale = static_cast<float>(cfg.layer_scale);
+  b.causal = cfg.causal;
+  b.attn_gate = cfg.attn_gate;
+  b.value_conv = cfg.value_conv;
+  b.value_conv_per_head = cfg.value_conv_groups == "head";
+  b.attn_out_norm = cfg.attn_out_norm;
   return b;
 }
 

@@ -1,4 +1,10 @@
 // ViT: patches -> [cls] + positions -> blocks -> norm -> pool -> head.
+//
+// With model.causal the blocks are causal (token i sees tokens 0..i) and the class token
+// goes after the patches instead of before them, so that it sees every patch: the causal
+// ViT of "Adapting LLaMA Decoder to Vision Transformer" (Wang et al. 2024, arXiv
+// 2404.06773), whose post-sequence class token is what makes a causal mask work for
+// classification (docs/attention.md, "Causal ViT").
 #include "softlab/nn/vit.hpp"
 
 #include "nn/trunk.hpp"
@@ -20,8 +26,11 @@ ViT::ViT(const Config::Model& cfg, int64_t num_classes, int64_t train_size, uint
   pos_embed = register_parameter("pos_embed", trunc_normal({1, tokens_, cfg.dim}, init, 0.02f), false);
   AttentionContext actx = detail::attention_context(cfg, tokens_, init);
   actx.grid_h = actx.grid_w = cfg.image_size / cfg.patch_size;
-  actx.prefix_tokens = use_cls ? 1 : 0;
+  actx.prefix_tokens = use_cls && !cfg.causal ? 1 : 0;  // a causal ViT's class token comes last
   BlockOptions bo = detail::block_options(cfg);
+  bo.grid_h = actx.grid_h;
+  bo.grid_w = actx.grid_w;
+  bo.prefix_tokens = actx.prefix_tokens;
   const json attn = detail::attention_config(cfg);
   for (int64_t i = 0; i < cfg.depth; ++i) {
     bo.drop_path = detail::drop_path_rate(cfg, i);
@@ -36,12 +45,18 @@ ViT::ViT(const Config::Model& cfg, int64_t num_classes, int64_t train_size, uint
 Tensor ViT::features(const Tensor& images) {
   Tensor x = patch_embed->forward(images);  // [B, P, D]
   const int64_t B = x.shape()[0];
-  if (cls_token.defined()) x = concat({add(zeros({B, 1, cfg_.dim}), cls_token), x}, 1);
+  if (cls_token.defined()) {
+    const Tensor cls = add(zeros({B, 1, cfg_.dim}), cls_token);
+    x = cfg_.causal ? concat({x, cls}, 1) : concat({cls, x}, 1);
+  }
   x = add(x, pos_embed);
   if (training() && cfg_.dropout > 0) x = dropout(x, static_cast<float>(cfg_.dropout), dropout_gen_);
   for (Block* b : blocks) x = b->forward(x);
   x = norm->forward(x);
-  if (cls_token.defined()) return reshape(slice(x, 1, 0, 1), {B, cfg_.dim});
+  if (cls_token.defined()) {
+    const int64_t at = cfg_.causal ? tokens_ - 1 : 0;
+    return reshape(slice(x, 1, at, at + 1), {B, cfg_.dim});
+  }
   return mean(x, 1);
 }
 

@@ -19,7 +19,7 @@ std::unique_ptr<nn::Model> build_model(const Config& cfg, int64_t num_classes, i
   if (cfg.model.type == "seq") {
     const SyntheticOptions so = synthetic_options(cfg);
     return std::make_unique<nn::SeqModel>(cfg.model, synthetic_vocab(so), classes, synthetic_train_length(so),
-                                          synthetic_max_length(so), train_size, cfg.seed);
+                                          synthetic_max_length(so), train_size, cfg.seed, synthetic_pad_token(so));
   }
   SOFTLAB_CHECK(cfg.model.type == "vit", "model.type: unknown model '", cfg.model.type, "' (vit, seq)");
   return std::make_unique<nn::ViT>(cfg.model, classes, train_size, cfg.seed);
@@ -167,7 +167,7 @@ json evaluate_by_length(nn::Model& model, const DataSplit& data, const EvalResul
   return by;
 }
 
-LoadedModel load_model(const std::string& path, bool ema) {
+LoadedModel load_model(const std::string& path, bool ema, const std::vector<std::string>& inference_sets) {
   Checkpoint ck = load_checkpoint(path);
   LoadedModel m;
   const json& saved = checkpoint_meta(ck, "config", path);
@@ -184,6 +184,8 @@ LoadedModel load_model(const std::string& path, bool ema) {
   } catch (const json::exception& e) {
     throw bad(detail::cat("its saved config (metadata key 'config') is malformed (", e.what(), ")"));
   }
+  // Evaluation-only changes (inference-safe keys): errors are about the --set, not the file.
+  if (!inference_sets.empty()) m.config = parse_config(apply_inference_overrides(m.config.resolved, inference_sets));
   const int64_t classes = data_int(d, "num_classes", true, bad);
   if (classes < 1 || classes > std::numeric_limits<int>::max())
     throw bad(detail::cat("metadata key 'data.num_classes' is ", classes, ", expected 1 or more"));

@@ -1,7 +1,7 @@
-"""Shared plumbing of the golden-value generators (tools/golden/attention.py, heads.py).
+"""Shared plumbing of the golden-value generators (tools/golden/attention.py, heads.py, block.py).
 
 Not a script: the generators import it (from their own directory) and keep only their maths
-and cases. What is here is the same for both:
+and cases. What is here is the same for all of them:
 
 - per-case seeding: a torch generator seeded with the CRC-32 of the case name, so adding or
   removing a case leaves the others' draws unchanged;

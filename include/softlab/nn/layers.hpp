@@ -14,6 +14,18 @@ class Linear : public Module {
   Tensor weight, bias;  // [out, in], [out]
 };
 
+// Depthwise k x k convolution over the image grid of a token sequence
+// (grid_depthwise_conv in softlab/ops.hpp): weight [groups, k, k], one kernel per group of
+// channels/groups channels, and a bias [channels] when with_bias. Initialised as PyTorch's
+// Conv2d (kaiming-uniform with a = sqrt 5: U(-1/k, 1/k) for a depthwise kernel, the bias too).
+class GridConv : public Module {
+ public:
+  GridConv(int64_t channels, int64_t groups, int64_t kernel, bool with_bias, Generator& init);
+  // x [B, N, channels]; tokens [prefix, prefix + grid_h*grid_w) are the grid, row-major.
+  Tensor forward(const Tensor& x, int64_t grid_h, int64_t grid_w, int64_t prefix) const;
+  Tensor weight, bias;
+};
+
 class LayerNorm : public Module {
  public:
   explicit LayerNorm(int64_t dim, float eps = 1e-6f);
