@@ -33,8 +33,7 @@ import torch
 import torch.nn.functional as F
 
 import common
-from common import case_generator, f32_warning, fmt_list, fmt_object, fmt_tensor, header_lines, to_f32_values, \
-    tolerance_ratio
+from common import case_generator, f32_warning, to_f32_values, tolerance_ratio
 
 OUT_DIR = common.golden_dir("attention")
 DEFAULT_TOL = {"atol": 1e-5, "rtol": 1e-4}
@@ -650,14 +649,7 @@ def selftest():
 # Output (format in tests/golden/README.md; the shared pieces are in common.py)
 
 def render(c, inputs, params, res, tol):
-    lines = header_lines(c, tol)
-    for key in ("q", "k", "v", "dout"):
-        lines.append('  "%s": %s,' % (key, fmt_list(inputs[key])))
-    for key in ("out", "dq", "dk", "dv"):
-        lines.append('  "%s": %s,' % (key, fmt_list(res[key])))
-    lines.append(fmt_object("params", [fmt_tensor(n, v, res["params"][n]) for n, v in params.items()], last=True))
-    lines.append("}")
-    return "\n".join(lines) + "\n"
+    return common.render_tensors(c, inputs, params, res, tol, ("q", "k", "v", "dout"), ("out", "dq", "dk", "dv"))
 
 
 # Per-case tolerances; every other case uses the C++ test's default (atol 1e-5, rtol 1e-4),
@@ -689,10 +681,7 @@ CASE_TOLERANCE = {
 
 
 def generate(c):
-    inputs, params = make_inputs(c)
-    res = evaluate(c, inputs, params, torch.float64)
-    tol = CASE_TOLERANCE.get(c["name"])
-    return render(c, inputs, params, res, tol), (inputs, params, res, tol)
+    return common.generate_case(c, make_inputs, evaluate, render, CASE_TOLERANCE)
 
 
 def check(c, state):

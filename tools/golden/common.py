@@ -111,6 +111,27 @@ def header_lines(c, tol):
     return lines
 
 
+
+def render_tensors(c, inputs, params, res, tol, input_keys, output_keys):
+    """A whole golden file of the attention and block kind: the header, the inputs, the
+    outputs and gradients, and the parameters with their gradients."""
+    lines = header_lines(c, tol)
+    for key in input_keys:
+        lines.append('  "%s": %s,' % (key, fmt_list(inputs[key])))
+    for key in output_keys:
+        lines.append('  "%s": %s,' % (key, fmt_list(res[key])))
+    lines.append(fmt_object("params", [fmt_tensor(n, v, res["params"][n]) for n, v in params.items()], last=True))
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def generate_case(c, make_inputs, evaluate, render, tolerances):
+    """Inputs, the float64 evaluation and the file text of case c, plus what --check needs."""
+    inputs, params = make_inputs(c)
+    res = evaluate(c, inputs, params, torch.float64)
+    tol = tolerances.get(c["name"])
+    return render(c, inputs, params, res, tol), (inputs, params, res, tol)
+
 def write_if_changed(path, text):
     """Writes `text` to `path` (atomically) unless it already holds it; returns the status
     "unchanged", "updated" or "written"."""
