@@ -150,6 +150,51 @@ TEST_F(CliTest, BadInputExitsTwoNamingTheProblem) {
   expect_bad({"train", config, "--set", "data.path=" + root + "/void", "--out", root + "/r3"}, "void");
 }
 
+// softlab validate lists each parameter group with its settings and parameters, then the
+// defaults; a group whose pattern selects nothing fails validation (exit 2) naming it.
+TEST_F(CliTest, ValidateListsParameterGroups) {
+  // The motivating use: selective attention's temperatures at their own learning rate.
+  CliRun v = run({"validate", config, "--set", "model.attention.type=selective", "--set",
+                  R"(train.optimizer.groups=[{"match": "*.attn.attn.*", "lr": 0.01}, {"match": "blocks.1"}])",
+                  "--set", "train.optimizer.groups[1].lr_scale=0.5",
+                  "--set", "train.optimizer.groups[1].weight_decay=0.1"});
+  ASSERT_EQ(v.code, 0) << v.err;
+  const json resolved = json::parse(v.out);
+  EXPECT_EQ(resolved["train"]["optimizer"]["groups"][0]["match"], "*.attn.attn.*");
+  EXPECT_EQ(resolved["train"]["optimizer"]["groups"][1]["lr_scale"], 0.5);
+  // tiny_config: lr 0.003, weight decay 0.05, depth 2 with 2 heads of 16. Group 0 takes the
+  // 5 temperature parameters of each block (none of which decays), group 1 the rest of block 1.
+  for (const char* line : {
+           "parameter groups (train.optimizer.groups; a parameter takes the first group that matches it):\n",
+           "  [0] \"*.attn.attn.*\": 10 parameters; lr 0.01 (lr_scale 3.33333), weight_decay 0.05 (none of them "
+           "decays):\n",
+           "      blocks.*.attn.attn.beta (x2), blocks.*.attn.attn.w_q (x2), blocks.*.attn.attn.b_q (x2),",
+           "  [1] \"blocks.1\": 12 parameters; lr 0.0015 (lr_scale 0.5), weight_decay 0.1 on 4 of them (the others "
+           "never decay):\n",
+           "      blocks.1.norm1.weight, blocks.1.norm1.bias, blocks.1.attn.qkv.weight,",
+           "  default: ", "cls_token, pos_embed, patch_embed.proj.weight"})
+    EXPECT_NE(v.err.find(line), std::string::npos) << "missing '" << line << "' in:\n" << v.err;
+  EXPECT_EQ(v.err.find("blocks.1.attn.attn.beta,"), std::string::npos) << "listed in group 1 too:\n" << v.err;
+  EXPECT_NE(v.err.find("ok: "), std::string::npos) << v.err;
+
+  // Without groups: one line says so.
+  CliRun none = run({"validate", config});
+  ASSERT_EQ(none.code, 0) << none.err;
+  EXPECT_NE(none.err.find("parameter groups: none"), std::string::npos) << none.err;
+
+  // softmax attention has no attn.attn parameters: the same group is an error naming it.
+  CliRun bad = run({"validate", config, "--set", R"(train.optimizer.groups=[{"match": "*.attn.attn.*", "lr": 0.01}])"});
+  EXPECT_EQ(bad.code, 2) << bad.err;
+  EXPECT_NE(bad.err.find("train.optimizer.groups[0].match: '*.attn.attn.*' selects no parameter of this model"),
+            std::string::npos) << bad.err;
+  EXPECT_NE(bad.err.find("cls_token"), std::string::npos) << bad.err;
+  // Errors found while resolving name the element too, and exit 2.
+  CliRun both =
+      run({"validate", config, "--set", R"(train.optimizer.groups=[{"match": "head", "lr": 1, "lr_scale": 2}])"});
+  EXPECT_EQ(both.code, 2) << both.err;
+  EXPECT_NE(both.err.find("train.optimizer.groups[0]: sets both lr"), std::string::npos) << both.err;
+}
+
 TEST_F(CliTest, ValidateAndInfo) {
   CliRun v = run({"validate", config, "--set", "model.attention.type=softmax"});
   ASSERT_EQ(v.code, 0) << v.err;

@@ -211,6 +211,13 @@ TEST(Schema, ConfigSchemaJsonHasEveryKeyWithHelp) {
   for (const auto& t : attention_types()) EXPECT_TRUE(att["variants"].contains(t)) << t;
   EXPECT_TRUE(s["keys"]["model"]["keys"]["head"]["variants"].contains("softmax"));
   EXPECT_EQ(s["keys"]["data"]["keys"]["dataset"]["required"], true);
+  const json& groups = s["keys"]["train"]["keys"]["optimizer"]["keys"]["groups"];
+  EXPECT_EQ(groups["type"], "list");
+  EXPECT_EQ(groups["default"], json::array());
+  EXPECT_EQ(groups["element"]["keys"]["match"]["required"], true);
+  for (const char* k : {"lr", "lr_scale", "weight_decay"}) EXPECT_TRUE(groups["element"]["keys"][k]["nullable"]) << k;
+  // The example is itself a valid list.
+  EXPECT_NO_THROW(resolve_config(with(minimal(), "/train/optimizer/groups", groups["example"])));
 }
 
 // ---- resolving ---------------------------------------------------------------------------
@@ -296,6 +303,8 @@ TEST(ConfigResolve, TypedDefaultsMatchSchemaDefaults) {
   EXPECT_EQ(c.train.optimizer.eps, d.train.optimizer.eps);
   EXPECT_EQ(c.train.optimizer.momentum, d.train.optimizer.momentum);
   EXPECT_EQ(c.train.optimizer.nesterov, d.train.optimizer.nesterov);
+  EXPECT_TRUE(c.train.optimizer.groups.empty());
+  EXPECT_TRUE(d.train.optimizer.groups.empty());
   EXPECT_EQ(c.train.schedule.type, d.train.schedule.type);
   EXPECT_EQ(c.train.schedule.warmup_epochs, d.train.schedule.warmup_epochs);
   EXPECT_EQ(c.train.schedule.min_lr, d.train.schedule.min_lr);
@@ -644,4 +653,97 @@ TEST(ConfigCausal, SavedConfigsFromEarlierVersionsLoadAsTheyRan) {
   EXPECT_EQ(r["model"]["causal"], true);
   EXPECT_FALSE(r["model"]["attention"].contains("causal"));
   EXPECT_EQ(resolve_saved_config(r), r);  // a current config passes unchanged
+}
+
+// ---- parameter groups (train.optimizer.groups) -------------------------------------------
+
+TEST(ConfigGroups, ValidListResolvesWithUnsetKeysNull) {
+  EXPECT_EQ(resolve_config(minimal())["train"]["optimizer"]["groups"], json::array());
+  const json groups = json::parse(R"([{"match": "blocks.0", "lr_scale": 0.1},
+                                      {"weight_decay": 0, "match": "*.attn.attn.*", "lr": 0.01}])");
+  const json r = resolve_config(with(minimal(), "/train/optimizer/groups", groups));
+  const json& g = r["train"]["optimizer"]["groups"];
+  ASSERT_EQ(g.size(), 2u);
+  EXPECT_EQ(g[0], json::parse(R"({"match": "blocks.0", "lr_scale": 0.1, "lr": null, "weight_decay": null})"));
+  EXPECT_EQ(g[1]["lr"], 0.01);
+  EXPECT_TRUE(g[1]["lr_scale"].is_null());
+  EXPECT_EQ(resolve_config(r), r);                       // idempotent
+  EXPECT_EQ(resolve_config(json::parse(r.dump(2))), r);  // survives config.json
+  const Config c = parse_config(r);
+  ASSERT_EQ(c.train.optimizer.groups.size(), 2u);
+  const ParamGroup& a = c.train.optimizer.groups[0];
+  EXPECT_EQ(a.match, "blocks.0");
+  EXPECT_EQ(a.lr_scale, 0.1);
+  EXPECT_FALSE(a.lr.has_value());
+  EXPECT_FALSE(a.weight_decay.has_value());
+  const ParamGroup& b = c.train.optimizer.groups[1];
+  EXPECT_EQ(b.lr, 0.01);
+  EXPECT_EQ(b.weight_decay, 0.0);
+  EXPECT_FALSE(b.lr_scale.has_value());
+}
+
+TEST(ConfigGroups, BadGroupsNameTheirElement) {
+  auto groups = [](const char* text) { return with(minimal(), "/train/optimizer/groups", json::parse(text)); };
+  expect_error([&] { resolve_config(groups(R"([{"match": "a", "lr": 0.1}, {"match": "b", "lr": 0.1, "lr_scale": 2}])"));
+               },
+               {"train.optimizer.groups[1]: sets both lr (0.1) and lr_scale (2)", "give one"});
+  expect_error([&] { resolve_config(groups(R"([{"lr": 0.1}])")); },
+               {"train.optimizer.groups[0].match: missing required key"});
+  expect_error([&] { resolve_config(groups(R"([{"match": "a", "lrscale": 2}])")); },
+               {"train.optimizer.groups[0].lrscale: unknown key 'lrscale' (did you mean 'lr_scale'?)",
+                "match, lr, lr_scale, weight_decay"});
+  expect_error([&] { resolve_config(groups(R"({"match": "a", "lr": 0.1})")); },
+               {"train.optimizer.groups: expected a list of objects like [{", "found object {"});
+  expect_error([&] { resolve_config(groups(R"("blocks.0")")); }, {"train.optimizer.groups: expected a list"});
+  expect_error([&] { resolve_config(groups(R"([{"match": "a", "lr": 1}, 3])")); },
+               {"train.optimizer.groups[1]: expected an object, found number 3"});
+  expect_error([&] { resolve_config(groups(R"([{"match": "a"}])")); },
+               {"train.optimizer.groups[0]: sets none of lr, lr_scale, weight_decay"});
+  expect_error([&] { resolve_config(groups(R"([{"match": "", "lr": 1}])")); },
+               {"train.optimizer.groups[0].match: must not be empty"});
+  expect_error([&] { resolve_config(groups(R"([{"match": "a", "lr_scale": -1}])")); },
+               {"train.optimizer.groups[0].lr_scale: expected a number >= 0"});
+  expect_error([&] { resolve_config(groups(R"([{"match": 7, "lr": 1}])")); },
+               {"train.optimizer.groups[0].match: expected a string"});
+}
+
+TEST(ConfigGroups, SetTakesAJsonListOrOneElementByIndex) {
+  json c = minimal();
+  apply_override(c, R"(train.optimizer.groups=[{"match": "blocks.0", "lr_scale": 10}])");
+  EXPECT_EQ(c["train"]["optimizer"]["groups"][0]["lr_scale"], 10);
+  apply_override(c, "train.optimizer.groups[0].lr_scale=null");
+  apply_override(c, "train.optimizer.groups[0].lr=0.02");
+  apply_override(c, "train.optimizer.groups[0].match=*.attn.attn.*");  // a string needs no quotes
+  // One past the end appends; an element is set whole as a JSON object, or key by key.
+  apply_override(c, R"(train.optimizer.groups[1]={"match": "head", "weight_decay": 0})");
+  apply_override(c, "train.optimizer.groups[2].match=*.bias");
+  apply_override(c, "train.optimizer.groups[2].lr_scale=2");
+  const json r = resolve_config(c);
+  EXPECT_EQ(r["train"]["optimizer"]["groups"],
+            json::parse(R"([{"match": "*.attn.attn.*", "lr_scale": null, "lr": 0.02, "weight_decay": null},
+                            {"match": "head", "weight_decay": 0, "lr": null, "lr_scale": null},
+                            {"match": "*.bias", "lr_scale": 2, "lr": null, "weight_decay": null}])"));
+
+  const json before = c;
+  expect_error([&] { apply_override(c, "train.optimizer.groups[5].lr=1"); },
+               {"train.optimizer.groups[5]: no such element; the list has 3 elements (index 3 appends one)"});
+  expect_error([&] { apply_override(c, "train.optimizer.groups.lr=1"); },
+               {"train.optimizer.groups: is a list; name one of its elements, as train.optimizer.groups[0].lr"});
+  expect_error([&] { apply_override(c, "train.optimizer.groups[0].lrr=1"); },
+               {"train.optimizer.groups[0].lrr: unknown key 'lrr' (did you mean 'lr'?)"});
+  expect_error([&] { apply_override(c, "train.optimizer.groups[0].lr=fast"); },
+               {"train.optimizer.groups[0].lr: expected a number >= 0 or null, found 'fast'"});
+  expect_error([&] { apply_override(c, "train.optimizer.groups[0]=[1]"); },
+               {"train.optimizer.groups[0]: expected a JSON object"});
+  expect_error([&] { apply_override(c, "train.optimizer.groups=blocks.0"); },
+               {"train.optimizer.groups: expected a JSON list of objects such as [{"});
+  expect_error([&] { apply_override(c, "model.dim[0]=3"); }, {"model.dim[0]: model.dim is not a list of objects"});
+  expect_error([&] { apply_override(c, "data.eval_lengths[0]=3"); }, {"data.eval_lengths is not a list of objects"});
+  expect_error([&] { apply_override(c, "model.attention.scale[0]=1"); },
+               {"model.attention.scale: is a value, not a list"});
+  for (const char* bad : {"train.optimizer.groups[x].lr=1", "train.optimizer.groups[].lr=1",
+                          "train.optimizer.groups[-1].lr=1", "train.optimizer.groups[99999999999].lr=1",
+                          "train.optimizer.[0].lr=1", "train.optimizer.groups[0.lr=1"})
+    expect_error([&] { apply_override(c, bad); }, {"bad key", "train.optimizer.groups[0].lr"});
+  EXPECT_EQ(c, before);  // a failed override changes nothing
 }

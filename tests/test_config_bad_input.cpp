@@ -161,6 +161,37 @@ TEST_F(ConfigBadInput, FileNameThatIsNotUtf8CannotNameTheRun) {
   EXPECT_EQ(ok.code, 0) << ok.err;
 }
 
+// train.optimizer.groups, a list of objects: every malformed list, element, key or index is
+// bad input naming the element, from a file and from --set alike, and a huge or deep one
+// costs no more than any other value.
+TEST_F(ConfigBadInput, ParameterGroupsFailClosedNamingTheElement) {
+  const std::string groups = "train.optimizer.groups=";
+  expect_exit_2({"validate", config, "--set", groups + R"([{"match": "head", "lr": 0.1, "lr_scale": 2}])"},
+                {config, "train.optimizer.groups[0]: sets both lr"});
+  expect_exit_2({"validate", config, "--set", groups + R"([{"match": "head", "lr": 0.1}, {"lr": 1}])"},
+                {config, "train.optimizer.groups[1].match: missing required key"});
+  expect_exit_2({"validate", config, "--set", groups + R"([{"match": "head", "lr": 0.1, "momentum": 0}])"},
+                {config, "train.optimizer.groups[0].momentum: unknown key"});
+  expect_exit_2({"validate", config, "--set", groups + "3"}, {config, "train.optimizer.groups: expected a JSON list"});
+  expect_exit_2({"validate", config, "--set", groups + R"([{"match": "blocks.7", "lr": 0.1}])"},
+                {"train.optimizer.groups[0].match: 'blocks.7' selects no parameter", "blocks.0."});
+  expect_exit_2({"validate", config, "--set", "train.optimizer.groups[1].lr=0.1"},
+                {config, "train.optimizer.groups[1]: no such element; the list has 0 elements"});
+  expect_exit_2({"validate", config, "--set", "train.optimizer.groups[18446744073709551616].lr=0.1"},
+                {config, "bad key"});
+  expect_exit_2({"validate", config, "--set", groups + "[" + nested(20000, "{}") + "]"},
+                {config, "train.optimizer.groups", "nested more than 64 levels"});
+  const std::string f = file("groups.json", R"({"data": {"dataset": "mnist"},
+    "train": {"optimizer": {"groups": [{"match": "head", "lr": 0.1}, {"match": "x", "lr_scale": 1e999}]}}})");
+  expect_bad_input([&] { load_config(f); }, {f, "train.optimizer.groups[1].lr_scale", "number overflow"});
+  // Many elements: a value like any other, resolved in one pass.
+  json many = json::array();
+  for (int i = 0; i < 10000; ++i) many.push_back({{"match", "blocks." + std::to_string(i)}, {"lr_scale", 1}});
+  json cfg = json::parse(kConfig);
+  cfg["train"]["optimizer"]["groups"] = many;
+  EXPECT_EQ(resolve_config(cfg)["train"]["optimizer"]["groups"].size(), 10000u);
+}
+
 // ---- sizes and integers ------------------------------------------------------------------
 
 TEST_F(ConfigBadInput, SizeKeysHaveUpperBounds) {
@@ -180,7 +211,7 @@ TEST_F(ConfigBadInput, EveryIntegerKeyIsBoundedWithinItsField) {
   std::function<void(const Node&, const std::string&)> walk = [&](const Node& n, const std::string& path) {
     for (const auto& c : n.children) {
       const std::string here = join_path(path, c.name);
-      if (c.kind == Node::Kind::Object) walk(c, here);
+      if (c.kind == Node::Kind::Object || c.kind == Node::Kind::List) walk(c, here);
       if (c.kind != Node::Kind::Param) continue;
       const ParamSpec& p = c.param;
       if (p.type != ParamType::Int && p.type != ParamType::IntList) continue;

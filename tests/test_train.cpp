@@ -6,6 +6,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 
 #include "softlab/checkpoint.hpp"
 #include "softlab/optim.hpp"
@@ -143,6 +144,68 @@ TEST_F(TrainTest, ResumeAcceptsCheckpointsFromBeforeANewKey) {
   TrainOptions res = quiet();
   res.resume = true;
   EXPECT_EQ(train(b, res).status, TrainStatus::Finished);
+}
+
+// Parameter groups through the trainer: a frozen group (lr_scale 0) ends where it started
+// while the rest trains, the resolved config in the run directory holds the groups, and a
+// run with groups resumes to the weights of an uninterrupted one.
+TEST_F(TrainTest, ParameterGroupsReachTheOptimizerAndResume) {
+  const std::vector<std::string> sets = {
+      R"(train.optimizer.groups=[{"match": "blocks.0", "lr_scale": 0}, {"match": "head", "lr": 0.01}])",
+      "train.epochs=1", "train.max_steps=8", "model.dropout=0"};
+  Config a = config("a", sets);
+  ASSERT_EQ(a.train.optimizer.groups.size(), 2u);
+  const auto initial = build_model(a, 10, 1000)->state();  // the weights the run starts from (same seed)
+  const TrainResult ra = train(a, quiet());
+  ASSERT_EQ(ra.status, TrainStatus::Finished);
+  std::ifstream cf(fs::path(ra.run_dir) / "config.json");
+  const json saved = json::parse(cf);
+  EXPECT_EQ(saved["train"]["optimizer"]["groups"], a.resolved["train"]["optimizer"]["groups"]);
+  EXPECT_EQ(saved["train"]["optimizer"]["groups"][1]["lr"], 0.01);
+
+  const Checkpoint ca = load_checkpoint(ra.run_dir + "/last.ckpt");
+  std::map<std::string, Tensor> final_weights;
+  for (const auto& [n, t] : ca.tensors)
+    if (n.rfind("model.", 0) == 0) final_weights[n.substr(6)] = t;
+  size_t frozen = 0, moved = 0;
+  for (const auto& [n, t0] : initial) {
+    const Tensor& t1 = final_weights.at(n);
+    const bool same = std::memcmp(t0.data(), t1.data(), static_cast<size_t>(t0.numel()) * 4) == 0;
+    if (n.rfind("blocks.0.", 0) == 0) {
+      EXPECT_TRUE(same) << n << " is in a group with lr_scale 0 but moved";
+      ++frozen;
+    } else if (!same) {
+      ++moved;
+    }
+  }
+  EXPECT_GT(frozen, 0u);
+  EXPECT_GT(moved, 0u);
+
+  Config b = config("b", sets);
+  TrainOptions stop = quiet();
+  stop.stop_after_step = 3;
+  ASSERT_EQ(train(b, stop).status, TrainStatus::Interrupted);
+  TrainOptions res = quiet();
+  res.resume = true;
+  const TrainResult rb = train(b, res);
+  ASSERT_EQ(rb.status, TrainStatus::Finished);
+  const Checkpoint cb = load_checkpoint(rb.run_dir + "/last.ckpt");
+  ASSERT_EQ(ca.tensors.size(), cb.tensors.size());
+  for (size_t i = 0; i < ca.tensors.size(); ++i) {
+    ASSERT_EQ(ca.tensors[i].first, cb.tensors[i].first);
+    const Tensor &x = ca.tensors[i].second, &y = cb.tensors[i].second;
+    EXPECT_EQ(std::memcmp(x.data(), y.data(), static_cast<size_t>(x.numel()) * 4), 0) << ca.tensors[i].first;
+  }
+  // A changed group is a changed config: resume refuses it, naming the element's key.
+  Config changed = config("b", {R"(train.optimizer.groups=[{"match": "blocks.0", "lr_scale": 0.5}, )"
+                                R"({"match": "head", "lr": 0.01}])",
+                                "train.epochs=1", "train.max_steps=8", "model.dropout=0"});
+  try {
+    train(changed, res);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("train.optimizer.groups[0].lr_scale"), std::string::npos) << e.what();
+  }
 }
 
 TEST_F(TrainTest, OverfitOneBatch) {

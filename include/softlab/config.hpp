@@ -13,6 +13,16 @@
 
 namespace softlab {
 
+// One element of train.optimizer.groups: the parameters whose dotted names `match` selects
+// (first matching group wins; softlab/optim.hpp, param_settings) get these settings instead of
+// the optimizer's. Unset fields keep the optimizer's value; lr and lr_scale exclude each other.
+struct ParamGroup {
+  std::string match;
+  std::optional<double> lr;            // peak learning rate, on the run's schedule
+  std::optional<double> lr_scale;      // multiplies the scheduled learning rate
+  std::optional<double> weight_decay;  // for the group's parameters that decay
+};
+
 struct OptimizerConfig {
   std::string type = "adamw";  // adamw | sgd
   double lr = 1e-3;
@@ -20,6 +30,7 @@ struct OptimizerConfig {
   double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;  // adamw
   double momentum = 0.9;                           // sgd
   bool nesterov = false;                           // sgd
+  std::vector<ParamGroup> groups;                  // per-parameter settings; empty: none
 };
 
 struct ScheduleConfig {
@@ -94,7 +105,9 @@ struct Config {
 // column, and a repeated key (which JSON would silently collapse) is an error naming its path.
 json read_json_file(const std::string& path);
 // Applies "a.b.c=value"; the value is typed by the schema of that key (numbers, true/false,
-// null, strings without quotes, or any JSON literal such as [1,2]).
+// null, strings without quotes, or any JSON literal such as [1,2]). A list of objects
+// (train.optimizer.groups) takes a JSON list, or an index: "groups[1]={...}" replaces element
+// 1, "groups[1].lr=0.01" sets a key of it, and the index one past the end appends an element.
 // Keys inside model.attention / model.head are typed by the schema of the type in effect.
 // Setting model.attention.type (or model.head.type) to a different type drops the keys that
 // belong to the old type's schema and not to the new one (they came from the base file and
@@ -138,7 +151,8 @@ SyntheticOptions synthetic_options(const Config& cfg);
 // The whole config schema as JSON, with types, defaults, ranges and help lines, for
 // `softlab info` and the docs: objects are {"type": "object", "help", "keys": {...}}, leaves
 // are param_spec_json(), model.attention / model.head are {"type": "registry", "keys",
-// "variants": {name: schema_json(...)}}.
+// "variants": {name: schema_json(...)}}, train.optimizer.groups is {"type": "list", "help",
+// "default": [], "example": [...], "element": {"type": "object", "keys": {...}}}.
 json config_schema_json();
 
 // The training recipe as resolved (augmentation, mixing, subset, dropout, drop path, label

@@ -20,8 +20,8 @@ namespace softlab::cli {
 
 namespace {
 std::string describe(const ParamSpec& p) {
-  std::string s = detail::cat("    ", p.name, " (", param_type_name(p.type), ", default ",
-                              p.default_value.is_null() ? std::string("null") : p.default_value.dump());
+  std::string s = detail::cat("    ", p.name, " (", param_type_name(p.type), p.required ? ", required" : ", default ",
+                              p.required ? std::string() : p.default_value.dump());
   if (p.min) s += detail::cat(p.min_exclusive ? ", > " : ", >= ", *p.min);
   if (p.max) s += detail::cat(p.max_exclusive ? ", < " : ", <= ", *p.max);
   if (!p.choices.empty()) {
@@ -33,7 +33,8 @@ std::string describe(const ParamSpec& p) {
 }
 
 // The training-recipe keys of the config schema, with their defaults: every data.augment
-// key, the subset, and the model and train keys that regularise or average.
+// key, the subset, the model and train keys that regularise or average, and the parameter
+// groups (a list of objects, shown with the keys of one element).
 void list_recipe_keys() {
   std::cout << "training recipe keys (docs/training.md):\n";
   const auto& root = config_detail::config_schema();
@@ -46,6 +47,10 @@ void list_recipe_keys() {
   show("data", *data->child("subset"));
   for (const char* k : {"dropout", "drop_path"}) show("model", *root.child("model")->child(k));
   for (const char* k : {"accumulate", "ema"}) show("train", *root.child("train")->child(k));
+  const auto* groups = root.child("train")->child("optimizer")->child("groups");
+  std::cout << "  train.optimizer.groups (list of objects, default [], e.g. [" << groups->example
+            << "]): " << groups->help << "\n";
+  for (const auto& n : groups->children) show("train.optimizer.groups[i]", n);
 }
 
 template <class R>

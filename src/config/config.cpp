@@ -6,6 +6,7 @@
 #include <fstream>
 #include <iterator>
 #include <limits>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -200,6 +201,11 @@ Config parse_config(const json& cfg) {
   c.train.optimizer.eps = o["eps"].get<double>();
   c.train.optimizer.momentum = o["momentum"].get<double>();
   c.train.optimizer.nesterov = o["nesterov"].get<bool>();
+  for (const json& g : o["groups"]) {
+    auto number = [&g](const char* k) { return g[k].is_null() ? std::nullopt : std::optional(g[k].get<double>()); };
+    c.train.optimizer.groups.push_back(
+        {g["match"].get<std::string>(), number("lr"), number("lr_scale"), number("weight_decay")});
+  }
   const json& s = t["schedule"];
   c.train.schedule.type = s["type"].get<std::string>();
   c.train.schedule.warmup_epochs = s["warmup_epochs"].get<double>();

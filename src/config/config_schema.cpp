@@ -37,6 +37,14 @@ Node object(std::string name, std::string help, std::vector<Node> children) {
   return n;
 }
 
+// A list of objects with the keys `element`; `example` is one element, for messages and help.
+Node list(std::string name, std::string help, std::string example, std::vector<Node> element) {
+  Node n = object(std::move(name), std::move(help), std::move(element));
+  n.kind = Node::Kind::List;
+  n.example = std::move(example);
+  return n;
+}
+
 // `name` is also the registry it reads: "attention" or "head".
 Node registry(std::string name, std::string help, std::string type_help) {
   Node n;
@@ -212,6 +220,25 @@ Node build() {
         leaf({.name = "momentum", .type = T::Float, .default_value = 0.9, .min = 0.0, .max = 1.0,
               .max_exclusive = true, .help = "sgd: momentum"}),
         leaf({.name = "nesterov", .type = T::Bool, .default_value = false, .help = "sgd: Nesterov momentum"}),
+        // Per-parameter settings (docs/training.md, "Parameter groups"); the patterns are
+        // checked against the model's parameter names when it is built.
+        list("groups", "parameter groups: the first group whose match selects a parameter sets its lr or lr_scale "
+             "and weight_decay; the rest keep lr and weight_decay above",
+             R"({"match": "*.attn.attn.*", "lr": 0.01})", {
+          leaf({.name = "match", .type = T::String,
+                .help = "dotted parameter names: a glob (* any characters, dots included; ? one character) that "
+                        "matches a whole name or a module holding it (blocks.0 takes blocks.0.*)",
+                .required = true}),
+          leaf({.name = "lr", .type = T::Float, .default_value = nullptr, .min = 0.0,
+                .help = "the group's peak learning rate, on the schedule of train.optimizer.lr (lr_scale = lr / "
+                        "train.optimizer.lr); null: not set", .nullable = true}),
+          leaf({.name = "lr_scale", .type = T::Float, .default_value = nullptr, .min = 0.0,
+                .help = "multiplies the scheduled learning rate (0 freezes the group); null: not set (1, or from lr)",
+                .nullable = true}),
+          leaf({.name = "weight_decay", .type = T::Float, .default_value = nullptr, .min = 0.0,
+                .help = "weight decay of the group's parameters that decay (biases, norm gains, embeddings and "
+                        "temperatures never do); null: train.optimizer.weight_decay", .nullable = true}),
+        }),
       }),
       object("schedule", "the learning-rate schedule", {
         leaf({.name = "type", .type = T::String, .default_value = "cosine", .choices = {"constant", "cosine", "step"},
@@ -270,6 +297,13 @@ json node_json(const Node& n) {
       json keys = json::object();
       for (const auto& c : n.children) keys[c.name] = node_json(c);
       return json{{"type", "object"}, {"help", n.help}, {"keys", keys}};
+    }
+    case Node::Kind::List: {
+      json keys = json::object();
+      for (const auto& c : n.children) keys[c.name] = node_json(c);
+      return json{{"type", "list"}, {"help", n.help}, {"default", json::array()},
+                  {"example", json::array({json::parse(n.example)})},
+                  {"element", {{"type", "object"}, {"keys", keys}}}};
     }
     case Node::Kind::Registry: {
       ParamSpec type = n.type_spec();

@@ -1,7 +1,8 @@
 #pragma once
 // The schema of the whole run config as data: a tree whose leaves are ParamSpecs and whose
-// inner nodes are objects, plus two "registry" nodes (model.attention, model.head) whose keys
-// are the schema of the type they name. The validator, the --set parser and
+// inner nodes are objects, two "registry" nodes (model.attention, model.head) whose keys
+// are the schema of the type they name, and "list" nodes (train.optimizer.groups): a list of
+// objects that all have the same keys. The validator, the --set parser and
 // config_schema_json() (for `softlab info` and the docs) all walk this one tree.
 #include <string>
 #include <vector>
@@ -11,13 +12,16 @@
 namespace softlab::config_detail {
 
 struct Node {
-  enum class Kind { Param, Object, Registry };
+  enum class Kind { Param, Object, Registry, List };
   Kind kind = Kind::Object;
   std::string name;
   std::string help;
   ParamSpec param;             // Kind::Param
-  std::vector<Node> children;  // Kind::Object; Kind::Registry: just the "type" param
+  // Kind::Object: its keys; Kind::List: the keys of every element (an absent list is []);
+  // Kind::Registry: just the "type" param.
+  std::vector<Node> children;
   std::string registry;        // Kind::Registry: "attention" or "head"
+  std::string example;         // Kind::List: one element as JSON, for messages and help
 
   const Node* child(const std::string& key) const;
   std::vector<std::string> child_names() const;

@@ -1,12 +1,16 @@
 // --set KEY=VALUE: the top layer of the config (defaults < file < overrides). The key must
 // exist in the schema and the value is typed by it, so `--set train.epochs=3` needs no JSON
 // quoting and `--set train.epoch=3` fails at once with a suggestion instead of being ignored.
+// A list of objects (train.optimizer.groups) is set whole as JSON, or one element at a time
+// by index: groups[1]={...} replaces element 1, groups[1].lr=0.01 sets one of its keys, and
+// the index one past the end appends an element.
 #include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <cstdlib>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "config/config_schema.hpp"
@@ -79,7 +83,18 @@ json object_value(const std::string& text, const std::string& path) {
   return *j;
 }
 
+// A whole list of objects (train.optimizer.groups=[{...}]) is given as JSON; resolve_config
+// checks the elements.
+json list_value(const Node& node, const std::string& text, const std::string& path) {
+  const std::optional<json> j = config_detail::parse_json_value(text, path);
+  if (!j || !j->is_array())
+    throw Error(detail::cat(path, ": expected a JSON list of objects such as [", node.example, "], found '",
+                            text_excerpt(text), "'"));
+  return *j;
+}
+
 json node_value(const Node& node, const std::string& text, const std::string& path) {
+  if (node.kind == Node::Kind::List) return list_value(node, text, path);
   if (node.kind != Node::Kind::Param) return object_value(text, path);
   json v = typed_value(node.param, text, path);
   check_param(node.param, v, path);
@@ -125,12 +140,32 @@ void set_registry_key(const Node& node, json& obj, const std::string& path, cons
   obj[key] = v;
 }
 
-void set_key(json& cfg, const std::vector<std::string>& keys, const std::string& text) {
+// One dotted component of a --set key: "lr", or "groups[1]" (an element of a list).
+struct KeyPart {
+  std::string name;
+  std::optional<size_t> index;
+};
+
+// Element `index` of the list `key` in `obj` (created when absent), appended when the index is
+// one past the end, so that a list can be written element by element.
+json& list_element(json& obj, const std::string& key, size_t index, const std::string& here) {
+  json& list = obj[key];
+  if (list.is_null()) list = json::array();
+  if (!list.is_array()) throw Error(detail::cat(here, ": expected a list, found ", describe_value(list)));
+  if (index > list.size())
+    throw Error(detail::cat(here, "[", index, "]: no such element; the list has ", list.size(),
+                            list.size() == 1 ? " element" : " elements", " (index ", list.size(),
+                            " appends one)"));
+  if (index == list.size()) list.push_back(json::object());
+  return list[index];
+}
+
+void set_key(json& cfg, const std::vector<KeyPart>& keys, const std::string& text) {
   const Node* node = &config_detail::config_schema();
   json* obj = &cfg;
   std::string path;
   for (size_t i = 0; i < keys.size(); ++i) {
-    const std::string& key = keys[i];
+    const std::string& key = keys[i].name;
     const bool last = i + 1 == keys.size();
     const std::string here = join_path(path, key);
     if (obj->is_null()) *obj = json::object();
@@ -140,39 +175,77 @@ void set_key(json& cfg, const std::vector<std::string>& keys, const std::string&
     if (node->kind == Node::Kind::Registry) {
       // Module parameters are plain values: nothing below them.
       if (!last)
-        throw Error(detail::cat(here, ": is a value, not an object; it has no key '", text_excerpt(keys[i + 1]), "'"));
+        throw Error(detail::cat(here, ": is a value, not an object; it has no key '", text_excerpt(keys[i + 1].name),
+                                "'"));
+      if (keys[i].index) throw Error(detail::cat(here, ": is a value, not a list; it has no elements to index"));
       set_registry_key(*node, *obj, path, key, text);
       return;
     }
     const Node* child = node->child(key);
     if (!child) throw Error(unknown_key_message(path, key, node->child_names()));
+    if (keys[i].index) {
+      if (child->kind != Node::Kind::List)
+        throw Error(detail::cat(here, "[", *keys[i].index, "]: ", here, " is not a list of objects, so it has no "
+                                "elements to index; set its whole value (", here, "=...)"));
+      const std::string at = detail::cat(here, "[", *keys[i].index, "]");
+      json& element = list_element(*obj, key, *keys[i].index, here);
+      if (last) {
+        element = object_value(text, at);
+        return;
+      }
+      obj = &element;
+      node = child;
+      path = at;
+      continue;
+    }
     if (last) {
       (*obj)[key] = node_value(*child, text, here);
       return;
     }
     if (child->kind == Node::Kind::Param)
       throw Error(detail::cat(here, ": is ", expected_text(child->param), ", not an object; it has no key '",
-                              text_excerpt(keys[i + 1]), "'"));
+                              text_excerpt(keys[i + 1].name), "'"));
+    if (child->kind == Node::Kind::List)
+      throw Error(detail::cat(here, ": is a list; name one of its elements, as ", here, "[0].",
+                              text_excerpt(keys[i + 1].name), ", or set the whole list as JSON (", here, "=[",
+                              child->example, "])"));
     obj = &(*obj)[key];
     node = child;
     path = here;
   }
 }
 
-// "a.b.c=value" -> ({"a","b","c"}, "value")
-std::pair<std::vector<std::string>, std::string> split_assignment(const std::string& assignment) {
+// "a" or "a[12]" -> KeyPart; nullopt when malformed (an empty name, a bad or huge index).
+std::optional<KeyPart> key_part(const std::string& text) {
+  const auto open = text.find('[');
+  if (open == std::string::npos) {
+    if (text.empty()) return std::nullopt;
+    return KeyPart{text, std::nullopt};
+  }
+  if (open == 0 || text.size() < open + 3 || text.back() != ']') return std::nullopt;
+  // At most 6 digits: far more elements than a list holds, and never an overflow.
+  const std::string digits = text.substr(open + 1, text.size() - open - 2);
+  if (digits.size() > 6 || digits.find_first_not_of("0123456789") != std::string::npos) return std::nullopt;
+  return KeyPart{text.substr(0, open), static_cast<size_t>(std::stoul(digits))};
+}
+
+// "a.b[1].c=value" -> ({"a", "b"[1], "c"}, "value")
+std::pair<std::vector<KeyPart>, std::string> split_assignment(const std::string& assignment) {
   const auto eq = assignment.find('=');
   if (eq == std::string::npos)
     throw Error(detail::cat("override '", text_excerpt(assignment), "': expected KEY=VALUE, e.g. train.epochs=3"));
   const std::string key = trim(assignment.substr(0, eq));
-  std::vector<std::string> keys;
+  std::vector<KeyPart> keys;
   size_t start = 0;
   while (true) {
     const auto dot = key.find('.', start);
-    keys.push_back(key.substr(start, dot == std::string::npos ? std::string::npos : dot - start));
-    if (keys.back().empty())
+    const size_t end = dot == std::string::npos ? key.size() : dot;
+    const std::optional<KeyPart> part = key_part(key.substr(start, end - start));
+    if (!part)
       throw Error(detail::cat("override '", text_excerpt(assignment), "': bad key '", text_excerpt(key),
-                              "', expected a dotted path such as train.optimizer.lr"));
+                              "', expected a dotted path such as train.optimizer.lr (an element of a list: "
+                              "train.optimizer.groups[0].lr)"));
+    keys.push_back(*part);
     if (dot == std::string::npos) break;
     start = dot + 1;
   }
@@ -200,7 +273,11 @@ bool sets_registry_type(const std::string& assignment) {
 void apply_override(json& cfg, const std::string& assignment) {
   const auto [keys, text] = split_assignment(assignment);
   try {
-    set_key(cfg, keys, text);
+    // On a copy, so that a failed override changes nothing (not even the objects or list
+    // elements its path would have created).
+    json next = cfg;
+    set_key(next, keys, text);
+    cfg = std::move(next);
   } catch (const Error& e) {
     // The assignment as an excerpt: a --set value can be as long as the command line.
     throw Error(detail::cat("override '", text_excerpt(assignment, 100), "': ", e.what()), e.kind());

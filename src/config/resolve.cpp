@@ -31,7 +31,9 @@ json resolve_object(const Node& node, const json& value, const std::string& path
   for (const auto& child : node.children) {  // then what they left out, in schema order
     if (out.contains(child.name)) continue;
     const std::string here = join_path(path, child.name);
-    if (child.kind != Node::Kind::Param) {
+    if (child.kind == Node::Kind::List) {
+      out[child.name] = json::array();
+    } else if (child.kind != Node::Kind::Param) {
       out[child.name] = resolve_node(child, json::object(), here);
     } else if (child.param.required) {
       throw Error(detail::cat(here, ": missing required key; expected ", expected_text(child.param)));
@@ -63,6 +65,18 @@ json resolve_registry(const Node& node, const json& value, const std::string& pa
   return out;
 }
 
+// [{...}, ...]: every element is an object with the node's keys, resolved as one (its path
+// is "path[i]", as dotted_key_path writes it).
+json resolve_list(const Node& node, const json& value, const std::string& path) {
+  if (!value.is_array())
+    throw Error(detail::cat(path, ": expected a list of objects like [", node.example, "], found ",
+                            describe_value(value)));
+  json out = json::array();
+  for (size_t i = 0; i < value.size(); ++i)
+    out.push_back(resolve_object(node, value[i], detail::cat(path, "[", i, "]")));
+  return out;
+}
+
 json resolve_node(const Node& node, const json& value, const std::string& path) {
   switch (node.kind) {
     case Node::Kind::Param:
@@ -70,6 +84,7 @@ json resolve_node(const Node& node, const json& value, const std::string& path) 
       return value;
     case Node::Kind::Object: return resolve_object(node, value, path);
     case Node::Kind::Registry: return resolve_registry(node, value, path);
+    case Node::Kind::List: return resolve_list(node, value, path);
   }
   return value;
 }
@@ -119,6 +134,21 @@ void check_data_model(const json& cfg) {
   SOFTLAB_CHECK(classes == 0 || classes == images->classes, "model.num_classes is ", classes, " but data.dataset '",
                 dataset, "' has ", images->classes, " classes: set model.num_classes to 0 (from the data set) or ",
                 images->classes);
+}
+
+// What each group of train.optimizer.groups must say on its own; whether its pattern selects
+// any parameter is known only with the model (param_settings in src/optim/param_groups.cpp).
+void check_param_groups(const json& groups) {
+  for (size_t i = 0; i < groups.size(); ++i) {
+    const json& g = groups[i];
+    const std::string here = detail::cat("train.optimizer.groups[", i, "]");
+    SOFTLAB_CHECK(!g["match"].get<std::string>().empty(), here, ".match: must not be empty; name parameters "
+                  "as in checkpoints, e.g. \"blocks.0\" or \"*.attn.attn.*\"");
+    SOFTLAB_CHECK(g["lr"].is_null() || g["lr_scale"].is_null(), here, ": sets both lr (", g["lr"].dump(),
+                  ") and lr_scale (", g["lr_scale"].dump(), "); give one of them (lr_scale = lr / train.optimizer.lr)");
+    SOFTLAB_CHECK(!g["lr"].is_null() || !g["lr_scale"].is_null() || !g["weight_decay"].is_null(), here,
+                  ": sets none of lr, lr_scale, weight_decay; a group must change at least one of them");
+  }
 }
 
 void check_rules(const json& cfg) {
@@ -179,6 +209,7 @@ void check_rules(const json& cfg) {
   SOFTLAB_CHECK(!opt["nesterov"].get<bool>() || opt["momentum"].get<double>() > 0,
                 "train.optimizer.nesterov is true but train.optimizer.momentum is ", opt["momentum"].dump(),
                 ": Nesterov momentum needs momentum > 0");
+  check_param_groups(opt["groups"]);
 }
 }  // namespace
 

@@ -36,7 +36,7 @@ Tensor steps_tensor(int64_t steps) { return scalar(static_cast<float>(steps)); }
 
 class AdamW final : public Optimizer {
  public:
-  AdamW(const OptimizerConfig& c, std::vector<nn::Parameter> params) : Optimizer(std::move(params)), c_(c) {
+  AdamW(const OptimizerConfig& c, std::vector<nn::Parameter> params) : Optimizer(c, std::move(params)), c_(c) {
     for (auto& p : params_) {
       m_.push_back(zeros(p.tensor.shape()));
       v_.push_back(zeros(p.tensor.shape()));
@@ -47,12 +47,14 @@ class AdamW final : public Optimizer {
     const double b1 = c_.beta1, b2 = c_.beta2;
     const float bc1 = static_cast<float>(1.0 - std::pow(b1, static_cast<double>(steps_)));
     const float bc2 = static_cast<float>(1.0 - std::pow(b2, static_cast<double>(steps_)));
-    const float flr = static_cast<float>(lr), eps = static_cast<float>(c_.eps);
+    const float eps = static_cast<float>(c_.eps);
     const float fb1 = static_cast<float>(b1), fb2 = static_cast<float>(b2);
     for (size_t i = 0; i < params_.size(); ++i) {
       Tensor g = params_[i].tensor.grad();
       if (!g.defined()) continue;
-      const float decay = params_[i].decay ? static_cast<float>(1.0 - lr * c_.weight_decay) : 1.0f;
+      const double plr = lr * settings_[i].lr_scale;
+      const float flr = static_cast<float>(plr);
+      const float decay = static_cast<float>(1.0 - plr * settings_[i].weight_decay);
       float* p = params_[i].tensor.mutable_data();
       float* m = m_[i].mutable_data();
       float* v = v_[i].mutable_data();
@@ -91,7 +93,7 @@ class AdamW final : public Optimizer {
 
 class Sgd final : public Optimizer {
  public:
-  Sgd(const OptimizerConfig& c, std::vector<nn::Parameter> params) : Optimizer(std::move(params)), c_(c) {
+  Sgd(const OptimizerConfig& c, std::vector<nn::Parameter> params) : Optimizer(c, std::move(params)), c_(c) {
     for (auto& p : params_) buf_.push_back(zeros(p.tensor.shape()));
   }
   // As torch.optim.SGD: g += wd p; buf = mu buf + g (buf = g on the first step);
@@ -99,11 +101,12 @@ class Sgd final : public Optimizer {
   void step(double lr) override {
     const bool first = steps_ == 0;
     ++steps_;
-    const float mu = static_cast<float>(c_.momentum), flr = static_cast<float>(lr);
+    const float mu = static_cast<float>(c_.momentum);
     for (size_t i = 0; i < params_.size(); ++i) {
       Tensor g = params_[i].tensor.grad();
       if (!g.defined()) continue;
-      const float wd = params_[i].decay ? static_cast<float>(c_.weight_decay) : 0.0f;
+      const float flr = static_cast<float>(lr * settings_[i].lr_scale);
+      const float wd = static_cast<float>(settings_[i].weight_decay);
       float* p = params_[i].tensor.mutable_data();
       float* buf = buf_[i].mutable_data();
       const float* gp = g.data();

@@ -79,13 +79,6 @@ bool resumable_difference(const std::string& path) {
          path.rfind("/train/checkpoint_every", 0) == 0 || path == "/train/on_nonfinite";
 }
 
-// A JSON pointer as the config key a user writes: /model/dim -> model.dim.
-std::string dotted(const std::string& pointer) {
-  std::string k = pointer.substr(pointer.empty() ? 0 : 1);
-  std::replace(k.begin(), k.end(), '/', '.');
-  return k;
-}
-
 void check_resume_config(const json& saved, const json& now, const std::string& from) {
   // Resolved again, so keys added to softlab since the checkpoint was written take their
   // defaults: a newer softlab still resumes an older run.
@@ -93,7 +86,7 @@ void check_resume_config(const json& saved, const json& now, const std::string& 
   std::string bad;
   for (const auto& d : diff) {
     const std::string p = d.value("path", "");
-    if (!resumable_difference(p)) bad += (bad.empty() ? "" : ", ") + dotted(p);
+    if (!resumable_difference(p)) bad += (bad.empty() ? "" : ", ") + dotted_key_path(p);
   }
   SOFTLAB_CHECK(bad.empty(), "--resume: the config differs from the one ", from, " was trained with, at: ", bad,
                 " (only train.epochs, train.max_steps, train.threads, train.precision, train.checkpoint_every, "
@@ -284,6 +277,17 @@ void print_run_header(TrainRun& r) {
   r.progress.line(detail::cat("model ", cfg.model.type, " (attention ", cfg.model.attention.value("type", "?"),
                               ", head ", cfg.model.head.value("type", "?"), "): ", r.model->num_parameters(),
                               " parameters;", counts));
+  if (const auto& groups = cfg.train.optimizer.groups; !groups.empty()) {
+    // How many parameters each group got; softlab validate lists them by name.
+    const auto settings = param_settings(cfg.train.optimizer, r.params);
+    auto count = [&](int g) {
+      return std::count_if(settings.begin(), settings.end(), [g](const ParamSettings& s) { return s.group == g; });
+    };
+    std::string line = "parameter groups:";
+    for (size_t g = 0; g < groups.size(); ++g)
+      line += detail::cat(" [", g, "] \"", groups[g].match, "\" ", count(static_cast<int>(g)), ";");
+    r.progress.line(detail::cat(line, " default ", count(-1), " (parameters each)"));
+  }
   const json head_info = r.model->head->info();
   if (!head_info.empty()) r.progress.line(detail::cat("head ", cfg.model.head.value("type", "?"), ": ", head_info.dump()));
   if (r.reducer)
