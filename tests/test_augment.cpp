@@ -28,11 +28,13 @@
 #include "softlab/error.hpp"
 #include "softlab/head.hpp"
 #include "softlab/random.hpp"
+#include "expect_error.hpp"
 
 using namespace softlab;
 using namespace softlab::augment;
 
 namespace {
+using test::expect_error;
 
 // Images with random pixels; label i % classes.
 Dataset make_random(int64_t n, int64_t c, int64_t h, int64_t w, int classes, uint64_t seed) {
@@ -85,16 +87,6 @@ uint64_t fnv(uint64_t h, const void* p, size_t n) {
     h *= 1099511628211ULL;
   }
   return h;
-}
-
-void expect_error(const std::function<void()>& f, const std::vector<std::string>& parts) {
-  try {
-    f();
-    ADD_FAILURE() << "expected softlab::Error";
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    for (const auto& p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "'" << p << "' not in: " << msg;
-  }
 }
 
 // A 1-channel image from rows of values.

@@ -16,10 +16,12 @@
 #include "nn/trunk.hpp"
 #include "softlab/config.hpp"
 #include "softlab/error.hpp"
+#include "expect_error.hpp"
 
 using namespace softlab;
 
 namespace {
+using test::expect_error;
 
 // DESIGN.md, "The config", verbatim.
 const char* kDesignExample = R"({
@@ -40,18 +42,6 @@ const char* kDesignExample = R"({
 
 json example() { return json::parse(kDesignExample); }
 json minimal() { return json::parse(R"({"data": {"dataset": "fashion-mnist"}})"); }
-
-// Runs `f`, expects a softlab::Error whose message contains every one of `parts`.
-void expect_error(const std::function<void()>& f, std::initializer_list<std::string> parts) {
-  try {
-    f();
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    for (const auto& p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "missing '" << p << "' in: " << msg;
-    return;
-  }
-  ADD_FAILURE() << "expected a softlab::Error";
-}
 
 json with(json cfg, const std::string& pointer, const json& value) {
   cfg[json::json_pointer(pointer)] = value;

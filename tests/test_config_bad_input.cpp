@@ -18,11 +18,13 @@
 #include "softlab/error.hpp"
 #include "softlab/sweep.hpp"
 #include "train_fixtures.hpp"
+#include "expect_error.hpp"
 
 using namespace softlab;
 namespace fs = std::filesystem;
 
 namespace {
+using test::expect_bad_input;
 using test::CliRun;
 using test::softlab_cli;
 
@@ -32,20 +34,6 @@ const char* kConfig = R"({"data": {"dataset": "fashion-mnist"},
 // `n` arrays inside each other around `inner`.
 std::string nested(size_t n, const std::string& inner = "1") {
   return std::string(n, '[') + inner + std::string(n, ']');
-}
-
-// Runs `f`; expects a BadInput softlab::Error whose message holds every one of `parts`.
-std::string expect_bad_input(const std::function<void()>& f, std::initializer_list<std::string> parts) {
-  try {
-    f();
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    EXPECT_EQ(e.kind(), Error::Kind::BadInput) << msg;
-    for (const auto& p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "missing '" << p << "' in: " << msg;
-    return msg;
-  }
-  ADD_FAILURE() << "expected a softlab::Error";
-  return "";
 }
 
 class ConfigBadInput : public ::testing::Test {

@@ -19,11 +19,13 @@
 #include "softlab/data.hpp"
 #include "softlab/error.hpp"
 #include "softlab/random.hpp"
+#include "expect_error.hpp"
 
 using namespace softlab;
 namespace fs = std::filesystem;
 
 namespace {
+using test::expect_error;
 
 // A fresh directory, removed with everything in it at the end of the test.
 struct TempDir {
@@ -129,17 +131,6 @@ Dataset make_indexed(int64_t n, int64_t c, int64_t h, int64_t w, uint64_t seed) 
   for (auto& p : ds.images) p = static_cast<uint8_t>(g.below(256));
   for (int64_t i = 0; i < n; ++i) ds.labels.push_back(static_cast<int32_t>(i));
   return ds;
-}
-
-// Runs f, expects a softlab::Error whose message contains every one of `parts`.
-void expect_error(const std::function<void()>& f, const std::vector<std::string>& parts) {
-  try {
-    f();
-    ADD_FAILURE() << "expected softlab::Error";
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    for (const auto& p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "'" << p << "' not in: " << msg;
-  }
 }
 
 std::vector<Batch> all_batches(BatchLoader& loader, int64_t epoch, int64_t first = 0) {

@@ -12,22 +12,12 @@
 #include "softlab/error.hpp"
 #include "softlab/ops.hpp"
 #include "softlab/optim.hpp"
+#include "expect_error.hpp"
 
 using namespace softlab;
 
 namespace {
-
-void expect_error(const std::function<void()>& f, std::initializer_list<std::string> parts) {
-  try {
-    f();
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    EXPECT_EQ(e.kind(), Error::Kind::BadInput) << msg;
-    for (const auto& p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "missing '" << p << "' in: " << msg;
-    return;
-  }
-  ADD_FAILURE() << "expected a softlab::Error";
-}
+using test::expect_bad_input;
 
 // Parameters named as a model's are, each a one-element tensor holding 1 that takes a gradient.
 std::vector<nn::Parameter> params(std::initializer_list<std::pair<const char*, bool>> names) {
@@ -140,18 +130,18 @@ TEST(ParamGroups, LrIsAScaleOfTheOptimizersLr) {
 TEST(ParamGroups, GroupsThatGetNoParameterAreErrorsNamingThem) {
   const auto ps = params({{"cls_token", false}, {"blocks.0.attn.qkv.weight", true}, {"blocks.0.attn.qkv.bias", false},
                           {"blocks.1.attn.qkv.weight", true}, {"head.weight", true}});
-  expect_error([&] { param_settings(with_groups({{.match = "head", .lr = 1}, {.match = "blocks.9", .lr = 1}}), ps); },
+  expect_bad_input([&] { param_settings(with_groups({{.match = "head", .lr = 1}, {.match = "blocks.9", .lr = 1}}), ps); },
                {"train.optimizer.groups[1].match: 'blocks.9' selects no parameter of this model",
                 "blocks.0.attn.qkv.weight", "blocks.1.attn.qkv.weight"});
-  expect_error([&] { param_settings(with_groups({{.match = "*.attn.attn.*", .lr = 1}}), ps); },
+  expect_bad_input([&] { param_settings(with_groups({{.match = "*.attn.attn.*", .lr = 1}}), ps); },
                {"train.optimizer.groups[0].match: '*.attn.attn.*' selects no parameter", "cls_token"});
   // Every parameter of the second group was taken by the first.
   const OptimizerConfig shadowed = with_groups({{.match = "*", .lr_scale = 2}, {.match = "head", .lr_scale = 0}});
-  expect_error([&] { param_settings(shadowed, ps); },
+  expect_bad_input([&] { param_settings(shadowed, ps); },
                {"train.optimizer.groups[1].match: 'head' selects 1 parameter, but train.optimizer.groups[0] took it",
                 "put the narrower group first"});
   // make_optimizer checks the same.
-  expect_error([&] { make_optimizer(with_groups({{.match = "blocks.9", .lr = 1}}), ps); },
+  expect_bad_input([&] { make_optimizer(with_groups({{.match = "blocks.9", .lr = 1}}), ps); },
                {"train.optimizer.groups[0].match"});
 }
 

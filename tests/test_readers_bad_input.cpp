@@ -23,11 +23,13 @@
 #include "softlab/softlab.hpp"
 #include "cli_run.hpp"
 #include "train_fixtures.hpp"
+#include "expect_error.hpp"
 
 using namespace softlab;
 namespace fs = std::filesystem;
 
 namespace {
+using test::expect_bad_input;
 
 std::string read_all(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -37,27 +39,6 @@ std::string read_all(const std::string& path) {
 void write_all(const std::string& path, const std::string& bytes) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-}
-
-// Runs f and returns the message of the BadInput Error it throws; a test failure when it
-// throws nothing, another kind, or anything but softlab::Error.
-std::string bad_input_message(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    EXPECT_EQ(e.kind(), Error::Kind::BadInput) << e.what();
-    return e.what();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "expected softlab::Error (BadInput), got another exception: " << e.what();
-    return "";
-  }
-  ADD_FAILURE() << "expected softlab::Error (BadInput), nothing was thrown";
-  return "";
-}
-
-void expect_bad_input(const std::function<void()>& f, const std::vector<std::string>& parts) {
-  const std::string msg = bad_input_message(f);
-  for (const auto& p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "expected '" << p << "' in: " << msg;
 }
 
 // ---- the checkpoint layout, written here from its description in checkpoint.hpp (not with
@@ -185,7 +166,7 @@ TEST(CheckpointDamage, EveryFlippedHeaderBitIsBadInputNamingTheFile) {
       std::string b = s.bytes;
       b[at] = static_cast<char>(static_cast<unsigned char>(b[at]) ^ bit);
       write_all(p, b);
-      const std::string msg = bad_input_message([&] { load_checkpoint(p); });
+      const std::string msg = expect_bad_input([&] { load_checkpoint(p); }, {});
       ASSERT_NE(msg.find(p), std::string::npos) << "byte " << at << " bit " << int(bit) << ": " << msg;
     }
   // And every byte of the data.
@@ -202,7 +183,7 @@ TEST(CheckpointDamage, EveryTruncationIsBadInputNamingTheFile) {
   const std::string p = s.dir + "/cut.ckpt";
   for (size_t len = 0; len < s.bytes.size(); ++len) {
     write_all(p, s.bytes.substr(0, len));
-    const std::string msg = bad_input_message([&] { load_checkpoint(p); });
+    const std::string msg = expect_bad_input([&] { load_checkpoint(p); }, {});
     ASSERT_NE(msg.find(p), std::string::npos) << "cut to " << len << " bytes: " << msg;
   }
   // Bytes appended are as wrong as bytes missing.
