@@ -158,10 +158,14 @@ TEST_F(KillFixture, RandomKillsResumeToTheUninterruptedRun) {
   while (kills < 20) {
     const std::string dir = root + "/killed" + std::to_string(cycle++);
     // Kill points spread over a fifth of a whole run, start-up included: several kills a
-    // cycle, the first ones often before the first checkpoint.
-    std::uniform_int_distribution<int64_t> delay(0, full.count() / 5);
+    // cycle, the first ones often before the first checkpoint. Start-up (reading the data,
+    // the command's load probe) is a fixed cost that can be as long as a fifth of this tiny
+    // run, so the window widens with every kill of the cycle: each process then gets past
+    // start-up sooner or later, and the cycle ends.
     bool started = false;
-    for (;;) {
+    for (int attempt = 0;; ++attempt) {
+      ASSERT_LT(attempt, 400) << dir << ": killed 400 times without finishing";
+      std::uniform_int_distribution<int64_t> delay(0, full.count() / 5 + attempt * full.count() / 20);
       const bool resume = started && fs::exists(fs::path(dir) / "config.json");
       const bool killed = start_and_kill(train_args(dir, resume), std::chrono::microseconds(delay(rng)));
       started = true;
