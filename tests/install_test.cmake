@@ -11,8 +11,9 @@ set(extra)
 if(SANITIZE)
   set(extra -DCMAKE_CXX_FLAGS=-fsanitize=address,undefined -DCMAKE_EXE_LINKER_FLAGS=-fsanitize=address,undefined)
 endif()
+# With -Wall -Wextra -Wpedantic -Werror on the public headers (examples/embed/CMakeLists.txt).
 execute_process(COMMAND ${CMAKE_COMMAND} -S ${SOURCE_DIR}/examples/embed -B ${WORK_DIR}/build
-  -G ${GENERATOR} -DCMAKE_BUILD_TYPE=${BUILD_TYPE} -DCMAKE_PREFIX_PATH=${WORK_DIR}/prefix ${extra}
+  -G ${GENERATOR} -DCMAKE_BUILD_TYPE=${BUILD_TYPE} -DCMAKE_PREFIX_PATH=${WORK_DIR}/prefix -DSOFTLAB_EXAMPLE_WERROR=ON ${extra}
   RESULT_VARIABLE rc)
 if(NOT rc EQUAL 0)
   message(FATAL_ERROR "configuring examples/embed against the installed softlab failed (${rc})")
@@ -28,6 +29,21 @@ if(NOT rc EQUAL 0)
 endif()
 if(NOT out MATCHES "loss fell")
   message(FATAL_ERROR "embed_example did not report a falling loss")
+endif()
+
+# A training loop of its own on the step API against the installed softlab command on the
+# same config (dropout, drop path, accumulation and EMA on): the same state, bit for bit.
+set(config ${SOURCE_DIR}/examples/embed/bins_dropout.json)
+execute_process(COMMAND ${WORK_DIR}/prefix/bin/softlab train ${config} --out ${WORK_DIR}/runs/embed --progress plain
+  RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "softlab train ${config} failed (${rc}):\n${out}\n${err}")
+endif()
+execute_process(COMMAND ${WORK_DIR}/build/embed_train_loop ${config} ${WORK_DIR}/runs/embed
+  RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+message(STATUS "embed_train_loop printed: ${out}")
+if(NOT rc EQUAL 0 OR NOT out MATCHES "bit for bit")
+  message(FATAL_ERROR "embed_train_loop does not reproduce softlab train (${rc}):\n${out}\n${err}")
 endif()
 
 # examples/custom_attention against the same installed package: its modules as a plugin

@@ -11,6 +11,7 @@
 #include <fstream>
 #include <map>
 #include <regex>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -252,8 +253,9 @@ TEST_F(CliTest, InfoParamsListsEveryTensorWithTotals) {
   write(root + "/nodata.json", cfg.dump(2));
   CliRun r = run({"info", "--params", root + "/nodata.json"});
   ASSERT_EQ(r.code, 0) << r.err;
-  const std::regex row(R"(^  (\S+)\s+(\[[0-9, ]*\])\s+([0-9]+)$)");
+  const std::regex row(R"(^  (\S+)\s+(\[[0-9, ]*\])\s+([0-9]+)(  no weight decay)?$)");
   std::map<std::string, std::pair<std::string, int64_t>> rows;
+  std::set<std::string> undecayed;
   int64_t sum = 0, total = -1;
   std::istringstream lines(r.out);
   std::string line;
@@ -265,6 +267,7 @@ TEST_F(CliTest, InfoParamsListsEveryTensorWithTotals) {
     if (in_params && line.rfind("  total: ", 0) == 0) total = std::stoll(line.substr(9));
     if (in_params && std::regex_match(line, m, row)) {
       rows[m[1]] = {m[2], std::stoll(m[3])};
+      if (m[4].matched) undecayed.insert(m[1]);
       sum += std::stoll(m[3]);
     }
   }
@@ -273,11 +276,14 @@ TEST_F(CliTest, InfoParamsListsEveryTensorWithTotals) {
   EXPECT_EQ(rows["head.weight"], std::make_pair(std::string("[10, 32]"), int64_t{320}));
   EXPECT_EQ(rows["cls_token"], std::make_pair(std::string("[1, 1, 32]"), int64_t{32}));
   EXPECT_EQ(total, sum) << r.out;
+  // The decay column is the model's flag for each parameter.
+  auto model = build_model(parse_config(resolve_config(cfg)), 10, 1000);
+  for (const auto& p : model->parameters()) EXPECT_EQ(undecayed.count(p.name) == 1, !p.decay) << p.name;
+  EXPECT_TRUE(undecayed.count("cls_token") && !undecayed.count("head.weight")) << r.out;
   // The same count as validate's and the library's.
   CliRun v = run({"validate", config});
   ASSERT_EQ(v.code, 0) << v.err;
   EXPECT_NE(v.err.find("ok: " + std::to_string(total) + " parameters"), std::string::npos) << v.err;
-  auto model = build_model(parse_config(resolve_config(cfg)), 10, 1000);
   EXPECT_EQ(total, model->num_parameters());
   EXPECT_EQ(rows.size(), model->named_parameters().size());
   EXPECT_NE(r.out.find("buffers (fixed, saved with the state): none"), std::string::npos) << r.out;

@@ -15,7 +15,7 @@
 #include "softlab/checkpoint.hpp"
 #include "softlab/softlab.hpp"
 #include "softlab/train.hpp"
-#include "train/ema.hpp"
+#include "softlab/ema.hpp"
 #include "train_fixtures.hpp"
 
 using namespace softlab;
@@ -140,13 +140,13 @@ TEST_F(RecipeTest, AccumulationEqualsTheLargerBatch) {
 // ---- weight EMA ----------------------------------------------------------------------------
 
 TEST(WeightEma, WarmupFormulaAndUpdate) {
-  EXPECT_DOUBLE_EQ(detail::WeightEma::decay_at(0.999, 1), 2.0 / 11.0);
-  EXPECT_DOUBLE_EQ(detail::WeightEma::decay_at(0.999, 100), 101.0 / 110.0);
-  EXPECT_DOUBLE_EQ(detail::WeightEma::decay_at(0.9, 1000), 0.9);
+  EXPECT_DOUBLE_EQ(WeightEma::decay_at(0.999, 1), 2.0 / 11.0);
+  EXPECT_DOUBLE_EQ(WeightEma::decay_at(0.999, 100), 101.0 / 110.0);
+  EXPECT_DOUBLE_EQ(WeightEma::decay_at(0.9, 1000), 0.9);
   json j = test::tiny_config("unused", "unused");
   const Config cfg = parse_config(resolve_config(j));
   auto model = build_model(cfg, 10, 100);
-  detail::WeightEma ema(*model, 0.9);
+  WeightEma ema(*model, 0.9);
   auto params = model->parameters();
   const std::vector<float> start = params[0].tensor.to_vector();
   float* w = params[0].tensor.mutable_data();
@@ -157,7 +157,7 @@ TEST(WeightEma, WarmupFormulaAndUpdate) {
     ASSERT_NEAR(e[i], 0.9 * start[static_cast<size_t>(i)] + 0.1 * (start[static_cast<size_t>(i)] + 1.0), 1e-6);
   // Swapping puts the average in and the raw weights back.
   {
-    detail::WeightEma::Swap s(ema);
+    WeightEma::Swap s(ema);
     EXPECT_EQ(model->parameters()[0].tensor.data()[0], e[0]);
   }
   EXPECT_EQ(model->parameters()[0].tensor.data()[0], start[0] + 1.0f);

@@ -69,9 +69,16 @@ std::unique_ptr<Optimizer> make_optimizer(const OptimizerConfig& cfg, std::vecto
 double schedule_lr(const ScheduleConfig& s, double base_lr, int64_t step, int64_t steps_per_epoch,
                    int64_t total_steps);
 
-// Global L2 norm of all gradients (computed in double, in parameter order); if max_norm > 0
-// and the norm exceeds it, scales every gradient by max_norm / norm. Returns the norm
-// before clipping (may be inf or nan: the caller checks).
+// Gradient clipping by global norm. norm = sqrt(sum of g^2 over every gradient), summed in
+// double in parameter order; if max_norm > 0 and norm > max_norm (and norm is finite), every
+// gradient is multiplied by s = float(max_norm / (norm + 1e-6)), as torch's clip_grad_norm_
+// does. The norm may be inf or nan: the caller checks.
+struct ClipResult {
+  double norm = 0.0;   // before clipping
+  double scale = 1.0;  // the factor applied (exactly, as a float): 1 when not clipped
+};
+ClipResult clip_gradients(const std::vector<nn::Parameter>& params, double max_norm);
+// clip_gradients(params, max_norm).norm.
 double clip_grad_norm(const std::vector<nn::Parameter>& params, double max_norm);
 
 }  // namespace softlab

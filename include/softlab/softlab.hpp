@@ -6,6 +6,7 @@
 #include "softlab/config.hpp"
 #include "softlab/data.hpp"
 #include "softlab/distributed.hpp"
+#include "softlab/ema.hpp"
 #include "softlab/error.hpp"
 #include "softlab/head.hpp"
 #include "softlab/image_io.hpp"
@@ -28,4 +29,5 @@
 #include "softlab/sweep.hpp"
 #include "softlab/tensor.hpp"
 #include "softlab/train.hpp"
+#include "softlab/train_state.hpp"
 #include "softlab/version.hpp"

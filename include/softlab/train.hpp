@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "softlab/checkpoint.hpp"
 #include "softlab/config.hpp"
 #include "softlab/data.hpp"
 #include "softlab/nn/seq.hpp"
@@ -95,6 +96,10 @@ struct LoadedModel {
 // `inference_sets`: apply_inference_overrides to the saved config before the model is built
 // (e.g. {"model.attention.p=4"}); LoadedModel::config is the config with them.
 LoadedModel load_model(const std::string& checkpoint_path, bool ema = false,
+                       const std::vector<std::string>& inference_sets = {});
+// The same from a checkpoint already read (`path` names it in errors); TrainState::load
+// (softlab/train_state.hpp) restores the optimiser state and position from the same read.
+LoadedModel load_model(const Checkpoint& ckpt, const std::string& path, bool ema = false,
                        const std::vector<std::string>& inference_sets = {});
 
 // Stop requests (SIGINT/SIGTERM): async-signal-safe; the loop saves a checkpoint and returns

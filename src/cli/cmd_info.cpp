@@ -71,8 +71,10 @@ int64_t classes_without_data(const Config& cfg) {
   return cfg.data.dataset == "cifar100" ? 100 : 10;
 }
 
-// One table of (name, shape, count) rows with aligned columns, then its total.
-void print_tensors(const std::string& title, const nn::NamedTensors& tensors, const char* what) {
+// One table of (name, shape, count) rows with aligned columns, then its total. `notes`, when
+// given, adds a column (one entry per tensor).
+void print_tensors(const std::string& title, const nn::NamedTensors& tensors, const char* what,
+                   const std::vector<std::string>& notes = {}) {
   if (tensors.empty()) {
     std::cout << title << ": none\n";
     return;
@@ -86,10 +88,12 @@ void print_tensors(const std::string& title, const nn::NamedTensors& tensors, co
     total += t.numel();
   }
   const size_t count_w = std::to_string(total).size();
-  for (const auto& [n, t] : tensors) {
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const auto& [n, t] = tensors[i];
     const std::string shape = t.shape().str(), count = std::to_string(t.numel());
     std::cout << "  " << n << std::string(name_w - n.size() + 2, ' ') << shape
-              << std::string(shape_w - shape.size() + 2 + count_w - count.size(), ' ') << count << "\n";
+              << std::string(shape_w - shape.size() + 2 + count_w - count.size(), ' ') << count
+              << (i < notes.size() && !notes[i].empty() ? "  " + notes[i] : std::string()) << "\n";
   }
   std::cout << "  total: " << total << " " << what << " in " << tensors.size()
             << (tensors.size() == 1 ? " tensor\n" : " tensors\n");
@@ -103,7 +107,10 @@ int print_params(const Config& cfg) {
   std::cout << "model: " << cfg.name << " (" << cfg.model.type << ", attention "
             << cfg.model.attention.value("type", std::string("?")) << ", head "
             << cfg.model.head.value("type", std::string("?")) << ", " << classes << " classes)\n";
-  print_tensors("parameters (learnable)", model->named_parameters(), "learnable parameters");
+  // Which parameters weight decay applies to is the model's decision (docs/embedding.md).
+  std::vector<std::string> decay;
+  for (const auto& p : model->parameters()) decay.push_back(p.decay ? "" : "no weight decay");
+  print_tensors("parameters (learnable)", model->named_parameters(), "learnable parameters", decay);
   print_tensors("buffers (fixed, saved with the state)", model->buffers(), "values");
   return 0;
 }

@@ -48,7 +48,10 @@ class AdamW final : public Optimizer {
     const float bc1 = static_cast<float>(1.0 - std::pow(b1, static_cast<double>(steps_)));
     const float bc2 = static_cast<float>(1.0 - std::pow(b2, static_cast<double>(steps_)));
     const float eps = static_cast<float>(c_.eps);
+    // 1 - beta in double from the configured values, then rounded once: forming it in float
+    // from the rounded beta would give 9.99987e-4 for beta2 = 0.999.
     const float fb1 = static_cast<float>(b1), fb2 = static_cast<float>(b2);
+    const float omb1 = static_cast<float>(1.0 - b1), omb2 = static_cast<float>(1.0 - b2);
     for (size_t i = 0; i < params_.size(); ++i) {
       Tensor g = params_[i].tensor.grad();
       if (!g.defined()) continue;
@@ -61,8 +64,8 @@ class AdamW final : public Optimizer {
       const float* gp = g.data();
       parallel_for(0, g.numel(), 1 << 14, [&](int64_t b, int64_t e) {
         for (int64_t j = b; j < e; ++j) {
-          m[j] = fb1 * m[j] + (1.0f - fb1) * gp[j];
-          v[j] = fb2 * v[j] + (1.0f - fb2) * gp[j] * gp[j];
+          m[j] = fb1 * m[j] + omb1 * gp[j];
+          v[j] = fb2 * v[j] + omb2 * gp[j] * gp[j];
           const float mhat = m[j] / bc1, vhat = v[j] / bc2;
           p[j] = p[j] * decay - flr * mhat / (std::sqrt(vhat) + eps);  // decoupled decay (as torch AdamW)
         }
@@ -162,7 +165,7 @@ double schedule_lr(const ScheduleConfig& s, double base_lr, int64_t step, int64_
   throw Error(detail::cat("train.schedule.type: unknown schedule '", s.type, "'; valid: constant, cosine, step"));
 }
 
-double clip_grad_norm(const std::vector<nn::Parameter>& params, double max_norm) {
+ClipResult clip_gradients(const std::vector<nn::Parameter>& params, double max_norm) {
   double sq = 0.0;
   for (const auto& p : params) {
     Tensor g = p.tensor.grad();
@@ -170,9 +173,11 @@ double clip_grad_norm(const std::vector<nn::Parameter>& params, double max_norm)
     const float* d = g.data();
     for (int64_t i = 0; i < g.numel(); ++i) sq += static_cast<double>(d[i]) * d[i];
   }
-  const double norm = std::sqrt(sq);
-  if (max_norm > 0 && std::isfinite(norm) && norm > max_norm) {
-    const float s = static_cast<float>(max_norm / (norm + 1e-6));
+  ClipResult r;
+  r.norm = std::sqrt(sq);
+  if (max_norm > 0 && std::isfinite(r.norm) && r.norm > max_norm) {
+    const float s = static_cast<float>(max_norm / (r.norm + 1e-6));
+    r.scale = s;
     for (const auto& p : params) {
       Tensor g = p.tensor.grad();
       if (!g.defined()) continue;
@@ -180,7 +185,11 @@ double clip_grad_norm(const std::vector<nn::Parameter>& params, double max_norm)
       for (int64_t i = 0; i < g.numel(); ++i) d[i] *= s;
     }
   }
-  return norm;
+  return r;
+}
+
+double clip_grad_norm(const std::vector<nn::Parameter>& params, double max_norm) {
+  return clip_gradients(params, max_norm).norm;
 }
 
 }  // namespace softlab

@@ -42,11 +42,12 @@ std::string rank_fingerprint(const TrainRun& r) {
   json cfg = r.cfg.resolved;
   if (cfg.contains("train")) cfg["train"].erase("threads");  // may differ from machine to machine
   uint64_t weights = 0xcbf29ce484222325ULL;
-  for (const auto& [n, t] : r.model->state()) weights = fnv1a(t.data(), sizeof(float) * static_cast<size_t>(t.numel()), weights);
+  for (const auto& [n, t] : r.st->model->state())
+    weights = fnv1a(t.data(), sizeof(float) * static_cast<size_t>(t.numel()), weights);
   // In the order a difference is named: the first that differs explains the others.
   return json::array({json::array({"config", fnv1a(cfg.dump())}),
                       json::array({"build", fnv1a(version() + " " + build_info())}),
-                      json::array({"data", fnv1a(r.meta_data.dump())}), json::array({"initial weights", weights})})
+                      json::array({"data", fnv1a(r.st->data_meta.dump())}), json::array({"initial weights", weights})})
       .dump();
 }
 
@@ -71,12 +72,12 @@ void check_ranks_agree(const std::string& fingerprint) {
 
 void broadcast_state(TrainRun& r) {
   if (!dist::active()) return;
-  broadcast_component(*r.model, "broadcasting the weights");
-  broadcast_component(*r.optimizer, "broadcasting the optimiser state");
-  if (r.ema) broadcast_component(*r.ema, "broadcasting the weight EMA");
-  std::string pos = r.pos.as_json().dump();
+  broadcast_component(*r.st->model, "broadcasting the weights");
+  broadcast_component(*r.st->optimizer, "broadcasting the optimiser state");
+  if (r.st->ema) broadcast_component(*r.st->ema, "broadcasting the weight EMA");
+  std::string pos = r.st->pos.to_json().dump();
   dist::broadcast(pos, "broadcasting the position");
-  r.pos = Position::parse(json::parse(pos));
+  r.st->pos = RunPosition::from_json(json::parse(pos));
 }
 
 void share_cores_between_ranks(TrainRun& r) {

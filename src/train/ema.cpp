@@ -1,12 +1,12 @@
 // The weight EMA (ema.hpp).
-#include "train/ema.hpp"
+#include "softlab/ema.hpp"
 
 #include <algorithm>
 
 #include "softlab/error.hpp"
 #include "softlab/parallel.hpp"
 
-namespace softlab::detail {
+namespace softlab {
 
 namespace {
 nn::NamedTensors cloned(const nn::NamedTensors& s) {
@@ -53,4 +53,4 @@ void WeightEma::load_state(const nn::NamedTensors& state) {
 WeightEma::Swap::Swap(WeightEma& e) : e_(e), raw_(cloned(e.model_.state())) { e_.model_.load_state(e_.ema_); }
 WeightEma::Swap::~Swap() { e_.model_.load_state(raw_); }
 
-}  // namespace softlab::detail
+}  // namespace softlab

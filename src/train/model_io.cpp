@@ -168,7 +168,11 @@ json evaluate_by_length(nn::Model& model, const DataSplit& data, const EvalResul
 }
 
 LoadedModel load_model(const std::string& path, bool ema, const std::vector<std::string>& inference_sets) {
-  Checkpoint ck = load_checkpoint(path);
+  return load_model(load_checkpoint(path), path, ema, inference_sets);
+}
+
+LoadedModel load_model(const Checkpoint& ck, const std::string& path, bool ema,
+                       const std::vector<std::string>& inference_sets) {
   LoadedModel m;
   const json& saved = checkpoint_meta(ck, "config", path);
   const json& d = checkpoint_meta(ck, "data", path);

@@ -35,26 +35,21 @@ std::string fmt(const char* f, double v) {
 
 void evaluate_model(TrainRun& r) {
   const Config& cfg = r.cfg;
-  r.last_eval = evaluate(*r.model, *r.eval_set, r.norm, cfg.train.eval_batch_size, cfg.train.max_eval_batches);
+  r.last_eval = r.st->evaluate(*r.eval_set);
   if (!r.opt.overfit_batch)
     r.last_by_length =
-        evaluate_by_length(*r.model, r.data, r.last_eval, cfg.train.eval_batch_size, cfg.train.max_eval_batches);
-  if (r.ema) {
-    // The averaged weights are in the model for the time of their evaluation only.
-    WeightEma::Swap averaged(*r.ema);
-    r.last_ema_eval = evaluate(*r.model, *r.eval_set, r.norm, cfg.train.eval_batch_size, cfg.train.max_eval_batches);
-  }
+        evaluate_by_length(*r.st->model, r.data, r.last_eval, cfg.train.eval_batch_size, cfg.train.max_eval_batches);
+  if (r.st->ema) r.last_ema_eval = r.st->evaluate(*r.eval_set, /*averaged=*/true);
   r.have_eval = true;
 }
 
 void append_metrics_line(TrainRun& r, const EpochEnd& e) {
   const Config& cfg = r.cfg;
-  const Position& pos = r.pos;
+  const Position& pos = r.st->pos;
   json m = {{"epoch", pos.epoch + 1},
             {"step", pos.step},
             // The rate of the last step taken.
-            {"lr", schedule_lr(cfg.train.schedule, cfg.train.optimizer.lr, std::max<int64_t>(pos.step - 1, 0),
-                               r.steps_per_epoch, r.total_steps)},
+            {"lr", r.st->lr_at(std::max<int64_t>(pos.step - 1, 0))},
             {"train_loss", pos.seen ? pos.loss_sum / static_cast<double>(pos.seen) : 0.0},
             {"train_accuracy", pos.seen ? static_cast<double>(pos.correct) / static_cast<double>(pos.seen) : 0.0},
             {"test_loss", r.last_eval.loss},
@@ -69,7 +64,7 @@ void append_metrics_line(TrainRun& r, const EpochEnd& e) {
   for (const auto& [k, v] : r.last_eval.extra) m["test_" + k] = v;
   if (!r.last_by_length.empty()) m["by_length"] = r.last_by_length;
   if (cfg.train.skip_nonfinite_steps) m["skipped_steps"] = pos.epoch_skipped;
-  if (r.ema) {
+  if (r.st->ema) {
     m["ema_test_loss"] = r.last_ema_eval.loss;
     m["ema_test_accuracy"] = r.last_ema_eval.accuracy;
   }
@@ -78,16 +73,17 @@ void append_metrics_line(TrainRun& r, const EpochEnd& e) {
     mf << m.dump() << "\n";
     SOFTLAB_CHECK(mf.good(), "cannot append to ", r.metrics_path.string());
   }
-  r.progress.line(cat("epoch ", pos.epoch + 1, "/", r.epochs, "  train loss ", fmt("%.4f", m["train_loss"].get<double>()),
+  r.progress.line(cat("epoch ", pos.epoch + 1, "/", r.st->plan.epochs, "  train loss ",
+                      fmt("%.4f", m["train_loss"].get<double>()),
                       " acc ", fmt("%.2f%%", 100.0 * m["train_accuracy"].get<double>()), "  test loss ",
                       fmt("%.4f", r.last_eval.loss), " acc ", fmt("%.2f%%", 100.0 * r.last_eval.accuracy),
-                      r.ema ? "  ema acc " + fmt("%.2f%%", 100.0 * r.last_ema_eval.accuracy) : std::string(), "  ",
+                      r.st->ema ? "  ema acc " + fmt("%.2f%%", 100.0 * r.last_ema_eval.accuracy) : std::string(), "  ",
                       fmt("%.0f img/s", m["images_per_sec"].get<double>()), "  ", format_duration(e.seconds)));
 }
 
 TrainResult write_summary(TrainRun& r) {
   const Config& cfg = r.cfg;
-  const Position& pos = r.pos;
+  const Position& pos = r.st->pos;
   const EvalResult& last_eval = r.last_eval;
   const double secs = pos.train_seconds;
   json summary = {{"name", cfg.name},
@@ -101,8 +97,8 @@ TrainResult write_summary(TrainRun& r) {
                   {"test_loss", last_eval.loss},
                   {"epochs", pos.epoch},
                   {"steps", pos.step},
-                  {"params", r.model->num_parameters()},
-                  {"tokens", r.model->tokens()},
+                  {"params", r.st->model->num_parameters()},
+                  {"tokens", r.st->model->tokens()},
                   {"train_seconds", secs},
                   // This session's steps only: earlier sessions' step time is not kept.
                   {"seconds_per_step", pos.step > r.session_first_step
@@ -121,14 +117,14 @@ TrainResult write_summary(TrainRun& r) {
   for (const auto& [k, v] : last_eval.extra) summary["test_" + k] = v;
   if (cfg.train.skip_nonfinite_steps) summary["skipped_steps"] = pos.skipped_steps;
   if (!r.last_by_length.empty()) summary["test_by_length"] = r.last_by_length;
-  if (r.ema) {
+  if (r.st->ema) {
     summary["ema_test_accuracy"] = r.last_ema_eval.accuracy;
     summary["ema_test_loss"] = r.last_ema_eval.loss;
   }
   json per_module = json::object();
-  for (const auto& [n, c] : r.model->parameter_counts()) per_module[n] = c;
+  for (const auto& [n, c] : r.st->model->parameter_counts()) per_module[n] = c;
   summary["params_per_module"] = per_module;
-  if (const json head_info = r.model->head->info(); !head_info.empty()) summary["head_info"] = head_info;
+  if (const json head_info = r.st->model->head->info(); !head_info.empty()) summary["head_info"] = head_info;
   if (dist::active()) summary["ranks"] = dist::size();
   if (dist::is_root()) write_file_atomic(r.summary_path.string(), summary.dump(2) + "\n");
   r.progress.line(cat("test accuracy ", fmt("%.2f%%", 100.0 * last_eval.accuracy), " (best ",

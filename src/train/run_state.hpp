@@ -2,7 +2,7 @@
 // The state that the steps of train() share (trainer.cpp runs the steps, report.cpp writes
 // what a run reports): one plain struct, TrainRun, so every buffer and counter a step touches
 // is in sight. What a resumed run needs beyond weights and optimiser state is in
-// TrainRun::pos, which goes into every checkpoint.
+// TrainRun::st->pos, which goes into every checkpoint.
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
@@ -15,7 +15,7 @@
 #include "softlab/distributed.hpp"
 #include "softlab/optim.hpp"
 #include "softlab/train.hpp"
-#include "train/ema.hpp"
+#include "softlab/train_state.hpp"
 #include "train/progress.hpp"
 #include "train/run_dir.hpp"
 
@@ -24,37 +24,9 @@ namespace softlab::detail {
 using Clock = std::chrono::steady_clock;
 inline double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
-// The position of a run and the running statistics of the current epoch: everything a
-// resumed run needs beyond weights and optimiser state.
-struct Position {
-  int64_t epoch = 0;       // current epoch (0-based)
-  int64_t batch = 0;       // next batch within the epoch
-  int64_t step = 0;        // global optimiser steps done
-  double loss_sum = 0.0;   // over this epoch's examples
-  int64_t correct = 0, seen = 0;
-  double grad_norm_sum = 0.0;
-  int64_t epoch_steps = 0;
-  double best_accuracy = -1.0;
-  int64_t best_epoch = -1;
-  int64_t best_step = -1;      // the step of the best evaluation: best.ckpt holds that state
-  double train_seconds = 0.0;  // accumulated over sessions
-  int64_t images = 0;          // trained images, all sessions
-  bool done = false;
-  // Bytes of metrics.jsonl that this checkpoint commits: resume cuts the file back to them
-  // (train/run_dir.hpp). -1 in checkpoints from before the rule.
-  int64_t metrics_bytes = -1;
-  // Updates skipped for a non-finite loss or gradient norm (train.on_nonfinite = skip_step):
-  // over the run, and in this epoch.
-  int64_t skipped_steps = 0, epoch_skipped = 0;
-
-  // Keys missing from an older checkpoint take the defaults above.
-  NLOHMANN_DEFINE_TYPE_INTRUSIVE_WITH_DEFAULT(Position, epoch, batch, step, loss_sum, correct, seen, grad_norm_sum,
-                                              epoch_steps, best_accuracy, best_epoch, best_step, train_seconds, images,
-                                              done, metrics_bytes, skipped_steps, epoch_skipped)
-  // The macro speaks nlohmann::json; checkpoints keep softlab::json (ordered).
-  json as_json() const { return json::parse(nlohmann::json(*this).dump()); }
-  static Position parse(const json& j) { return nlohmann::json::parse(j.dump()).get<Position>(); }
-};
+// The position of a run (softlab/train_state.hpp): everything a resumed run needs beyond
+// weights and optimiser state.
+using Position = RunPosition;
 
 // Filled in the order train() calls its steps. Members point into each other (the loader
 // into `data`, the EMA into `model`, `eval_set` into `data` or `overfit`), so a TrainRun is
@@ -80,36 +52,27 @@ struct TrainRun {
   std::string diverged;
   bool stop_now = false;  // TrainOptions::stop_after_step reached
 
-  // The data, the training split's normalisation (none for sequences), what checkpoints
-  // record of both, and what is evaluated: data.test, or `overfit` with --overfit-batch.
+  // The data, the training split's normalisation (none for sequences), and what is
+  // evaluated: data.test, or `overfit` with --overfit-batch.
   DataSplit data;
   Normalization norm;
-  json meta_data;
   Dataset overfit;
   const Dataset* eval_set = nullptr;
 
-  // The model, its parameters, the optimiser, and the weight EMA (train.ema > 0: the
-  // averaged weights beside the raw ones).
-  std::unique_ptr<nn::Model> model;
-  std::vector<nn::Parameter> params;
-  std::unique_ptr<Optimizer> optimizer;
-  std::optional<WeightEma> ema;
+  // The model, its optimiser, the weight EMA, the step plan and the position: the state one
+  // step takes to the next (softlab/train_state.hpp), the same that an embedding program's
+  // loop drives.
+  std::optional<TrainState> st;
   // Under an MPI job: sums the ranks' gradients while backward runs (train/data_parallel.hpp).
   std::optional<dist::GradientReducer> reducer;
   // TrainOptions::step_log, open for appending (rank 0 only).
   std::unique_ptr<std::ofstream> step_log;
 
-  // The batch plan. An optimiser step takes `accumulate` loader batches (fewer at the end
-  // of an epoch); `batches` per epoch, `total_steps` over the run.
+  // The loader, which draws the batches of st->plan.
   std::optional<BatchLoader> loader;
-  int64_t batches = 0, accumulate = 1, steps_per_epoch = 0, epochs = 0, total_steps = 0;
 
-  Position pos;
-
-  // The current step: its micro-batches, each one's scored targets, and their total.
+  // The current step's loader batches (micro-batches).
   std::vector<Batch> micro;
-  std::vector<std::vector<int32_t>> scored;
-  int64_t step_examples = 0;
 
   // The current epoch's clock, and the examples (images or sequences) trained before it,
   // for its rate.

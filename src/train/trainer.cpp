@@ -61,15 +61,6 @@ using detail::append_metrics_line;
 using detail::evaluate_model;
 using detail::write_summary;
 
-// Derived seeds: one stream per purpose, independent of each other.
-uint64_t mix(uint64_t a, uint64_t b) {
-  uint64_t x = a * 0x9e3779b97f4a7c15ULL ^ (b + 0x632be59bd9b4e019ULL + (a << 6) + (a >> 2));
-  x ^= x >> 31;
-  x *= 0xbf58476d1ce4e5b9ULL;
-  return x ^ (x >> 29);
-}
-constexpr uint64_t kDataStream = 1, kDropoutStream = 2;
-
 // Keys that may differ between a checkpoint's config and the config of a resumed run.
 // (None of them changes what a step computes.)
 bool resumable_difference(const std::string& path) {
@@ -91,29 +82,6 @@ void check_resume_config(const json& saved, const json& now, const std::string& 
   SOFTLAB_CHECK(bad.empty(), "--resume: the config differs from the one ", from, " was trained with, at: ", bad,
                 " (only train.epochs, train.max_steps, train.threads, train.precision, train.checkpoint_every, "
                 "train.on_nonfinite and output may change on resume)");
-}
-
-json data_meta(const DataSplit& d, const Normalization& n, const std::string& name) {
-  json m = {{"dataset", name}, {"num_classes", d.train.num_classes}, {"mean", n.mean}, {"std", n.std},
-            {"class_names", d.train.class_names}, {"train_size", d.train.size}, {"channels", d.train.channels},
-            {"height", d.train.height}, {"width", d.train.width}};
-  if (d.train.is_sequence()) {
-    m["seq_len"] = d.train.seq_len;
-    m["vocab"] = d.train.vocab;
-  }
-  return m;
-}
-
-// Images from files, or a synthetic task generated from the run's seed.
-DataSplit load_data(const Config& cfg) {
-  if (is_synthetic(cfg.data.dataset)) return make_synthetic(synthetic_options(cfg), cfg.seed);
-  DataSplit data = load_dataset(cfg.data.dataset, cfg.data.path);
-  SOFTLAB_CHECK(data.train.channels == cfg.model.channels && data.train.height == cfg.model.image_size &&
-                    data.train.width == cfg.model.image_size,
-                "the data set ", cfg.data.dataset, " holds ", data.train.channels, "x", data.train.height, "x",
-                data.train.width, " images but model.channels = ", cfg.model.channels, " and model.image_size = ",
-                cfg.model.image_size);
-  return data;
 }
 
 // ---- before the first step ----------------------------------------------------------------
@@ -164,23 +132,18 @@ void prepare_run_directory(TrainRun& r) {
   }
 }
 
-// The data (a class-balanced subset with data.subset), and the normalisation computed on
-// the training split, which the test split shares.
+// The data (a class-balanced subset with data.subset) and the normalisation computed on the
+// training split, which the test split shares; then the model, initialised from the run's
+// seed, its optimiser and the weight EMA. A resumed run overwrites the state from the
+// checkpoint (or, under an MPI job, from rank 0), but builds it the same way first.
 void load_training_data(TrainRun& r) {
-  r.data = load_data(r.cfg);
-  if (r.cfg.data.subset > 0) r.data.train = class_balanced_subset(r.data.train, r.cfg.data.subset, r.cfg.seed);
-  r.norm = r.data.train.is_sequence() ? Normalization{} : compute_normalization(r.data.train);
-  r.meta_data = data_meta(r.data, r.norm, r.cfg.data.dataset);
+  TrainingData td = softlab::load_training_data(r.cfg);
+  r.data = std::move(td.data);
+  r.norm = std::move(td.norm);
 }
-
-// The model, initialised from the run's seed, its optimiser, and the weight EMA, which starts
-// as a copy of the initial weights. A resumed run overwrites all three from the checkpoint
-// (or, under an MPI job, from rank 0), but builds them the same way first.
-void build_model_and_optimizer(TrainRun& r) {
-  r.model = build_model(r.cfg, r.data.train.num_classes, r.data.train.size);
-  r.params = r.model->parameters();
-  r.optimizer = make_optimizer(r.cfg.train.optimizer, r.params);
-  if (r.cfg.train.ema > 0.0) r.ema.emplace(*r.model, r.cfg.train.ema);
+void build_train_state(TrainRun& r) {
+  r.st.emplace(r.cfg, r.data, r.norm);
+  r.st->poison_step = r.opt.nonfinite_at_step;
 }
 
 // --resume: weights, optimiser state, position and EMA from last.ckpt, once the config is
@@ -194,21 +157,18 @@ void resume_from_checkpoint(TrainRun& r) {
   // other code, or edited) is bad input naming the file, never a library exception.
   try {
     check_resume_config(checkpoint_meta(ck, "config", path), r.cfg.resolved, path);
-    r.model->load_state(with_prefix(ck.tensors, "model."));
-    r.optimizer->load_state(with_prefix(ck.tensors, "optim."));
-    r.pos = Position::parse(checkpoint_meta(ck, "position", path));
-    if (r.ema) r.ema->load_state(with_prefix(ck.tensors, "ema."));
+    r.st->restore(ck, path);
   } catch (const nlohmann::json::exception& e) {
     throw Error(cat(path, ": its header does not describe a run of this config (", e.what(), ")"));
   } catch (const Error& e) {
     if (std::string(e.what()).find(path) != std::string::npos) throw;
     throw Error(cat(path, ": ", e.what()), e.kind());
   }
-  r.saved = r.pos;
-  if (const int64_t n = drop_uncommitted_metrics(r.metrics_path, r.pos.metrics_bytes))
+  r.saved = r.st->pos;
+  if (const int64_t n = drop_uncommitted_metrics(r.metrics_path, r.st->pos.metrics_bytes))
     r.progress.line(cat("dropped ", n, " line", n == 1 ? "" : "s", " of ", r.metrics_path.string(),
                         " written after last.ckpt (that training is done again)"));
-  if (const std::string said = recover_pending_best(r.dir, r.pos.best_step); !said.empty()) r.progress.line(said);
+  if (const std::string said = recover_pending_best(r.dir, r.st->pos.best_step); !said.empty()) r.progress.line(said);
 }
 
 // A new run (or one that never reached its first checkpoint): the resolved config and no
@@ -223,26 +183,21 @@ void start_new_run(TrainRun& r) {
 }
 
 
-// The loader (its order and augmentation derive from the run's seed), the batches per
-// epoch and the steps of the run. --overfit-batch trains one unshuffled, unaugmented batch.
+// The loader (its order and augmentation derive from the run's seed) and the step plan.
+// --overfit-batch trains one unshuffled, unaugmented batch, one per step.
 void plan_batches(TrainRun& r) {
-  const Config& cfg = r.cfg;
-  BatchLoader::Options lo;
-  lo.batch_size = cfg.train.batch_size;
-  lo.shuffle = !r.opt.overfit_batch;
-  lo.augment = r.opt.overfit_batch ? Augment{} : cfg.data.augment;
-  lo.norm = r.norm;
-  lo.num_classes = r.data.train.num_classes;
-  lo.seed = mix(cfg.seed, kDataStream);
+  BatchLoader::Options lo = train_loader_options(r.cfg, r.norm, r.data.train.num_classes);
+  StepPlan& plan = r.st->plan;
+  if (r.opt.overfit_batch) {
+    lo.shuffle = false;
+    lo.augment = Augment{};
+    plan.batches_per_epoch = 1;
+    plan.accumulate = 1;
+    plan.steps_per_epoch = 1;
+    plan.total_steps = plan.epochs;
+    if (r.cfg.train.max_steps > 0) plan.total_steps = std::min(plan.total_steps, r.cfg.train.max_steps);
+  }
   r.loader.emplace(r.data.train, lo);
-  r.batches = r.loader->batches_per_epoch();
-  if (cfg.train.max_batches_per_epoch > 0) r.batches = std::min(r.batches, cfg.train.max_batches_per_epoch);
-  if (r.opt.overfit_batch) r.batches = 1;
-  r.accumulate = r.opt.overfit_batch ? 1 : cfg.train.accumulate;
-  r.steps_per_epoch = (r.batches + r.accumulate - 1) / r.accumulate;
-  r.epochs = cfg.train.epochs;
-  r.total_steps = r.epochs * r.steps_per_epoch;
-  if (cfg.train.max_steps > 0) r.total_steps = std::min(r.total_steps, cfg.train.max_steps);
 }
 
 // The evaluation set: the test split, or the one training batch when overfitting.
@@ -273,13 +228,13 @@ void print_run_header(TrainRun& r) {
                               cfg.data.dataset, ": ", r.data.train.size, " train, ", r.data.test.size, " test (",
                               r.data.dir, ")"));
   std::string counts;
-  for (const auto& [n, c] : r.model->parameter_counts()) counts += detail::cat(" ", n, " ", c, ";");
+  for (const auto& [n, c] : r.st->model->parameter_counts()) counts += detail::cat(" ", n, " ", c, ";");
   r.progress.line(detail::cat("model ", cfg.model.type, " (attention ", cfg.model.attention.value("type", "?"),
-                              ", head ", cfg.model.head.value("type", "?"), "): ", r.model->num_parameters(),
+                              ", head ", cfg.model.head.value("type", "?"), "): ", r.st->model->num_parameters(),
                               " parameters;", counts));
   if (const auto& groups = cfg.train.optimizer.groups; !groups.empty()) {
     // How many parameters each group got; softlab validate lists them by name.
-    const auto settings = param_settings(cfg.train.optimizer, r.params);
+    const auto settings = param_settings(cfg.train.optimizer, r.st->params);
     auto count = [&](int g) {
       return std::count_if(settings.begin(), settings.end(), [g](const ParamSettings& s) { return s.group == g; });
     };
@@ -288,7 +243,7 @@ void print_run_header(TrainRun& r) {
       line += detail::cat(" [", g, "] \"", groups[g].match, "\" ", count(static_cast<int>(g)), ";");
     r.progress.line(detail::cat(line, " default ", count(-1), " (parameters each)"));
   }
-  const json head_info = r.model->head->info();
+  const json head_info = r.st->model->head->info();
   if (!head_info.empty()) r.progress.line(detail::cat("head ", cfg.model.head.value("type", "?"), ": ", head_info.dump()));
   if (r.reducer)
     r.progress.line(detail::cat("data parallel over ", dist::size(), " MPI ranks: ", r.cfg.train.batch_size / dist::size(),
@@ -296,16 +251,16 @@ void print_run_header(TrainRun& r) {
                                 num_threads() == 1 ? " thread" : " threads", " each; gradients of ", r.reducer->bytes(),
                                 " bytes summed in ", r.reducer->buckets(), r.reducer->buckets() == 1 ? " bucket" : " buckets"));
   if (r.opt.resume)
-    r.progress.line(detail::cat("resuming ", r.run_dir, " at epoch ", r.pos.epoch + 1, ", batch ", r.pos.batch,
-                                ", step ", r.pos.step));
+    r.progress.line(detail::cat("resuming ", r.run_dir, " at epoch ", r.st->pos.epoch + 1, ", batch ", r.st->pos.batch,
+                                ", step ", r.st->pos.step));
 }
 
 // This session's clocks; train_seconds() adds them to the time of earlier sessions.
 void start_session_clock(TrainRun& r) {
   r.session_start = Clock::now();
   r.session_step_seconds = 0.0;
-  r.session_first_step = r.pos.step;
-  r.seconds_before = r.pos.train_seconds;
+  r.session_first_step = r.st->pos.step;
+  r.seconds_before = r.st->pos.train_seconds;
 }
 
 // Threads that share a core with another process wait for it at every parallel region; in
@@ -326,78 +281,18 @@ void leave_busy_cores_alone(TrainRun& r) {
 
 // ---- one step -----------------------------------------------------------------------------
 
-// The step's loader batches (micro-batches), then each one's share of the step's scored
-// examples: the mean loss of a micro-batch is weighted by its share, so the gradient is that
-// of the mean over all of them, as one batch of that size would give. False when the loader
-// has no batch left.
+// The step's loader batches (micro-batches); under an MPI job, this rank's share of each.
+// False when the loader has no batch left.
 bool next_micro_batches(TrainRun& r) {
-  r.micro.assign(static_cast<size_t>(std::min(r.accumulate, r.batches - r.pos.batch)), Batch{});
+  const StepPlan& plan = r.st->plan;
+  r.micro.assign(static_cast<size_t>(std::min(plan.accumulate, plan.batches_per_epoch - r.st->pos.batch)), Batch{});
   size_t got = 0;
   while (got < r.micro.size() && r.loader->next(r.micro[got])) {
     if (dist::active()) r.micro[got] = shard_batch(r.micro[got], dist::rank(), dist::size());
     ++got;
   }
-  if (got == 0) return false;
   r.micro.resize(got);
-  r.scored.clear();
-  r.step_examples = 0;
-  for (const Batch& b : r.micro) {
-    r.scored.push_back(r.model->scored_labels(b.images, b.labels));
-    r.step_examples += static_cast<int64_t>(r.scored.back().size());
-  }
-  // Each rank's share of the step is weighed against the whole global step.
-  dist::allreduce_sum(&r.step_examples, 1, "the step's example count");
-  return true;
-}
-
-// What a step's micro-batches add to the epoch's running statistics, once the step is
-// known to count (a skipped step adds its batches and images only).
-struct StepStats {
-  float loss = 0.0f;  // the first non-finite micro-batch loss, else the last
-  double loss_sum = 0.0;
-  int64_t correct = 0, seen = 0, images = 0, batches = 0;
-};
-
-// Forward and backward of every micro-batch, gradients summed into the parameters.
-// Under an MPI job the last micro-batch's backward runs inside the gradient reducer, which
-// sums the ranks' gradients while it goes, and the statistics are summed over the ranks.
-StepStats accumulate_gradients(TrainRun& r) {
-  StepStats st;
-  for (size_t j = 0; j < r.micro.size(); ++j) {
-    const Batch& b = r.micro[j];
-    const auto n = static_cast<int64_t>(r.scored[j].size());
-    const bool reduce = r.reducer && j + 1 == r.micro.size();
-    if (reduce) r.reducer->begin();
-    if (b.images.shape()[0] > 0) {  // a rank's share of a short last batch may be empty
-      HeadOutput out =
-          b.targets.defined() ? r.model->forward_soft(b.images, b.targets) : r.model->forward(b.images, b.labels);
-      const float micro_loss = out.loss.item();
-      if (std::isfinite(st.loss)) st.loss = micro_loss;
-      if (r.micro.size() == 1 && !r.reducer)
-        out.loss.backward();
-      else
-        scale(out.loss, static_cast<float>(static_cast<double>(n) / static_cast<double>(r.step_examples))).backward();
-      const auto pred = r.model->head->predict(out.scores);
-      for (int64_t i = 0; i < n; ++i) st.correct += pred[static_cast<size_t>(i)] == r.scored[j][static_cast<size_t>(i)];
-      st.loss_sum += static_cast<double>(micro_loss) * static_cast<double>(n);
-    }
-    if (reduce) r.reducer->finish();
-    st.seen += n;  // scored targets: one per image, one per target position of a sequence
-    st.images += b.images.shape()[0];
-    ++st.batches;
-  }
-  if (dist::active()) {
-    double sums[5] = {st.loss_sum, static_cast<double>(st.correct), static_cast<double>(st.seen),
-                      static_cast<double>(st.images), std::isfinite(st.loss) ? 0.0 : 1.0};
-    dist::allreduce_sum(sums, 5, "the step's loss and accuracy");
-    st.loss_sum = sums[0];
-    st.correct = static_cast<int64_t>(sums[1]);
-    st.seen = static_cast<int64_t>(sums[2]);
-    st.images = static_cast<int64_t>(sums[3]);
-    st.loss = sums[4] > 0.0 ? std::numeric_limits<float>::quiet_NaN()
-                            : static_cast<float>(st.loss_sum / static_cast<double>(std::max<int64_t>(st.seen, 1)));
-  }
-  return st;
+  return got > 0;
 }
 
 // The last checkpoint a stopped run can fall back to, in words.
@@ -414,81 +309,41 @@ void mark_diverged(TrainRun& r, const std::string& what) {
                    " (train.on_nonfinite=skip_step skips such steps instead).");
 }
 
-// One optimiser step over r.micro: gradients, clipping, the update, the EMA. A non-finite
-// loss or gradient norm stops the run before the optimiser spreads it into the weights
-// (or, with train.on_nonfinite = skip_step, leaves the weights as they are).
+// One optimiser step over r.micro (TrainState::step: gradients, clipping, the update, the
+// EMA). A non-finite loss or gradient norm stops the run before the optimiser spreads it into
+// the weights (or, with train.on_nonfinite = skip_step, leaves the weights as they are).
 void train_step(TrainRun& r) {
-  const Config& cfg = r.cfg;
-  Position& pos = r.pos;
-  const double lr = schedule_lr(cfg.train.schedule, cfg.train.optimizer.lr, pos.step, r.steps_per_epoch, r.total_steps);
-  // One dropout stream per step, drawn on through its micro-batches: the masks of step s
-  // depend on (seed, s) only, so a resumed run draws those of an uninterrupted one.
-  // Under an MPI job each rank draws its own masks (a stream per rank): with dropout or drop
-  // path the masks, unlike the data, depend on the number of ranks.
-  uint64_t dropout_seed = mix(mix(cfg.seed, kDropoutStream), static_cast<uint64_t>(pos.step));
-  if (dist::active()) dropout_seed = mix(dropout_seed, static_cast<uint64_t>(dist::rank()));
-  r.model->dropout_generator().seed(dropout_seed);
-  StepStats st = accumulate_gradients(r);
-  if (r.opt.nonfinite_at_step == pos.step + 1) st.loss = std::numeric_limits<float>::quiet_NaN();
-  const double gnorm = clip_grad_norm(r.params, cfg.train.grad_clip);
-  pos.batch += st.batches;
-  pos.images += st.images;
-  if (!std::isfinite(st.loss) || !std::isfinite(gnorm)) {
-    const std::string what = cat(std::isfinite(st.loss) ? "the gradient norm" : "the loss", " is ",
-                                 std::isfinite(st.loss) ? gnorm : st.loss, " at epoch ", pos.epoch + 1, ", step ",
-                                 pos.step + 1, " (lr ", lr, ")");
-    if (!cfg.train.skip_nonfinite_steps) {
+  TrainState& st = *r.st;
+  const int64_t step = st.pos.step;
+  const StepResult res = st.step(r.micro);
+  if (!res.finite) {
+    const std::string what = cat(std::isfinite(res.loss) ? "the gradient norm" : "the loss", " is ",
+                                 std::isfinite(res.loss) ? res.grad_norm : res.loss, " at epoch ", st.pos.epoch + 1,
+                                 ", step ", step + 1, " (lr ", res.lr, ")");
+    if (!r.cfg.train.skip_nonfinite_steps)
       mark_diverged(r, what);
-      return;
-    }
-    r.progress.line("skipped the update: " + what);
-    r.optimizer->zero_grad();
-    ++pos.skipped_steps;
-    ++pos.epoch_skipped;
-    ++pos.step;
+    else
+      r.progress.line("skipped the update: " + what);
     return;
   }
-  r.optimizer->step(lr);
-  r.optimizer->zero_grad();
-  if (r.ema) r.ema->update(pos.step + 1);
   if (r.step_log)
-    *r.step_log << json{{"step", pos.step + 1}, {"loss", st.loss_sum / static_cast<double>(std::max<int64_t>(st.seen, 1))},
-                        {"grad_norm", gnorm}, {"lr", lr}}.dump()
+    *r.step_log << json{{"step", step + 1}, {"loss", res.loss}, {"grad_norm", res.grad_norm}, {"lr", res.lr}}.dump()
                 << std::endl;
-  pos.loss_sum += st.loss_sum;
-  pos.correct += st.correct;
-  pos.seen += st.seen;
-  pos.grad_norm_sum += gnorm;
-  ++pos.epoch_steps;
-  ++pos.step;
 }
 
 // The live progress line: the epoch's running loss and accuracy, its rate, the time left.
 void show_step(TrainRun& r) {
-  const Position& pos = r.pos;
+  const Position& pos = r.st->pos;
   const double es = seconds_since(r.epoch_start);
   const double ips = static_cast<double>(pos.images - r.epoch_images_before) / std::max(es, 1e-9);
-  const double eta = static_cast<double>(r.total_steps - pos.step) *
-                     static_cast<double>(r.cfg.train.batch_size * r.accumulate) / std::max(ips, 1e-9);
+  const double eta = static_cast<double>(r.st->plan.total_steps - pos.step) *
+                     static_cast<double>(r.cfg.train.batch_size * r.st->plan.accumulate) / std::max(ips, 1e-9);
   const double seen = static_cast<double>(std::max<int64_t>(pos.seen, 1));
-  r.progress.step(pos.epoch + 1, r.epochs, pos.batch, r.batches, pos.loss_sum / seen,
+  r.progress.step(pos.epoch + 1, r.st->plan.epochs, pos.batch, r.st->plan.batches_per_epoch, pos.loss_sum / seen,
                   static_cast<double>(pos.correct) / seen, ips, eta);
 }
 
 // ---- checkpoints ---------------------------------------------------------------------------
-
-// Weights, optimiser state, EMA, position, resolved config and data description in one
-// file, written atomically (save_checkpoint: temporary file, fsync, rename).
-Checkpoint make_checkpoint(const TrainRun& r) {
-  Checkpoint ck;
-  ck.meta = {{"config", r.cfg.resolved}, {"position", r.pos.as_json()}, {"data", r.meta_data},
-             {"softlab_version", version()}};
-  for (auto& [n, t] : r.model->state()) ck.tensors.emplace_back("model." + n, t);
-  for (auto& [n, t] : r.optimizer->state()) ck.tensors.emplace_back("optim." + n, t);
-  if (r.ema)
-    for (auto& [n, t] : r.ema->state()) ck.tensors.emplace_back("ema." + n, t);
-  return ck;
-}
 
 // The first tensor holding NaN or infinity, empty if none: such a state is never saved.
 std::string first_nonfinite(const Checkpoint& ck) {
@@ -506,22 +361,22 @@ std::string first_nonfinite(const Checkpoint& ck) {
 // best record agree once the run is resumed (train/run_dir.hpp). False, and nothing
 // written, when the state is not finite.
 bool save_state(TrainRun& r, bool improved) {
-  r.pos.train_seconds = train_seconds(r);
-  r.pos.metrics_bytes = file_size_or_zero(r.metrics_path);
-  const Checkpoint ck = make_checkpoint(r);
+  r.st->pos.train_seconds = train_seconds(r);
+  r.st->pos.metrics_bytes = file_size_or_zero(r.metrics_path);
+  const Checkpoint ck = r.st->checkpoint();
   if (const std::string bad = first_nonfinite(ck); !bad.empty()) {
-    mark_diverged(r, cat(bad, " holds non-finite values at epoch ", r.pos.epoch + 1, ", step ", r.pos.step));
+    mark_diverged(r, cat(bad, " holds non-finite values at epoch ", r.st->pos.epoch + 1, ", step ", r.st->pos.step));
     return false;
   }
   // Every rank holds the same state and checks it (so all agree on divergence); rank 0 writes.
   if (improved && dist::is_root()) {
-    save_checkpoint(pending_best_path(r.dir, r.pos.step).string(), ck);
+    save_checkpoint(pending_best_path(r.dir, r.st->pos.step).string(), ck);
     crash_point("best_pending_saved");
   }
   if (dist::is_root()) save_checkpoint(r.last_path.string(), ck);
   crash_point("last_saved");
-  if (improved && dist::is_root()) commit_pending_best(r.dir, r.pos.step);
-  r.saved = r.pos;
+  if (improved && dist::is_root()) commit_pending_best(r.dir, r.st->pos.step);
+  r.saved = r.st->pos;
   r.last_save = Clock::now();
   return true;
 }
@@ -529,8 +384,9 @@ bool save_state(TrainRun& r, bool improved) {
 // train.checkpoint_every: a mid-epoch save is due after that many minutes or steps since the
 // last save (epoch ends save anyway).
 bool checkpoint_due(const TrainRun& r) {
-  if (r.pos.batch >= r.batches || r.pos.step >= r.total_steps) return false;  // the epoch end saves
-  const int64_t since_step = r.pos.step - (r.saved ? r.saved->step : r.session_first_step);
+  // The epoch end saves.
+  if (r.st->pos.batch >= r.st->plan.batches_per_epoch || r.st->pos.step >= r.st->plan.total_steps) return false;
+  const int64_t since_step = r.st->pos.step - (r.saved ? r.saved->step : r.session_first_step);
   const auto& t = r.cfg.train;
   return (t.checkpoint_steps > 0 && since_step >= t.checkpoint_steps) ||
          (t.checkpoint_minutes > 0 && seconds_since(r.last_save) >= 60.0 * t.checkpoint_minutes);
@@ -558,23 +414,26 @@ AfterStep after_step(const TrainRun& r) {
   return {v[0] != 0, v[1] != 0};
 }
 
-bool more_to_train(const TrainRun& r) { return !r.pos.done && r.pos.epoch < r.epochs && r.pos.step < r.total_steps; }
+bool more_to_train(const TrainRun& r) {
+  const Position& pos = r.st->pos;
+  return !pos.done && pos.epoch < r.st->plan.epochs && pos.step < r.st->plan.total_steps;
+}
 
 // The current epoch from pos.batch on: steps until its batches are done, the step budget is
 // spent, a stop is requested or the run diverges. The loader derives the epoch's order from
 // (seed, epoch) and starts at pos.batch, so a resumed run sees the batches of an
 // uninterrupted one.
 void train_epoch(TrainRun& r) {
-  r.loader->start_epoch(r.opt.overfit_batch ? 0 : r.pos.epoch, r.opt.overfit_batch ? 0 : r.pos.batch);
+  r.loader->start_epoch(r.opt.overfit_batch ? 0 : r.st->pos.epoch, r.opt.overfit_batch ? 0 : r.st->pos.batch);
   r.epoch_start = Clock::now();
-  r.epoch_images_before = r.pos.images;
-  while (r.pos.batch < r.batches && r.pos.step < r.total_steps) {
+  r.epoch_images_before = r.st->pos.images;
+  while (r.st->pos.batch < r.st->plan.batches_per_epoch && r.st->pos.step < r.st->plan.total_steps) {
     if (r.opt.overfit_batch) r.loader->start_epoch(0, 0);  // the same first batch, every step
     if (!next_micro_batches(r)) break;
     train_step(r);
     if (!r.diverged.empty()) return;
     show_step(r);
-    if (r.opt.stop_after_step > 0 && r.pos.step == r.opt.stop_after_step) r.stop_now = true;
+    if (r.opt.stop_after_step > 0 && r.st->pos.step == r.opt.stop_after_step) r.stop_now = true;
     const AfterStep next = after_step(r);
     if (next.stop) return;
     if (next.save && !save_state(r, false)) return;
@@ -587,45 +446,38 @@ EpochEnd epoch_end(TrainRun& r) {
   EpochEnd e;
   e.seconds = seconds_since(r.epoch_start);
   r.session_step_seconds += e.seconds;
-  e.epoch_done = r.pos.batch >= r.batches;
-  e.finished = r.pos.step >= r.total_steps || (e.epoch_done && r.pos.epoch + 1 >= r.epochs);
-  e.eval_now = e.finished || (e.epoch_done && (r.pos.epoch + 1) % r.cfg.train.eval_every == 0);
+  e.epoch_done = r.st->pos.batch >= r.st->plan.batches_per_epoch;
+  e.finished = r.st->pos.step >= r.st->plan.total_steps || (e.epoch_done && r.st->pos.epoch + 1 >= r.st->plan.epochs);
+  e.eval_now = e.finished || (e.epoch_done && (r.st->pos.epoch + 1) % r.cfg.train.eval_every == 0);
   return e;
 }
 
 // An evaluation with a non-finite loss (raw or EMA weights) stops the run: its accuracy would
 // be meaningless, and the weights behind it are not saved.
 bool evaluation_finite(TrainRun& r) {
-  const bool ema_ok = !r.ema || std::isfinite(r.last_ema_eval.loss);
+  const bool ema_ok = !r.st->ema || std::isfinite(r.last_ema_eval.loss);
   if (std::isfinite(r.last_eval.loss) && ema_ok) return true;
   mark_diverged(r, cat("the test loss of the ", std::isfinite(r.last_eval.loss) ? "EMA weights" : "weights", " is ",
                        std::isfinite(r.last_eval.loss) ? r.last_ema_eval.loss : r.last_eval.loss, " after epoch ",
-                       r.pos.epoch + 1, ", step ", r.pos.step));
+                       r.st->pos.epoch + 1, ", step ", r.st->pos.step));
   return false;
 }
 
 // A finished epoch starts the next one with fresh running statistics; a finished run is
 // marked done, so resuming it only reports.
 void advance_position(TrainRun& r, const EpochEnd& e) {
-  Position& pos = r.pos;
-  if (e.epoch_done) {
-    ++pos.epoch;
-    pos.batch = 0;
-    pos.loss_sum = 0.0;
-    pos.correct = pos.seen = pos.epoch_steps = pos.epoch_skipped = 0;
-    pos.grad_norm_sum = 0.0;
-  }
-  if (e.finished) pos.done = true;
+  if (e.epoch_done) r.st->next_epoch();
+  if (e.finished) r.st->pos.done = true;
 }
 
 // The epoch's commit: its metrics line (already appended) and last.ckpt, plus best.ckpt when
 // this evaluation beats the best so far (the best is recorded first, so both files carry it).
 bool commit_epoch(TrainRun& r, bool evaluated) {
-  const bool improved = evaluated && r.last_eval.accuracy > r.pos.best_accuracy;
+  const bool improved = evaluated && r.last_eval.accuracy > r.st->pos.best_accuracy;
   if (improved) {
-    r.pos.best_accuracy = r.last_eval.accuracy;
-    r.pos.best_epoch = r.pos.epoch;  // epochs completed when it was reached
-    r.pos.best_step = r.pos.step;
+    r.st->pos.best_accuracy = r.last_eval.accuracy;
+    r.st->pos.best_epoch = r.st->pos.epoch;  // epochs completed when it was reached
+    r.st->pos.best_step = r.st->pos.step;
   }
   return save_state(r, improved);
 }
@@ -633,8 +485,8 @@ bool commit_epoch(TrainRun& r, bool evaluated) {
 // A stop request (SIGINT/SIGTERM, or TrainOptions::stop_after_step) ends the session with
 // the position reached in last.ckpt, so that --resume continues from the next batch.
 TrainResult save_interrupted(TrainRun& r) {
-  const bool unsaved = !r.saved || r.saved->step != r.pos.step || r.saved->batch != r.pos.batch ||
-                       r.saved->epoch != r.pos.epoch;
+  const bool unsaved = !r.saved || r.saved->step != r.st->pos.step || r.saved->batch != r.st->pos.batch ||
+                       r.saved->epoch != r.st->pos.epoch;
   TrainResult result;
   result.run_dir = r.run_dir;
   if (unsaved && !save_state(r, false)) {
@@ -643,8 +495,8 @@ TrainResult save_interrupted(TrainRun& r) {
     return result;
   }
   const std::string how = r.opt.resume_command.empty() ? "train with --resume --out " + r.run_dir : r.opt.resume_command;
-  r.progress.line(cat("interrupted: saved ", r.last_path.string(), " at epoch ", r.pos.epoch + 1, ", batch ",
-                      r.pos.batch, ", step ", r.pos.step, "; continue with: ", how));
+  r.progress.line(cat("interrupted: saved ", r.last_path.string(), " at epoch ", r.st->pos.epoch + 1, ", batch ",
+                      r.st->pos.batch, ", step ", r.st->pos.step, "; continue with: ", how));
   result.status = TrainStatus::Interrupted;
   result.summary = {{"status", "interrupted"}, {"resume_command", how}};
   return result;
@@ -655,7 +507,7 @@ TrainResult stop_diverged(TrainRun& r) {
   TrainResult result;
   result.run_dir = r.run_dir;
   result.status = TrainStatus::Diverged;
-  result.summary = {{"status", "diverged"}, {"message", r.diverged}, {"step", r.pos.step}};
+  result.summary = {{"status", "diverged"}, {"message", r.diverged}, {"step", r.st->pos.step}};
   if (r.saved) result.summary["last_checkpoint"] = r.last_path.string();
   return result;
 }
@@ -690,7 +542,7 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
     run.from_scratch = fresh != 0;
   }
   dist::agree("loading the data", [&] { load_training_data(run); });
-  build_model_and_optimizer(run);
+  build_train_state(run);
   if (dist::active()) check_ranks_agree(rank_fingerprint(run));
   const bool resumed = opt.resume && !run.from_scratch;
   dist::agree(resumed ? "resuming from last.ckpt" : "starting the run", [&] {
@@ -703,10 +555,11 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
   });
   if (dist::active()) {
     broadcast_state(run);
-    if (resumed) run.saved = run.pos;
+    if (resumed) run.saved = run.st->pos;
     std::vector<Tensor> tensors;
-    for (const auto& p : run.params) tensors.push_back(p.tensor);
+    for (const auto& p : run.st->params) tensors.push_back(p.tensor);
     run.reducer.emplace(std::move(tensors), opt.bucket_bytes);
+    run.st->reducer = &*run.reducer;
   }
   if (!opt.step_log.empty() && dist::is_root()) {
     run.step_log = std::make_unique<std::ofstream>(opt.step_log, std::ios::app);
@@ -720,7 +573,7 @@ TrainResult train(const Config& cfg, const TrainOptions& opt) {
   run.last_save = Clock::now();
   leave_busy_cores_alone(run);
 
-  run.model->train();
+  run.st->model->train();
   while (more_to_train(run)) {
     if (stopping(run)) return save_interrupted(run);
     train_epoch(run);

@@ -8,7 +8,7 @@
 
 #include "softlab/nn/model.hpp"
 
-namespace softlab::detail {
+namespace softlab {
 
 class WeightEma {
  public:
@@ -40,4 +40,4 @@ class WeightEma {
   std::vector<Tensor> params_;  // the model's live parameter tensors, parallel to ema_'s first entries
 };
 
-}  // namespace softlab::detail
+}  // namespace softlab
