@@ -33,14 +33,7 @@ execute_process(COMMAND ${CMAKE_COMMAND} --build ${WORK_DIR}/build RESULT_VARIAB
 if(NOT rc EQUAL 0)
   message(FATAL_ERROR "building examples/embed failed (${rc})")
 endif()
-execute_process(COMMAND ${WORK_DIR}/build/embed_example RESULT_VARIABLE rc OUTPUT_VARIABLE out)
-message(STATUS "embed_example printed: ${out}")
-if(NOT rc EQUAL 0)
-  message(FATAL_ERROR "embed_example failed (${rc})")
-endif()
-if(NOT out MATCHES "loss fell")
-  message(FATAL_ERROR "embed_example did not report a falling loss")
-endif()
+run_checked("embed_example" "loss fell" ${WORK_DIR}/build/embed_example)
 
 # A training loop of its own on the step API against the installed softlab command on the
 # same config (dropout, drop path, accumulation and EMA on): the same state, bit for bit.

@@ -89,6 +89,7 @@ struct LoadedModel {
   std::unique_ptr<nn::Model> model;
   Normalization norm;
   int64_t num_classes = 0;
+  int64_t train_size = 0;  // metadata key data.train_size (0 when absent)
   std::vector<std::string> class_names;
 };
 // With `ema`, the weights are the checkpoint's weight EMA (train.ema, tensors "ema.*"); a

@@ -209,11 +209,11 @@ LoadedModel load_model(const Checkpoint& ck, const std::string& path, bool ema,
       m.class_names.push_back(n.get<std::string>());
     }
   }
-  const int64_t train_size = data_int(d, "train_size", false, bad);
+  m.train_size = data_int(d, "train_size", false, bad);
   const nn::NamedTensors state = model_state(ck, path, ema);
   // Model and weights must agree with the saved config; a mismatch is about this file.
   try {
-    m.model = build_model(m.config, m.num_classes, train_size);
+    m.model = build_model(m.config, m.num_classes, m.train_size);
     m.model->load_state(state);
   } catch (const Error& e) {
     if (e.kind() != Error::Kind::BadInput) throw;

@@ -117,9 +117,7 @@ TrainState TrainState::load(const std::string& path) {
   const Checkpoint ck = load_checkpoint(path);
   // load_model checks the saved config and the data description, and names the file.
   const LoadedModel m = load_model(ck, path);
-  const json& d = checkpoint_meta(ck, "data", path);
-  const int64_t train_size = d.contains("train_size") ? d["train_size"].get<int64_t>() : 0;
-  TrainState st(m.config, m.num_classes, train_size, m.norm, d);
+  TrainState st(m.config, m.num_classes, m.train_size, m.norm, checkpoint_meta(ck, "data", path));
   st.restore(ck, path);
   return st;
 }

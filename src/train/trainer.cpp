@@ -10,7 +10,6 @@
 #include <csignal>
 #include <filesystem>
 #include <fstream>
-#include <limits>
 #include <vector>
 
 #include "softlab/autograd.hpp"
@@ -186,7 +185,7 @@ void start_new_run(TrainRun& r) {
 // The loader (its order and augmentation derive from the run's seed) and the step plan.
 // --overfit-batch trains one unshuffled, unaugmented batch, one per step.
 void plan_batches(TrainRun& r) {
-  BatchLoader::Options lo = train_loader_options(r.cfg, r.norm, r.data.train.num_classes);
+  BatchLoader::Options lo = train_loader_options(r.cfg, r.st->norm, r.data.train.num_classes);
   StepPlan& plan = r.st->plan;
   if (r.opt.overfit_batch) {
     lo.shuffle = false;
