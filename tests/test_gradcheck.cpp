@@ -347,6 +347,15 @@ void add_shape_rows(std::vector<Row>& rows) {
   rows.push_back({"grid_conv_k5_head_cls_3x3",
                   [](const std::vector<Tensor>& x) { return grid_depthwise_conv(x[0], x[1], x[2], 3, 3, 1); },
                   {{{1, 10, 4}}, {{2, 5, 5}}, {{4}}}});
+  // Image windows (im2col): overlapping at stride 2 with padding on an odd, non-square image
+  // (edge windows read padding, interior pixels are read by up to four windows), stride 1,
+  // and non-overlapping without padding (every pixel read once).
+  rows.push_back({"image_windows_k3_s2_p1_5x4x2",
+                  [](const std::vector<Tensor>& x) { return image_windows(x[0], 3, 2, 1); }, {{{2, 5, 4, 2}}}});
+  rows.push_back({"image_windows_k3_s1_p1_4x4x1",
+                  [](const std::vector<Tensor>& x) { return image_windows(x[0], 3, 1, 1); }, {{{1, 4, 4, 1}}}});
+  rows.push_back({"image_windows_k2_s2_p0_4x6x3",
+                  [](const std::vector<Tensor>& x) { return image_windows(x[0], 2, 2, 0); }, {{{2, 4, 6, 3}}}});
 }
 
 void add_dropout_rows(std::vector<Row>& rows) {
@@ -485,7 +494,8 @@ TEST(OpGradcheckTable, CoversEveryOp) {
                        "scale",   "add_scalar", "exp",  "log",        "sqrt",        "tanh",       "sigmoid",
                        "softplus", "relu",   "elu",     "gelu_tanh",  "gelu_exact",  "sum",        "mean",
                        "max",     "softmax", "log_softmax", "layer_norm", "reshape", "transpose",  "permute",
-                       "slice",   "concat",  "index_select", "embedding", "rope", "cross_entropy", "dropout"};
+                       "slice",   "concat",  "index_select", "embedding", "rope", "cross_entropy", "dropout",
+                       "grid_conv", "image_windows"};
   for (const char* op : ops) {
     const std::string p = op;
     const bool found = std::any_of(table().begin(), table().end(),

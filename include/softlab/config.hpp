@@ -55,6 +55,8 @@ struct Config {
   struct Model {
     std::string type = "vit";
     int64_t image_size = 28, channels = 1, patch_size = 7;
+    std::string stem = "patch";  // vit: patch | conv (softlab/nn/layers.hpp, ConvStem)
+    int64_t stem_width = 16;     // conv stem: channels of the first convolution
     int64_t dim = 64, depth = 4, heads = 4;
     double mlp_ratio = 2.0;
     double dropout = 0.0;

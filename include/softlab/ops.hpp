@@ -89,6 +89,12 @@ Tensor rope(const Tensor& x, float theta = 10000.0f);
 Tensor grid_depthwise_conv(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t grid_h, int64_t grid_w,
                            int64_t prefix = 0);
 
+// k x k windows of channels-last images x [B, H, W, C] at the given stride, zero-padded by
+// pad on every side: [B, Ho*Wo, k*k*C] with Ho = (H + 2 pad - k)/stride + 1 (Wo alike), taps
+// ordered (row, column, channel). A Linear over the last axis then is a strided convolution
+// (im2col); the backward sums the overlapping windows' gradients.
+Tensor image_windows(const Tensor& x, int64_t kernel, int64_t stride, int64_t pad);
+
 // ---- losses -------------------------------------------------------------------------------
 // Mean over the batch of -log softmax(logits)[label], logits [N, C], labels in [0, C).
 // With label smoothing eps the target is (1-eps) one-hot + eps/C (as torch).

@@ -167,6 +167,8 @@ Config parse_config(const json& cfg) {
   c.model.image_size = int_field<int64_t>(m, "image_size", "model");
   c.model.channels = int_field<int64_t>(m, "channels", "model");
   c.model.patch_size = int_field<int64_t>(m, "patch_size", "model");
+  c.model.stem = m["stem"].get<std::string>();
+  c.model.stem_width = int_field<int64_t>(m, "stem_width", "model");
   c.model.dim = int_field<int64_t>(m, "dim", "model");
   c.model.depth = int_field<int64_t>(m, "depth", "model");
   c.model.heads = int_field<int64_t>(m, "heads", "model");

@@ -147,6 +147,12 @@ Node build() {
             .help = "input channels; must match the data set"}),
       leaf({.name = "patch_size", .type = T::Int, .default_value = 7, .min = 1.0, .max = 4096.0,
             .help = "side of a square patch; must divide image_size"}),
+      leaf({.name = "stem", .type = T::String, .default_value = "patch", .choices = {"patch", "conv"},
+            .help = "vit: how pixels become tokens: patch (one linear map per patch) or conv (3x3 stride-2 "
+                    "convolutions with LayerNorm and GELU down to the patch grid, then a 1x1 convolution; Xiao "
+                    "et al. 2021)"}),
+      leaf({.name = "stem_width", .type = T::Int, .default_value = 16, .min = 1.0, .max = 4096.0,
+            .help = "stem conv: channels of the first convolution, doubled by each next one"}),
       leaf({.name = "dim", .type = T::Int, .default_value = 64, .min = 1.0, .max = 8192.0,
             .help = "token width; must be divisible by heads"}),
       leaf({.name = "depth", .type = T::Int, .default_value = 4, .min = 1.0, .max = 256.0,

@@ -100,7 +100,7 @@ MemoryEstimate estimate_memory(const json& r) {
   const std::string dataset = r["data"]["dataset"].get<std::string>();
   const bool seq = is_synthetic(dataset);
 
-  double tokens = 0, eval_tokens = 0, classes = 0, embed = 0, data = 0;
+  double tokens = 0, eval_tokens = 0, classes = 0, embed = 0, data = 0, stem_acts = 0;
   if (seq) {
     const SyntheticOptions o = synthetic_from(r);
     tokens = static_cast<double>(synthetic_train_length(o));
@@ -119,6 +119,21 @@ MemoryEstimate estimate_memory(const json& r) {
     tokens = eval_tokens = side * side + (m["pool"] == "cls" ? 1.0 : 0.0);
     classes = 100.0;  // the most of the image data sets
     embed = static_cast<double>(m["channels"].get<int64_t>()) * patch * patch * D + D + tokens * D + D;
+    if (m["stem"] == "conv") {
+      // The convolutional stem instead of the patch projection: per stage a 3x3 conv and a
+      // LayerNorm; kept for backward per image, the windows and three maps of the stage's
+      // output (conv, norm, GELU).
+      int64_t in = m["channels"].get<int64_t>(), out = m["stem_width"].get<int64_t>(), size = m["image_size"].get<int64_t>();
+      embed = tokens * D + D;
+      while (size > static_cast<int64_t>(side)) {
+        size = (size + 1) / 2;
+        embed += 9.0 * static_cast<double>(in * out) + 3.0 * static_cast<double>(out);
+        stem_acts += static_cast<double>(size * size) * (9.0 * static_cast<double>(in) + 3.0 * static_cast<double>(out));
+        in = out;
+        out *= 2;
+      }
+      embed += static_cast<double>(in) * D + D;
+    }
   }
   if (m["num_classes"].get<int64_t>() > 0) classes = static_cast<double>(m["num_classes"].get<int64_t>());
 
@@ -137,7 +152,7 @@ MemoryEstimate estimate_memory(const json& r) {
   // Kept for backward, per token and block: the LayerNorm outputs, q, k, v, the attention
   // output and projection, the residual sums (about 8 x dim), the MLP's hidden layer before
   // and after GELU (2 x hidden). The fused attention kernels keep no N x N scores.
-  const double train_acts = B * tokens * (L * (8.0 * D + 2.0 * H) + classes);
+  const double train_acts = B * (tokens * (L * (8.0 * D + 2.0 * H) + classes) + stem_acts);
   // Evaluation keeps nothing for backward: about one block's worth at a time.
   const double eval_acts = eval_B * eval_tokens * (4.0 * D + 2.0 * H + classes);
   e.activation_bytes = std::max(train_acts, eval_acts) * kFloat;

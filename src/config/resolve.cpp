@@ -10,6 +10,7 @@
 #include "softlab/attention.hpp"
 #include "softlab/config.hpp"
 #include "softlab/error.hpp"
+#include "softlab/nn/layers.hpp"
 
 namespace softlab {
 
@@ -195,6 +196,10 @@ void check_rules(const json& cfg) {
     const int64_t size = m["image_size"].get<int64_t>(), patch = m["patch_size"].get<int64_t>();
     SOFTLAB_CHECK(size % patch == 0, "model.image_size (", size, ") must be divisible by model.patch_size (", patch,
                   ")");
+    SOFTLAB_CHECK(m["stem"] != "conv" || nn::ConvStem::stages(size, size / patch) > 0, "model.stem 'conv' halves "
+                  "the image until it is the patch grid, but halving ", size, " pixels (rounding up) never gives ",
+                  size / patch, " (model.image_size / model.patch_size); pick a patch_size that it reaches, or "
+                  "model.stem 'patch'");
   }
 
   const json& t = cfg["train"];

@@ -1,4 +1,4 @@
-// ViT: patches -> [cls] + positions -> blocks -> norm -> pool -> head.
+// ViT: patches (or the convolutional stem) -> [cls] + positions -> blocks -> norm -> pool -> head.
 //
 // With model.causal the blocks are causal (token i sees tokens 0..i) and the class token
 // goes after the patches instead of before them, so that it sees every patch: the causal
@@ -18,14 +18,19 @@ ViT::ViT(const Config::Model& cfg, int64_t num_classes, int64_t train_size, uint
   SOFTLAB_CHECK(cfg.type == "vit", "model.type: '", cfg.type, "' is not a vision transformer");
   SOFTLAB_CHECK(num_classes > 0, "model.num_classes must be positive, got ", num_classes);
   Generator init(seed);  // the initialisation stream
-  patch_embed = register_module("patch_embed", std::make_unique<PatchEmbed>(cfg.channels, cfg.image_size,
-                                                                             cfg.patch_size, cfg.dim, init));
+  const int64_t grid = cfg.image_size / cfg.patch_size;
+  if (cfg.stem == "conv")
+    conv_stem = register_module("stem", std::make_unique<ConvStem>(cfg.channels, cfg.image_size, grid,
+                                                                   cfg.stem_width, cfg.dim, init));
+  else
+    patch_embed = register_module("patch_embed", std::make_unique<PatchEmbed>(cfg.channels, cfg.image_size,
+                                                                               cfg.patch_size, cfg.dim, init));
   const bool use_cls = cfg.pool == "cls";
-  tokens_ = patch_embed->num_patches() + (use_cls ? 1 : 0);
+  tokens_ = grid * grid + (use_cls ? 1 : 0);
   if (use_cls) cls_token = register_parameter("cls_token", trunc_normal({1, 1, cfg.dim}, init, 0.02f), false);
   pos_embed = register_parameter("pos_embed", trunc_normal({1, tokens_, cfg.dim}, init, 0.02f), false);
   AttentionContext actx = detail::attention_context(cfg, tokens_, init);
-  actx.grid_h = actx.grid_w = cfg.image_size / cfg.patch_size;
+  actx.grid_h = actx.grid_w = grid;
   actx.prefix_tokens = use_cls && !cfg.causal ? 1 : 0;  // a causal ViT's class token comes last
   BlockOptions bo = detail::block_options(cfg);
   bo.grid_h = actx.grid_h;
@@ -43,7 +48,7 @@ ViT::ViT(const Config::Model& cfg, int64_t num_classes, int64_t train_size, uint
 }
 
 Tensor ViT::features(const Tensor& images) {
-  Tensor x = patch_embed->forward(images);  // [B, P, D]
+  Tensor x = conv_stem ? conv_stem->forward(images) : patch_embed->forward(images);  // [B, P, D]
   const int64_t B = x.shape()[0];
   if (cls_token.defined()) {
     const Tensor cls = add(zeros({B, 1, cfg_.dim}), cls_token);

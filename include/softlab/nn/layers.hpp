@@ -1,7 +1,9 @@
 #pragma once
-// The basic layers: Linear, LayerNorm, Mlp (Linear-GELU-Linear) and PatchEmbed.
+// The basic layers: Linear, LayerNorm, Mlp (Linear-GELU-Linear), PatchEmbed and ConvStem.
 // Initialisation follows standard ViT practice (timm): truncated normal, std 0.02, for
 // linear weights and embeddings; zeros for biases; ones for norm gains.
+#include <vector>
+
 #include "softlab/module.hpp"
 #include "softlab/random.hpp"
 
@@ -53,6 +55,29 @@ class PatchEmbed : public Module {
 
  private:
   int64_t channels_, image_size_, patch_, grid_;
+};
+
+// The convolutional stem of "Early Convolutions Help Transformers See Better" (Xiao et al.
+// 2021), in place of the patch embedding: 3x3 stride-2 convolutions, each followed by a
+// LayerNorm over its channels and GELU, halve the image (rounding up) until it is the patch
+// grid, with width, 2 width, 4 width, ... channels; a 1x1 convolution then maps to `dim`.
+// Each convolution is image_windows + a Linear: its weight is [out, 3*3*in], taps ordered
+// (row, column, channel). The tokens are the same grid as PatchEmbed's (docs/training.md,
+// "Convolutional stem").
+class ConvStem : public Module {
+ public:
+  ConvStem(int64_t channels, int64_t image_size, int64_t grid, int64_t width, int64_t dim, Generator& init);
+  Tensor forward(const Tensor& images) const;  // [B, C, H, W] -> [B, grid*grid, dim]
+  int64_t num_patches() const { return grid_ * grid_; }
+  // The number of halvings that take image_size to grid; 0 when none does (grid >= image_size
+  // or the halving skips it).
+  static int64_t stages(int64_t image_size, int64_t grid);
+  std::vector<Linear*> convs;
+  std::vector<LayerNorm*> norms;
+  Linear* proj;
+
+ private:
+  int64_t channels_, image_size_, grid_;
 };
 
 // [B, C, H, W] -> [B, (H/p)(W/p), C p p]; not differentiable (images are inputs).

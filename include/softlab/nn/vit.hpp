@@ -1,5 +1,5 @@
 #pragma once
-// The vision transformer: patch embedding, class token or mean pooling, learned position
+// The vision transformer: patch embedding (or a convolutional stem), class token or mean pooling, learned position
 // embedding, `depth` pre-norm blocks, a final LayerNorm and a registered head.
 #include <memory>
 #include <span>
@@ -21,7 +21,8 @@ class ViT : public Model {
   HeadOutput forward_soft(const Tensor& images, const Tensor& targets) override;
   int64_t tokens() const override { return tokens_; }
 
-  PatchEmbed* patch_embed;
+  PatchEmbed* patch_embed = nullptr;  // model.stem "patch"
+  ConvStem* conv_stem = nullptr;      // model.stem "conv"
   std::vector<Block*> blocks;
   LayerNorm* norm;
   Tensor cls_token, pos_embed;
