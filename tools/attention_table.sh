@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Trains configs/fmnist_vit.json once per attention module, changing only
+# Trains configs/fmnist_vit_patch.json once per attention module, changing only
 # model.attention.type, and prints the Markdown table of docs/attention.md.
 #
 #   tools/attention_table.sh [out-dir] [extra softlab train arguments...]
 #   env: TYPES="softmax sigmoid ..." (default: every module the binary registers,
 #          `softlab info --list attention`)
 #        SOFTLAB=<softlab binary> (default build-release/softlab)
-#        CONFIG=<config> (default configs/fmnist_vit.json)
+#        CONFIG=<config> (default configs/fmnist_vit_patch.json)
 #
 # Each run goes to <out-dir>/<type> (default out-dir: runs/attention-table-<timestamp>);
 # an existing run directory is resumed, not overwritten (tools/variant_table.sh).

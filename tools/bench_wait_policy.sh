@@ -10,7 +10,7 @@
 #   round  quiet|busy  setting  images/s  threads  wait-policy  load-before
 set -euo pipefail
 cd "$(dirname "$0")/.."
-config=${1:-configs/fmnist_vit.json}
+config=${1:-configs/fmnist_vit_patch.json}
 steps=${2:-150}
 rounds=${3:-2}
 softlab=${SOFTLAB:-build-release/softlab}

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Trains configs/fmnist_vit.json once per head, changing only model.head, and prints the
+# Trains configs/fmnist_vit_patch.json once per head, changing only model.head, and prints the
 # Markdown table of docs/heads.md.
 #
 #   tools/head_table.sh [out-dir] [extra softlab train arguments...]
@@ -7,7 +7,7 @@
 #          `softlab info --list heads`, with svm also run with Agarap's preset as
 #          svm_agarap2017)
 #        SOFTLAB=<softlab binary> (default build-release/softlab)
-#        CONFIG=<config> (default configs/fmnist_vit.json)
+#        CONFIG=<config> (default configs/fmnist_vit_patch.json)
 #
 # For MNIST: tools/get_mnist.sh, then add --set data.dataset=mnist --set data.path=<its DEST>.
 # Each run goes to <out-dir>/<label> (default out-dir: runs/head-table-<timestamp>); an

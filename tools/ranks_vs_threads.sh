@@ -6,7 +6,7 @@
 # interleaved round by round, medians of seconds_per_step from summary.json, printed as a
 # Markdown table (docs/distributed.md).
 #   tools/ranks_vs_threads.sh [BUILD_DIR] [ROUNDS] [STEPS] [CONFIG...]
-# Defaults: build-release, 3 rounds, 100 steps, configs/fmnist_vit.json configs/cifar10_vit.json.
+# Defaults: build-release, 3 rounds, 100 steps, configs/fmnist_vit_patch.json configs/cifar10_vit.json.
 # CIFAR-10 is looked for as datasets/README.md says (SOFTLAB_DATA_DIR).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +15,7 @@ rounds=${2:-3}
 steps=${3:-100}
 shift $(( $# < 3 ? $# : 3 ))
 configs=("$@")
-[ ${#configs[@]} -gt 0 ] || configs=(configs/fmnist_vit.json configs/cifar10_vit.json)
+[ ${#configs[@]} -gt 0 ] || configs=(configs/fmnist_vit_patch.json configs/cifar10_vit.json)
 softlab="$build/softlab"
 [ -x "$softlab" ] || { echo "ranks_vs_threads: no $softlab (build it first)" >&2; exit 2; }
 command -v mpirun >/dev/null || { echo "ranks_vs_threads: mpirun not found (tools/setup.sh installs Open MPI)" >&2; exit 2; }

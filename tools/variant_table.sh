@@ -6,7 +6,7 @@
 #   VARIANT is LABEL or LABEL=KEY=VALUE[;KEY=VALUE...]: the run LABEL with those --set
 #   overrides (in order), e.g. "svm_agarap=model.head.type=svm;model.head.preset=agarap2017".
 #   env: SOFTLAB=<softlab binary> (default build-release/softlab)
-#        CONFIG=<config> (default configs/fmnist_vit.json)
+#        CONFIG=<config> (default configs/fmnist_vit_patch.json)
 #
 # Each run goes to OUT_DIR/LABEL; a finished run is skipped and an interrupted one resumed,
 # so an interrupted table is completed by running the same command again.
@@ -19,7 +19,7 @@ variants=()
 while [ $# -gt 0 ] && [ "$1" != "--" ]; do variants+=("$1"); shift; done
 [ "${1:-}" = "--" ] && shift
 softlab=${SOFTLAB:-build-release/softlab}
-config=${CONFIG:-configs/fmnist_vit.json}
+config=${CONFIG:-configs/fmnist_vit_patch.json}
 [ -x "$softlab" ] || { echo "no softlab binary at $softlab (run tools/quickstart.sh or set SOFTLAB)" >&2; exit 2; }
 mkdir -p "$out"
 for v in "${variants[@]}"; do

@@ -31,7 +31,7 @@ Options:
   --quick         3 timed steps after 1 warm-up step: a smoke check, not a measurement
   --out FILE.md   also write the report there (raw results go to FILE.raw/)
   --check         first compare vit.py's logits with softlab predict on the same weights
-  --config FILE   a softlab config to measure (repeatable; default: configs/fmnist_vit.json
+  --config FILE   a softlab config to measure (repeatable; default: configs/fmnist_vit_patch.json
                   and configs/cifar10_vit.json)
   --pytorch-omp auto|default
                   auto (default): PyTorch's OpenMP threads wait as softlab's do, chosen by
@@ -69,7 +69,7 @@ fi
 [[ $rounds =~ ^[1-9][0-9]*$ ]] || { echo "compare.sh: --rounds must be a positive integer, got '$rounds'" >&2; exit 2; }
 [[ $threads =~ ^[1-9][0-9]*$ ]] || { echo "compare.sh: --threads must be a positive integer, got '$threads'" >&2; exit 2; }
 [[ $omp == auto || $omp == default ]] || { echo "compare.sh: --pytorch-omp must be auto or default, got '$omp'" >&2; exit 2; }
-[[ ${#configs[@]} -gt 0 ]] || configs=("$root/configs/fmnist_vit.json" "$root/configs/cifar10_vit.json")
+[[ ${#configs[@]} -gt 0 ]] || configs=("$root/configs/fmnist_vit_patch.json" "$root/configs/cifar10_vit.json")
 for c in "${configs[@]}"; do
   [[ -f $c ]] || { echo "compare.sh: config $c not found" >&2; exit 2; }
 done

@@ -19,6 +19,10 @@ src/attention/softmax.cpp, src/optim/optim.cpp):
   - patch embedding: non-overlapping p x p patches flattened (c, dy, dx), one linear map
     (written here as a Conv2d with kernel = stride = p, the same maths; its weight is the
     softlab weight [D, C p p] reshaped to [D, C, p, p]);
+  - stem "conv": Conv2d(3x3, stride 2, padding 1) - LayerNorm over channels - GELU (tanh),
+    halving the image until it is the patch grid, with stem_width, 2 stem_width, ...
+    channels, then Linear(last width, D) per grid cell; softlab's conv weight is
+    [out, (row, column, channel)], torch's [out, channel, row, column];
   - pool "cls": a learned class token in front, the head sees its final state; "mean":
     no class token, the mean over all tokens;
   - learned positions (trunc normal, std 0.02) added to all tokens, dropout after them;
@@ -148,7 +152,8 @@ class ConfigError(Exception):
 DEFAULTS = {
     "seed": 0,
     "data": {"dataset": "fashion-mnist"},
-    "model": {"type": "vit", "image_size": 28, "channels": 1, "patch_size": 7, "dim": 64, "depth": 4,
+    "model": {"type": "vit", "image_size": 28, "channels": 1, "patch_size": 7, "stem": "patch",
+              "stem_width": 16, "dim": 64, "depth": 4,
               "heads": 4, "mlp_ratio": 2.0, "dropout": 0.0, "pool": "cls", "qk_norm": False,
               "layer_scale": None, "num_classes": 0,
               "attention": {"type": "softmax"}, "head": {"type": "softmax"}},
@@ -217,6 +222,11 @@ def resolve(cfg):
     if m["image_size"] % m["patch_size"] != 0:
         raise ConfigError("model.image_size (%d) must be divisible by model.patch_size (%d)"
                           % (m["image_size"], m["patch_size"]))
+    if m["stem"] not in ("patch", "conv"):
+        raise ConfigError("model.stem: expected patch or conv, got '%s'" % m["stem"])
+    if m["stem"] == "conv" and not stem_stages(m["image_size"], m["image_size"] // m["patch_size"]):
+        raise ConfigError("model.stem 'conv': halving %d pixels never gives the patch grid %d"
+                          % (m["image_size"], m["image_size"] // m["patch_size"]))
     opt = cfg["train"]["optimizer"]["type"]
     if opt not in ("adamw", "sgd"):
         raise ConfigError("train.optimizer.type: '%s' is not supported (adamw, sgd)" % opt)
@@ -330,12 +340,57 @@ class PatchEmbed(nn.Module):
         return self.proj(images).flatten(2).transpose(1, 2)
 
 
+def softlab_name(name):
+    """softlab's name of a parameter: the stem's norms hold their LayerNorm directly."""
+    return name.replace(".ln.", ".") if name.startswith("stem.norm.") else name
+
+
+def stem_stages(size, grid):
+    """Halvings (rounding up) from size to grid; 0 when none lands on it (softlab's ConvStem::stages)."""
+    n = 0
+    while size > grid:
+        size, n = (size + 1) // 2, n + 1
+    return n if size == grid else 0
+
+
+class ChannelNorm(nn.Module):  # LayerNorm over the channels of [B, C, H, W]
+    def __init__(self, channels):
+        super().__init__()
+        self.ln = nn.LayerNorm(channels, eps=LN_EPS)
+
+    def forward(self, x):
+        return self.ln(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class ConvStem(nn.Module):
+    def __init__(self, channels, image_size, grid, width, dim):
+        super().__init__()
+        n = stem_stages(image_size, grid)
+        widths = [channels] + [width * 2 ** s for s in range(n)]
+        self.conv = nn.ModuleList(nn.Conv2d(widths[s], widths[s + 1], 3, stride=2, padding=1) for s in range(n))
+        self.norm = nn.ModuleList(ChannelNorm(widths[s + 1]) for s in range(n))
+        for c in self.conv:
+            trunc_normal_(c.weight)
+            nn.init.zeros_(c.bias)
+        self.proj = make_linear(widths[-1], dim)
+
+    def forward(self, images):  # [B, C, H, W] -> [B, grid^2, D]
+        x = images
+        for conv, norm in zip(self.conv, self.norm):
+            x = F.gelu(norm(conv(x)), approximate="tanh")
+        return self.proj(x.flatten(2).transpose(1, 2))
+
+
 class ViT(nn.Module):
     def __init__(self, cfg, classes):
         super().__init__()
         m = cfg["model"]
         self.dim, self.dropout = m["dim"], float(m["dropout"])
-        self.patch_embed = PatchEmbed(m["channels"], m["patch_size"], m["dim"])
+        grid = m["image_size"] // m["patch_size"]
+        if m["stem"] == "conv":
+            self.stem = ConvStem(m["channels"], m["image_size"], grid, m["stem_width"], m["dim"])
+        else:
+            self.patch_embed = PatchEmbed(m["channels"], m["patch_size"], m["dim"])
         use_cls = m["pool"] == "cls"
         tokens = (m["image_size"] // m["patch_size"]) ** 2 + (1 if use_cls else 0)
         self.cls_token = nn.Parameter(trunc_normal_(torch.empty(1, 1, m["dim"]))) if use_cls else None
@@ -355,7 +410,7 @@ class ViT(nn.Module):
         self.label_smoothing = float(h["label_smoothing"])
 
     def features(self, images):
-        x = self.patch_embed(images)
+        x = self.stem(images) if hasattr(self, "stem") else self.patch_embed(images)
         if self.cls_token is not None:
             x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
         x = x + self.pos_embed
@@ -381,11 +436,13 @@ class ViT(nn.Module):
             t = p.detach()
             if name == "patch_embed.proj.weight":
                 t = t.reshape(t.shape[0], -1)
-            out.append((name, t.contiguous()))
+            elif name.startswith("stem.conv.") and t.dim() == 4:  # [out, c, i, j] -> [out, (i, j, c)]
+                t = t.permute(0, 2, 3, 1).reshape(t.shape[0], -1)
+            out.append((softlab_name(name), t.contiguous()))
         return out
 
     def load_softlab_state(self, tensors):
-        mine = dict(self.named_parameters())
+        mine = {softlab_name(n): p for n, p in self.named_parameters()}
         missing = sorted(set(mine) - set(tensors))
         extra = sorted(set(tensors) - set(mine))
         if missing or extra:
@@ -393,6 +450,8 @@ class ViT(nn.Module):
         with torch.no_grad():
             for name, p in mine.items():
                 t = tensors[name]
+                if name.startswith("stem.conv.") and p.dim() == 4:  # [out, (i, j, c)] -> [out, c, i, j]
+                    t = t.reshape(p.shape[0], p.shape[2], p.shape[3], p.shape[1]).permute(0, 3, 1, 2)
                 if t.numel() != p.numel():
                     raise ConfigError("tensor %s: %s in the checkpoint, %s here" % (name, list(t.shape), list(p.shape)))
                 p.copy_(t.reshape(p.shape))
