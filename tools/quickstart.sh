@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # softlab's main job on a fresh Debian machine: install what is missing, build, train the
 # default config (configs/fmnist_vit.json) on Fashion-MNIST and print the test accuracy.
+# It trains in bf16 where the CPU has bf16 matrix products, in fp32 elsewhere.
 # Each call trains into a new run directory, so earlier runs are never overwritten.
 # Extra arguments go to `softlab train` (e.g. --set train.epochs=3).
 #   tools/quickstart.sh --resume [RUN_DIR]   continues an interrupted quickstart run (default:
@@ -24,8 +25,14 @@ if [ "${1:-}" = "--resume" ]; then
 else
   out="runs/quickstart-$(date +%Y%m%d-%H%M%S)"
 fi
+# bf16 matrix products where the CPU runs them natively (AVX512-BF16 or AMX), fp32 elsewhere;
+# a later --set train.precision=... among the arguments wins.
+precision=fp32
+info=$(./build-release/softlab info)
+grep -q '^bf16 matrix products.*: \(AVX512-BF16\|AMX-BF16\)$' <<< "$info" && precision=bf16
+echo "quickstart: train.precision=$precision"
 code=0
-./build-release/softlab train configs/fmnist_vit.json --out "$out" "${resume[@]}" "$@" || code=$?
+./build-release/softlab train configs/fmnist_vit.json --out "$out" "${resume[@]}" --set train.precision=$precision "$@" || code=$?
 if [ $code -eq 130 ]; then
   echo "quickstart: interrupted; continue with: tools/quickstart.sh --resume $out" >&2
   exit 130
