@@ -231,6 +231,10 @@ TEST(ConvStemConfig, DefaultsAndRules) {
   j = base;
   j["model"]["stem_width"] = 0;
   expect_error([&] { resolve_config(j); }, {"model.stem_width"});
+  json seq = base;
+  seq["data"] = {{"dataset", "synthetic:recall"}};
+  seq["model"] = {{"type", "seq"}, {"stem", "conv"}};
+  expect_error([&] { resolve_config(seq); }, {"model.stem 'conv'", "only model.type 'vit'"});
 }
 
 // The memory estimate that resolve_config checks counts the stem's parameters exactly (the

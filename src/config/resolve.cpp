@@ -192,6 +192,8 @@ void check_rules(const json& cfg) {
     SOFTLAB_CHECK(!m["causal"].get<bool>(), "model.value_conv mixes each patch with its neighbours on the grid, "
                   "later ones included, so it cannot be causal; set model.value_conv to null or model.causal to false");
   }
+  SOFTLAB_CHECK(m["stem"] != "conv" || m["type"] == "vit", "model.stem 'conv' turns images into tokens, which "
+                "only model.type 'vit' has; set model.stem to 'patch'");
   if (m["type"] == "vit") {
     const int64_t size = m["image_size"].get<int64_t>(), patch = m["patch_size"].get<int64_t>();
     SOFTLAB_CHECK(size % patch == 0, "model.image_size (", size, ") must be divisible by model.patch_size (", patch,

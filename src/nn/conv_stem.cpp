@@ -21,7 +21,7 @@ ConvStem::ConvStem(int64_t channels, int64_t image_size, int64_t grid, int64_t w
   const int64_t n = stages(image_size, grid);
   SOFTLAB_CHECK(n > 0, "model.stem 'conv': halving ", image_size, " pixels never gives the ", grid, "x", grid,
                 " patch grid (model.image_size / model.patch_size); pick a patch_size whose grid the halving "
-                "reaches (28: 7, 14; 32: 2, 4, 8, 16)");
+                "reaches (28 pixels: 2, 4, 7, 14 or 28; 32 pixels: 2, 4, 8, 16 or 32)");
   SOFTLAB_CHECK(width > 0, "model.stem_width must be positive, got ", width);
   int64_t in = channels, out = width;
   for (int64_t s = 0; s < n; ++s, in = out, out *= 2) {

@@ -1,6 +1,7 @@
 #pragma once
-// The vision transformer: patch embedding (or a convolutional stem), class token or mean pooling, learned position
-// embedding, `depth` pre-norm blocks, a final LayerNorm and a registered head.
+// The vision transformer: patch embedding (or a convolutional stem), class token or mean
+// pooling, learned position embedding, `depth` pre-norm blocks, a final LayerNorm and a
+// registered head.
 #include <memory>
 #include <span>
 #include <vector>
