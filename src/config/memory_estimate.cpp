@@ -18,6 +18,7 @@
 
 #include "softlab/data.hpp"
 #include "softlab/error.hpp"
+#include "softlab/nn/layers.hpp"
 
 namespace softlab::config_detail {
 
@@ -125,7 +126,7 @@ MemoryEstimate estimate_memory(const json& r) {
       // output (conv, norm, GELU).
       int64_t in = m["channels"].get<int64_t>(), out = m["stem_width"].get<int64_t>(), size = m["image_size"].get<int64_t>();
       embed = tokens * D + D;
-      while (size > static_cast<int64_t>(side)) {
+      for (int64_t s = nn::ConvStem::stages(size, static_cast<int64_t>(side)); s > 0; --s) {
         size = (size + 1) / 2;
         embed += 9.0 * static_cast<double>(in * out) + 3.0 * static_cast<double>(out);
         stem_acts += static_cast<double>(size * size) * (9.0 * static_cast<double>(in) + 3.0 * static_cast<double>(out));

@@ -17,7 +17,7 @@ int64_t ConvStem::stages(int64_t image_size, int64_t grid) {
 }
 
 ConvStem::ConvStem(int64_t channels, int64_t image_size, int64_t grid, int64_t width, int64_t dim, Generator& init)
-    : channels_(channels), image_size_(image_size), grid_(grid) {
+    : channels_(channels), image_size_(image_size) {
   const int64_t n = stages(image_size, grid);
   SOFTLAB_CHECK(n > 0, "model.stem 'conv': halving ", image_size, " pixels never gives the ", grid, "x", grid,
                 " patch grid (model.image_size / model.patch_size); pick a patch_size whose grid the halving "

@@ -68,7 +68,6 @@ class ConvStem : public Module {
  public:
   ConvStem(int64_t channels, int64_t image_size, int64_t grid, int64_t width, int64_t dim, Generator& init);
   Tensor forward(const Tensor& images) const;  // [B, C, H, W] -> [B, grid*grid, dim]
-  int64_t num_patches() const { return grid_ * grid_; }
   // The number of halvings that take image_size to grid; 0 when none does (grid >= image_size
   // or the halving skips it).
   static int64_t stages(int64_t image_size, int64_t grid);
@@ -77,7 +76,7 @@ class ConvStem : public Module {
   Linear* proj;
 
  private:
-  int64_t channels_, image_size_, grid_;
+  int64_t channels_, image_size_;
 };
 
 // [B, C, H, W] -> [B, (H/p)(W/p), C p p]; not differentiable (images are inputs).
