@@ -28,7 +28,7 @@ void check_entry(const AttentionEntry& entry) {
                 " a Bool key \"causal\"; a module with a causal form has the key, one without has neither");
 }
 
-Registry<AttentionEntry>& registry() {
+Registry<AttentionEntry>& mutable_attention_registry() {
   static Registry<AttentionEntry> registry = [] {
     Registry<AttentionEntry> r("attention module");
     for (AttentionEntry e : {
@@ -53,11 +53,11 @@ Registry<AttentionEntry>& registry() {
 
 }  // namespace
 
-const Registry<AttentionEntry>& attention_registry() { return registry(); }
+const Registry<AttentionEntry>& attention_registry() { return mutable_attention_registry(); }
 
 const AttentionEntry& register_attention(AttentionEntry entry) {
   check_entry(entry);
-  return registry().add(std::move(entry));
+  return mutable_attention_registry().add(std::move(entry));
 }
 
 std::unique_ptr<Attention> make_attention(const json& cfg, const AttentionContext& ctx, const std::string& path) {

@@ -19,7 +19,7 @@
 namespace softlab::cli {
 
 namespace {
-std::string describe(const ParamSpec& p) {
+std::string describe_param(const ParamSpec& p) {
   std::string s = detail::cat("    ", p.name, " (", param_type_name(p.type), p.required ? ", required" : ", default ",
                               p.required ? std::string() : p.default_value.dump());
   if (p.min) s += detail::cat(p.min_exclusive ? ", > " : ", >= ", *p.min);
@@ -39,7 +39,7 @@ void list_recipe_keys() {
   std::cout << "training recipe keys (docs/training.md):\n";
   const auto& root = config_detail::config_schema();
   auto show = [](const std::string& path, const config_detail::Node& n) {
-    std::string line = describe(n.param);
+    std::string line = describe_param(n.param);
     std::cout << "  " << path << "." << line.substr(4) << "\n";
   };
   const auto* data = root.child("data");
@@ -58,7 +58,7 @@ void list(const char* title, const R& reg) {
   std::cout << title << ":\n";
   for (const auto& e : reg.entries()) {
     std::cout << "  " << e.name << ": " << e.help << "\n";
-    for (const auto& p : e.schema) std::cout << describe(p) << "\n";
+    for (const auto& p : e.schema) std::cout << describe_param(p) << "\n";
   }
 }
 

@@ -21,7 +21,7 @@
 namespace softlab {
 
 namespace {
-using config_detail::Node;
+using SchemaNode = config_detail::Node;
 
 std::string trim(const std::string& s) {
   const auto b = s.find_first_not_of(" \t\r\n");
@@ -85,7 +85,7 @@ json object_value(const std::string& text, const std::string& path) {
 
 // A whole list of objects (train.optimizer.groups=[{...}]) is given as JSON; resolve_config
 // checks the elements.
-json list_value(const Node& node, const std::string& text, const std::string& path) {
+json list_value(const SchemaNode& node, const std::string& text, const std::string& path) {
   const std::optional<json> j = config_detail::parse_json_value(text, path);
   if (!j || !j->is_array())
     throw Error(detail::cat(path, ": expected a JSON list of objects such as [", node.example, "], found '",
@@ -93,22 +93,22 @@ json list_value(const Node& node, const std::string& text, const std::string& pa
   return *j;
 }
 
-json node_value(const Node& node, const std::string& text, const std::string& path) {
-  if (node.kind == Node::Kind::List) return list_value(node, text, path);
-  if (node.kind != Node::Kind::Param) return object_value(text, path);
+json node_value(const SchemaNode& node, const std::string& text, const std::string& path) {
+  if (node.kind == SchemaNode::Kind::List) return list_value(node, text, path);
+  if (node.kind != SchemaNode::Kind::Param) return object_value(text, path);
   json v = typed_value(node.param, text, path);
   check_param(node.param, v, path);
   return v;
 }
 
-std::string type_in_effect(const Node& node, const json& obj, const std::string& path) {
+std::string type_in_effect(const SchemaNode& node, const json& obj, const std::string& path) {
   if (!obj.contains("type")) return node.type_spec().default_value.get<std::string>();
   check_param(node.type_spec(), obj["type"], path + ".type");
   return obj["type"].get<std::string>();
 }
 
 // Sets `key` inside a registry object (model.attention or model.head).
-void set_registry_key(const Node& node, json& obj, const std::string& path, const std::string& key,
+void set_registry_key(const SchemaNode& node, json& obj, const std::string& path, const std::string& key,
                       const std::string& text) {
   const std::string here = join_path(path, key);
   if (key == "type") {
@@ -161,7 +161,7 @@ json& list_element(json& obj, const std::string& key, size_t index, const std::s
 }
 
 void set_key(json& cfg, const std::vector<KeyPart>& keys, const std::string& text) {
-  const Node* node = &config_detail::config_schema();
+  const SchemaNode* node = &config_detail::config_schema();
   json* obj = &cfg;
   std::string path;
   for (size_t i = 0; i < keys.size(); ++i) {
@@ -172,7 +172,7 @@ void set_key(json& cfg, const std::vector<KeyPart>& keys, const std::string& tex
     if (!obj->is_object())
       throw Error(path.empty() ? detail::cat("config: the top level must be a JSON object, found ", describe_value(*obj))
                                : detail::cat(path, ": expected an object, found ", describe_value(*obj)));
-    if (node->kind == Node::Kind::Registry) {
+    if (node->kind == SchemaNode::Kind::Registry) {
       // Module parameters are plain values: nothing below them.
       if (!last)
         throw Error(detail::cat(here, ": is a value, not an object; it has no key '", text_excerpt(keys[i + 1].name),
@@ -181,10 +181,10 @@ void set_key(json& cfg, const std::vector<KeyPart>& keys, const std::string& tex
       set_registry_key(*node, *obj, path, key, text);
       return;
     }
-    const Node* child = node->child(key);
+    const SchemaNode* child = node->child(key);
     if (!child) throw Error(unknown_key_message(path, key, node->child_names()));
     if (keys[i].index) {
-      if (child->kind != Node::Kind::List)
+      if (child->kind != SchemaNode::Kind::List)
         throw Error(detail::cat(here, "[", *keys[i].index, "]: ", here, " is not a list of objects, so it has no "
                                 "elements to index; set its whole value (", here, "=...)"));
       const std::string at = detail::cat(here, "[", *keys[i].index, "]");
@@ -202,10 +202,10 @@ void set_key(json& cfg, const std::vector<KeyPart>& keys, const std::string& tex
       (*obj)[key] = node_value(*child, text, here);
       return;
     }
-    if (child->kind == Node::Kind::Param)
+    if (child->kind == SchemaNode::Kind::Param)
       throw Error(detail::cat(here, ": is ", expected_text(child->param), ", not an object; it has no key '",
                               text_excerpt(keys[i + 1].name), "'"));
-    if (child->kind == Node::Kind::List)
+    if (child->kind == SchemaNode::Kind::List)
       throw Error(detail::cat(here, ": is a list; name one of its elements, as ", here, "[0].",
                               text_excerpt(keys[i + 1].name), ", or set the whole list as JSON (", here, "=[",
                               child->example, "])"));
@@ -256,15 +256,15 @@ std::pair<std::vector<KeyPart>, std::string> split_assignment(const std::string&
 bool sets_registry_type(const std::string& assignment) {
   const auto eq = assignment.find('=');
   if (eq == std::string::npos) return false;
-  const Node* node = &config_detail::config_schema();
+  const SchemaNode* node = &config_detail::config_schema();
   std::string key = trim(assignment.substr(0, eq)) + ".";
   for (size_t start = 0, dot; (dot = key.find('.', start)) != std::string::npos; start = dot + 1) {
     const std::string part = key.substr(start, dot - start);
     const bool last = dot + 1 == key.size();
-    if (node->kind == Node::Kind::Registry) return part == "type" && last;
+    if (node->kind == SchemaNode::Kind::Registry) return part == "type" && last;
     node = node->child(part);
     if (!node) return false;
-    if (last) return node->kind == Node::Kind::Registry;
+    if (last) return node->kind == SchemaNode::Kind::Registry;
   }
   return false;
 }

@@ -5,12 +5,9 @@
 
 #include "nn/trunk.hpp"
 #include "softlab/config.hpp"
+#include "softlab/sweep.hpp"  // value_text
 
 namespace softlab {
-
-namespace {
-std::string value_text(const json& v) { return v.is_string() ? v.get<std::string>() : v.dump(); }
-}  // namespace
 
 std::string recipe_summary(const Config& cfg) {
   const json& r = cfg.resolved;

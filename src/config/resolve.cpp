@@ -15,26 +15,26 @@
 namespace softlab {
 
 namespace {
-using config_detail::Node;
+using SchemaNode = config_detail::Node;
 
-json resolve_node(const Node& node, const json& value, const std::string& path);
+json resolve_node(const SchemaNode& node, const json& value, const std::string& path);
 
-json resolve_object(const Node& node, const json& value, const std::string& path) {
+json resolve_object(const SchemaNode& node, const json& value, const std::string& path) {
   if (!value.is_object())
     throw Error(path.empty() ? detail::cat("config: the top level must be a JSON object, found ", describe_value(value))
                              : detail::cat(path, ": expected an object, found ", describe_value(value)));
   json out = json::object();
   for (const auto& [key, v] : value.items()) {  // the user's order first
-    const Node* child = node.child(key);
+    const SchemaNode* child = node.child(key);
     if (!child) throw Error(unknown_key_message(path, key, node.child_names()));
     out[key] = resolve_node(*child, v, join_path(path, key));
   }
   for (const auto& child : node.children) {  // then what they left out, in schema order
     if (out.contains(child.name)) continue;
     const std::string here = join_path(path, child.name);
-    if (child.kind == Node::Kind::List) {
+    if (child.kind == SchemaNode::Kind::List) {
       out[child.name] = json::array();
-    } else if (child.kind != Node::Kind::Param) {
+    } else if (child.kind != SchemaNode::Kind::Param) {
       out[child.name] = resolve_node(child, json::object(), here);
     } else if (child.param.required) {
       throw Error(detail::cat(here, ": missing required key; expected ", expected_text(child.param)));
@@ -46,7 +46,7 @@ json resolve_object(const Node& node, const json& value, const std::string& path
 }
 
 // {"type": name, ...params}: the params are checked against the schema of that type.
-json resolve_registry(const Node& node, const json& value, const std::string& path) {
+json resolve_registry(const SchemaNode& node, const json& value, const std::string& path) {
   if (!value.is_object())
     throw Error(detail::cat(path, ": expected an object like {\"type\": \"softmax\"}, found ", describe_value(value)));
   const json type = value.contains("type") ? value["type"] : node.type_spec().default_value;
@@ -68,7 +68,7 @@ json resolve_registry(const Node& node, const json& value, const std::string& pa
 
 // [{...}, ...]: every element is an object with the node's keys, resolved as one (its path
 // is "path[i]", as dotted_key_path writes it).
-json resolve_list(const Node& node, const json& value, const std::string& path) {
+json resolve_list(const SchemaNode& node, const json& value, const std::string& path) {
   if (!value.is_array())
     throw Error(detail::cat(path, ": expected a list of objects like [", node.example, "], found ",
                             describe_value(value)));
@@ -78,14 +78,14 @@ json resolve_list(const Node& node, const json& value, const std::string& path) 
   return out;
 }
 
-json resolve_node(const Node& node, const json& value, const std::string& path) {
+json resolve_node(const SchemaNode& node, const json& value, const std::string& path) {
   switch (node.kind) {
-    case Node::Kind::Param:
+    case SchemaNode::Kind::Param:
       check_param(node.param, value, path);
       return value;
-    case Node::Kind::Object: return resolve_object(node, value, path);
-    case Node::Kind::Registry: return resolve_registry(node, value, path);
-    case Node::Kind::List: return resolve_list(node, value, path);
+    case SchemaNode::Kind::Object: return resolve_object(node, value, path);
+    case SchemaNode::Kind::Registry: return resolve_registry(node, value, path);
+    case SchemaNode::Kind::List: return resolve_list(node, value, path);
   }
   return value;
 }

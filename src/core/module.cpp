@@ -82,9 +82,9 @@ const Tensor& Module::parameter(const std::string& name) const {
   std::vector<std::string> names;
   for (const auto& p : parameters()) names.push_back(p.name);
   const std::string near = closest_key(name, names);
-  throw Error(detail::cat("unknown parameter '", name, "'",
-                          near.empty() ? std::string() : detail::cat(" (did you mean '", near, "'?)"), "; the model has ",
-                          names.size(), " parameters, named_parameters() lists them"));
+  const std::string hint = near.empty() ? std::string() : softlab::detail::cat(" (did you mean '", near, "'?)");
+  throw Error(softlab::detail::cat("unknown parameter '", name, "'", hint, "; the model has ", names.size(),
+                                   " parameters, named_parameters() lists them"));
 }
 
 void Module::set_parameter(const std::string& name, const Tensor& value) {
@@ -103,13 +103,13 @@ std::string LoadReport::summary() const {
     constexpr size_t kShown = 10;
     std::string s;
     for (size_t i = 0; i < v.size() && i < kShown; ++i) s += (i ? ", " : "") + v[i];
-    if (v.size() > kShown) s += detail::cat(", ... (", v.size() - kShown, " more)");
+    if (v.size() > kShown) s += softlab::detail::cat(", ... (", v.size() - kShown, " more)");
     return s;
   };
   std::string s;
-  if (!missing.empty()) s = detail::cat(missing.size(), " missing (", names(missing), ")");
+  if (!missing.empty()) s = softlab::detail::cat(missing.size(), " missing (", names(missing), ")");
   if (!unexpected.empty())
-    s += detail::cat(s.empty() ? "" : "; ", unexpected.size(), " unexpected (", names(unexpected), ")");
+    s += softlab::detail::cat(s.empty() ? "" : "; ", unexpected.size(), " unexpected (", names(unexpected), ")");
   return s;
 }
 

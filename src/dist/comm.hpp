@@ -16,4 +16,7 @@ void wait(int handle, const char* what);
 // Forgets every handle: each must be done (called at the end of a step).
 void release_all();
 
+// The environment variable `name`, or nullptr when it is unset or empty (launcher.cpp).
+const char* env(const char* name);
+
 }  // namespace softlab::dist::detail

@@ -7,16 +7,16 @@
 #include <cstring>
 #include <string>
 
+#include "dist/comm.hpp"
 #include "softlab/distributed.hpp"
 
 namespace softlab::dist {
 
-namespace {
-const char* env(const char* name) {
+const char* detail::env(const char* name) {
   const char* v = std::getenv(name);
   return v && *v ? v : nullptr;
 }
-}  // namespace
+using detail::env;
 
 bool launched_by_mpi() {
   if (const char* v = env("SOFTLAB_MPI"); v && std::strcmp(v, "0") == 0) return false;

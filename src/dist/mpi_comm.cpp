@@ -62,11 +62,7 @@ void wait_request(MPI_Request& req, const char* what, double seconds) {
     }
   }
 }
-
-const char* env(const char* name) {
-  const char* v = std::getenv(name);
-  return v && *v ? v : nullptr;
-}
+using detail::env;
 }  // namespace
 
 bool built_with_mpi() { return true; }

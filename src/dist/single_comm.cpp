@@ -12,10 +12,7 @@ namespace softlab::dist {
 
 namespace {
 double g_timeout = 300.0;
-const char* env(const char* name) {
-  const char* v = std::getenv(name);
-  return v && *v ? v : nullptr;
-}
+using detail::env;
 }  // namespace
 
 bool built_with_mpi() { return false; }

@@ -18,7 +18,7 @@ HeadEntry stablemax_head_entry();
 HeadEntry cosine_head_entry();
 
 namespace {
-Registry<HeadEntry>& registry() {
+Registry<HeadEntry>& mutable_head_registry() {
   static Registry<HeadEntry> registry = [] {
     Registry<HeadEntry> r("head");
     for (HeadEntry e : {
@@ -37,9 +37,9 @@ Registry<HeadEntry>& registry() {
 }
 }  // namespace
 
-const Registry<HeadEntry>& head_registry() { return registry(); }
+const Registry<HeadEntry>& head_registry() { return mutable_head_registry(); }
 
-const HeadEntry& register_head(HeadEntry entry) { return registry().add(std::move(entry)); }
+const HeadEntry& register_head(HeadEntry entry) { return mutable_head_registry().add(std::move(entry)); }
 
 std::unique_ptr<Head> make_head(const json& cfg, const HeadContext& ctx, const std::string& path) {
   SOFTLAB_CHECK(cfg.is_object(), path, ": expected an object like {\"type\": \"softmax\"}, found ", cfg.dump());

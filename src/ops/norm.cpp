@@ -18,7 +18,7 @@
 namespace softlab {
 
 namespace {
-constexpr int64_t kRowGrain = 32;
+constexpr int64_t kNormRowGrain = 32;
 // Backward: rows per dgamma/dbeta partial sum. Fixed (not per thread), so the partials and
 // their sum in block order are the same for any thread count.
 constexpr int64_t kParamBlock = 32;
@@ -122,7 +122,7 @@ Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, floa
   const float* pw = gamma.defined() ? gamma.data() : ones.data();
   const float* pb = beta.defined() ? beta.data() : zero.data();
   const int64_t Dv = D - D % detail::kLanes;  // summed lane-wise; the rest is the tail
-  parallel_for(0, R, kRowGrain, [&](int64_t r0, int64_t r1) {
+  parallel_for(0, R, kNormRowGrain, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const float* xr = px + r * D;
       float* yr = py + r * D;

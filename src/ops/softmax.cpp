@@ -13,13 +13,13 @@
 namespace softlab {
 
 namespace {
-constexpr int64_t kRowGrain = 64;
+constexpr int64_t kSoftmaxRowGrain = 64;
 
 // Per row: m = max x, l = sum exp(x - m). Rows of -inf only (fully masked) give zeros
 // for softmax and -inf for log-softmax instead of NaN.
 template <bool kLog>
 void softmax_rows(const float* x, float* y, int64_t rows, int64_t n) {
-  parallel_for(0, rows, kRowGrain, [&](int64_t r0, int64_t r1) {
+  parallel_for(0, rows, kSoftmaxRowGrain, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const float* xr = x + r * n;
       float* yr = y + r * n;
@@ -60,7 +60,7 @@ struct SoftmaxNode final : Node {
     float* d = dx.mutable_data();
     const float* py = Y.data();
     const float* pg = g.data();
-    parallel_for(0, rows, kRowGrain, [&](int64_t r0, int64_t r1) {
+    parallel_for(0, rows, kSoftmaxRowGrain, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
         const float* yr = py + r * n;
         const float* gr = pg + r * n;
