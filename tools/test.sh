@@ -25,7 +25,9 @@ if [ $sanitize -eq 1 ]; then
   export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 else
   build=build
-  flags=(-DCMAKE_BUILD_TYPE=RelWithDebInfo)
+  # A unity build (CMakeLists.txt, SOFTLAB_UNITY) as tools/quickstart.sh makes it, MPI
+  # included; the sanitized build compiles file by file, so both ways are checked.
+  flags=(-DCMAKE_BUILD_TYPE=RelWithDebInfo -DSOFTLAB_UNITY=ON)
 fi
 
 cmake -S . -B "$build" "${flags[@]}" >/dev/null
