@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh
-# A unity build: from scratch it compiles in about a third of the time (CMakeLists.txt).
+# A unity build: from scratch it compiles in about a quarter of the time (CMakeLists.txt).
 cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release -DSOFTLAB_BUILD_TESTS=OFF -DSOFTLAB_BUILD_BENCH=OFF \
   -DSOFTLAB_UNITY=ON >/dev/null
 cmake --build build-release -j "$(nproc 2>/dev/null || echo 2)" --target softlab_cli
