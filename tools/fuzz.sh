@@ -32,14 +32,15 @@ bash tools/setup.sh --fuzz
 build=${SOFTLAB_FUZZ_BUILD_DIR:-build-fuzz}
 jobs=$(nproc 2>/dev/null || echo 2)
 start=$(date +%s)
-# Only the library and the harnesses: no tests, no benchmarks, no softlab command. The
+# Only the library and the harnesses, plus the command's sources compiled one by one but
+# not linked (softlab_cli_objects, tests/fuzz/CMakeLists.txt): no tests, no benchmarks. The
 # compiler is chosen when the directory is first configured (naming it again would make
 # CMake start the directory afresh).
 compiler=()
 [ -f "$build/CMakeCache.txt" ] || compiler=(-DCMAKE_CXX_COMPILER=clang++)
 cmake -S . -B "$build" "${compiler[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSOFTLAB_FUZZ=ON \
   -DSOFTLAB_BUILD_TESTS=OFF -DSOFTLAB_BUILD_BENCH=OFF -DSOFTLAB_WITH_MPI=OFF >/dev/null
-cmake --build "$build" --target softlab_fuzzers -j "$jobs"
+cmake --build "$build" --target softlab_fuzzers softlab_cli_objects -j "$jobs"
 built=$(date +%s)
 echo "fuzz: built in $((built - start)) s"
 
