@@ -215,26 +215,16 @@ TEST_F(CliTest, ValidateAndInfo) {
 // SIGINT during training saves last.ckpt and exits 130; --resume then finishes the run.
 TEST_F(CliTest, InterruptSavesCheckpointAndResumes) {
   const std::string out = root + "/long";
-  const pid_t pid = fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    const std::string log = root + "/long.log";
-    freopen(log.c_str(), "w", stderr);
-    freopen("/dev/null", "w", stdout);
-    execl(SOFTLAB_CLI_PATH, SOFTLAB_CLI_PATH, "train", config.c_str(), "--out", out.c_str(), "--set",
-          "train.epochs=500", "--progress", "plain", static_cast<char*>(nullptr));
-    _exit(99);
-  }
+  const pid_t pid = test::start_softlab(
+      {"train", config, "--out", out, "--set", "train.epochs=500", "--progress", "plain"}, root + "/long.log");
+  ASSERT_GT(pid, 0);
   // Wait until training has finished an epoch (metrics.jsonl exists), then interrupt.
   const auto start = std::chrono::steady_clock::now();
   while (!fs::exists(out + "/metrics.jsonl") && std::chrono::steady_clock::now() - start < std::chrono::seconds(60))
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   ASSERT_TRUE(fs::exists(out + "/metrics.jsonl")) << slurp(root + "/long.log");
   kill(pid, SIGINT);
-  int st = 0;
-  waitpid(pid, &st, 0);
-  ASSERT_TRUE(WIFEXITED(st));
-  EXPECT_EQ(WEXITSTATUS(st), 130) << slurp(root + "/long.log");
+  EXPECT_EQ(test::wait_for_exit(pid, 120), 130) << slurp(root + "/long.log");
   EXPECT_TRUE(fs::exists(out + "/last.ckpt"));
   EXPECT_NE(slurp(root + "/long.log").find("interrupted"), std::string::npos);
   // Resume with a step cap already reached: it loads the checkpoint and finishes at once.

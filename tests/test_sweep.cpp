@@ -7,8 +7,11 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include <chrono>
+#include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "cli_run.hpp"
 #include "softlab/checkpoint.hpp"
@@ -240,6 +243,53 @@ TEST_F(SweepTest, SweepCommandRunsResumesSkipsAndReports) {
   const std::string per_minute = test::slurp(root + "/out/accuracy_per_minute.svg");
   EXPECT_NE(per_minute.find("minutes of training"), std::string::npos);
   EXPECT_NE(per_minute.find("softmax"), std::string::npos);
+}
+
+// A signal to the sweep process alone (a scheduler's `kill`, or SIGINT not from a terminal)
+// reaches its runs: each stops at its next step with last.ckpt saved, the sweep waits for
+// them and exits 130, and nothing is left running. Then the same command resumes them.
+TEST_F(SweepTest, SignalToTheSweepAloneStopsItsRunsWithACheckpoint) {
+  for (const int sig : {SIGTERM, SIGINT}) {
+    SCOPED_TRACE(sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    json j = two_cells();
+    j["out"] = root + "/out" + std::to_string(sig);
+    // 500 epochs: a few seconds, so the signal lands early in each run; runs that never got
+    // it would finish, which the checks below catch.
+    j["set"] = {{"train.epochs", 500}};
+    const std::string sweep = write_sweep(j);
+    const std::string log = root + "/sweep" + std::to_string(sig) + ".log";
+    const pid_t pid = test::start_softlab({"sweep", sweep, "--jobs", "2", "--threads", "2"}, log);
+    ASSERT_GT(pid, 0);
+    const Sweep s = load_sweep(sweep);
+    // Both runs are training once each has written its first epoch's metrics.
+    const auto start = std::chrono::steady_clock::now();
+    auto training = [&] {
+      for (const auto& run : s.runs)
+        if (!fs::exists(fs::path(run.dir) / "metrics.jsonl")) return false;
+      return true;
+    };
+    while (!training() && std::chrono::steady_clock::now() - start < std::chrono::seconds(120))
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    ASSERT_TRUE(training()) << test::slurp(log);
+    kill(pid, sig);
+    EXPECT_EQ(test::wait_for_exit(pid, 120), 130) << test::slurp(log);
+    const std::string out = test::slurp(log);
+    EXPECT_NE(out.find("sweep interrupted"), std::string::npos) << out;
+    for (const auto& run : s.runs) {
+      EXPECT_TRUE(fs::exists(fs::path(run.dir) / "last.ckpt")) << run.dir;
+      EXPECT_FALSE(run_finished(run)) << run.dir;
+      EXPECT_NE(out.find("stopped " + run.cell + " seed " + std::to_string(run.seed)), std::string::npos) << out;
+      EXPECT_NE(test::slurp((fs::path(run.dir) / "train.log").string()).find("interrupted"), std::string::npos);
+    }
+    // Resumed with a step budget already reached: each run loads its checkpoint and finishes.
+    j["set"]["train.max_steps"] = 1;
+    test::CliRun r = test::softlab_cli({"sweep", write_sweep(j)}, root);
+    ASSERT_EQ(r.code, 0) << r.out << r.err;
+    for (const auto& run : load_sweep(root + "/sweep.json").runs) {
+      EXPECT_TRUE(run_finished(run)) << run.dir;
+      EXPECT_NE(test::slurp((fs::path(run.dir) / "train.log").string()).find("resuming"), std::string::npos);
+    }
+  }
 }
 
 // A sweep over the sequence length gets the cost plots: one line per attention module, the

@@ -11,14 +11,14 @@
 // out and writes the results, each rank runs --jobs of them at once (cli/sweep_dispatch.hpp).
 #include <fcntl.h>
 #include <sys/file.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
+#include <chrono>
 #include <filesystem>
 #include <iostream>
 #include <map>
+#include <thread>
 
 #include "cli/options.hpp"
 
@@ -92,35 +92,33 @@ void lock_sweep_folder(const Sweep& s) {
   write_file_atomic((fs::path(s.out) / "sweep.json").string(), s.spec.dump(2) + "\n");
 }
 
-// The single-process loop: up to `jobs` children at once, each waited for.
+// The single-process loop: up to `jobs` children at once. It polls rather than blocking in
+// waitpid, so that an interruption arriving at any moment is passed on to the running
+// children within a nap.
 DispatchResult run_here(const std::string& self, const Sweep& s, const std::vector<size_t>& todo, int jobs,
                         int threads) {
-  std::map<pid_t, const SweepRun*> running;
+  std::map<pid_t, size_t> running;
   size_t next = 0, done = 0;
+  bool forwarded = false;
   DispatchResult res;
-  while (next < todo.size() || !running.empty()) {
+  for (;;) {
+    if (g_interrupted && !forwarded) {
+      interrupt_all(running);
+      forwarded = true;
+    }
     while (!g_interrupted && next < todo.size() && static_cast<int>(running.size()) < jobs) {
-      const SweepRun* run = &s.runs[todo[next++]];
-      std::cout << "[" << done + running.size() + 1 << "/" << todo.size() << "] start  " << describe(*run) << "\n"
+      const size_t i = todo[next++];
+      std::cout << "[" << done + running.size() + 1 << "/" << todo.size() << "] start  " << describe(s.runs[i]) << "\n"
                 << std::flush;
-      running[start_run(self, s, *run, threads, -1)] = run;
+      running[start_run(self, s, s.runs[i], threads, -1)] = i;
     }
-    if (running.empty()) break;
-    int status = 0;
-    const pid_t pid = waitpid(-1, &status, 0);
-    if (pid < 0) {
-      if (errno == EINTR) continue;
-      break;
-    }
-    const auto it = running.find(pid);
-    if (it == running.end()) continue;
-    const SweepRun* run = it->second;
-    running.erase(it);
-    ++done;
-    int code = 0;
-    const Outcome o = outcome_of(*run, status, &code);
-    if (o == Outcome::Failed) ++res.failed;
-    std::cout << "[" << done << "/" << todo.size() << "] " << outcome_text(*run, o, code) << "\n" << std::flush;
+    reap(s, running, [&](size_t i, Outcome o, int code) {
+      ++done;
+      if (o == Outcome::Failed) ++res.failed;
+      std::cout << "[" << done << "/" << todo.size() << "] " << outcome_text(s.runs[i], o, code) << "\n" << std::flush;
+    });
+    if (running.empty() && (g_interrupted || next == todo.size())) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   res.interrupted = g_interrupted;
   return res;

@@ -2,7 +2,6 @@
 // (cli/sweep_dispatch.hpp).
 #include "cli/sweep_dispatch.hpp"
 
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -40,27 +39,6 @@ double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::
 void nap() { std::this_thread::sleep_for(std::chrono::milliseconds(20)); }
 
 void say(int rank, const std::string& text) { std::cout << "rank " << rank << ": " << text << "\n" << std::flush; }
-
-// Reaps this rank's finished children without waiting; `done(index, outcome, code)` for each.
-template <class F>
-void reap(const Sweep& s, std::map<pid_t, size_t>& running, F&& done) {
-  for (;;) {
-    int status = 0;
-    const pid_t pid = waitpid(-1, &status, WNOHANG);
-    if (pid <= 0) return;
-    const auto it = running.find(pid);
-    if (it == running.end()) continue;
-    const size_t i = it->second;
-    running.erase(it);
-    int code = 0;
-    const Outcome o = outcome_of(s.runs[i], status, &code);
-    done(i, o, code);
-  }
-}
-
-void interrupt_all(const std::map<pid_t, size_t>& running) {
-  for (const auto& [pid, i] : running) interrupt(pid);
-}
 }  // namespace
 
 void check_same_runs(const Sweep& s) {

@@ -26,7 +26,6 @@ namespace fs = std::filesystem;
 volatile std::sig_atomic_t g_interrupted = 0;
 
 namespace {
-// Without mpirun the children get a terminal's Ctrl-C too (same process group).
 extern "C" void on_sweep_signal(int) { g_interrupted = 1; }
 
 // Under mpirun the rank's lines say which rank they come from.
@@ -73,6 +72,8 @@ void install_signal_handlers() {
   sigemptyset(&sa.sa_mask);
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
+  // A closed terminal: the children, in their own process groups, do not get its SIGHUP.
+  sigaction(SIGHUP, &sa, nullptr);
 }
 
 pid_t start_run(const std::string& self, const Sweep& s, const SweepRun& r, int threads, int rank) {
@@ -104,7 +105,7 @@ pid_t start_run(const std::string& self, const Sweep& s, const SweepRun& r, int 
   const pid_t pid = fork();
   if (pid < 0) throw Error("sweep: cannot start a process for " + r.dir, Error::Kind::Internal);
   if (pid == 0) {
-    if (rank >= 0) setpgid(0, 0);
+    setpgid(0, 0);  // signals reach it through the sweep only (sweep_runs.hpp)
     const int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
     if (fd >= 0) {
       dup2(fd, 1);
@@ -118,6 +119,25 @@ pid_t start_run(const std::string& self, const Sweep& s, const SweepRun& r, int 
 }
 
 void interrupt(pid_t child) { kill(child, SIGTERM); }
+
+void interrupt_all(const std::map<pid_t, size_t>& running) {
+  for (const auto& [pid, i] : running) interrupt(pid);
+}
+
+void reap(const Sweep& s, std::map<pid_t, size_t>& running, const std::function<void(size_t, Outcome, int)>& done) {
+  for (;;) {
+    int status = 0;
+    const pid_t pid = waitpid(-1, &status, WNOHANG);
+    if (pid <= 0) return;
+    const auto it = running.find(pid);
+    if (it == running.end()) continue;
+    const size_t i = it->second;
+    running.erase(it);
+    int code = 0;
+    const Outcome o = outcome_of(s.runs[i], status, &code);
+    done(i, o, code);
+  }
+}
 
 Outcome outcome_of(const SweepRun& r, int status, int* code) {
   *code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
