@@ -19,8 +19,8 @@ if [ $sanitize -eq 1 ]; then
   build=build-sanitize
   # Without MPI: this build is also the proof that softlab without MPI passes everything (its
   # MPI tests skip); the MPI code is tested, under mpirun, by the plain build.
-  # Unity batches as in the plain build: under the sanitizers a file-by-file build of the
-  # library takes several times longer. tools/fuzz.sh compiles every source on its own.
+  # Unity batches as in the plain build: on a 2-core Zen 5 this sanitized build took 9 min
+  # against about 15 file by file. tools/fuzz.sh compiles every source on its own.
   flags=(-DSOFTLAB_SANITIZE=ON -DSOFTLAB_WITH_MPI=OFF -DSOFTLAB_BUILD_BENCH=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo
     -DSOFTLAB_UNITY=ON)
   # oneDNN and libgomp keep process-lifetime allocations that LeakSanitizer would report.
